@@ -1,0 +1,168 @@
+// The control-plane HTTP API under /api/v1. Routes only: the logic lives in the layers.
+import { Hono, type Context } from 'hono';
+import { InferplaneError, toInferplaneError } from '../core/errors.js';
+import { KeyCreateSchema, TenantCreateSchema, parseOrThrow } from '../core/schemas.js';
+import type { DeploymentService } from '../deploy/service.js';
+import type { Inventory } from '../schedule/inventory.js';
+import { bearerToken, type Principal, type TenancyService } from '../tenancy/tenancy.js';
+import type { Logger } from '../telemetry/logger.js';
+import { openApiDocument } from './openapi.js';
+
+export interface ApiDeps {
+  tenancy: TenancyService;
+  deployments: DeploymentService;
+  inventory: Inventory;
+  logger: Logger;
+  /** Called after changes the gateway must learn about (keys, tenants). */
+  onChange: () => void;
+  version: string;
+}
+
+type Env = { Variables: { principal: Principal } };
+
+export function createApi(deps: ApiDeps): Hono<Env> {
+  const app = new Hono<Env>();
+
+  app.onError((e, c) => {
+    const err = toInferplaneError(e);
+    if (err.status >= 500) deps.logger.error({ err: e, path: c.req.path }, 'api error');
+    const headers: Record<string, string> = {};
+    if (err.retryAfterS !== undefined) headers['retry-after'] = String(err.retryAfterS);
+    return c.json(err.toJSON(), err.status as 400, headers);
+  });
+  app.notFound((c) => {
+    const err = new InferplaneError(
+      'IP_NOT_FOUND',
+      `no such endpoint: ${c.req.method} ${c.req.path}`,
+    );
+    return c.json(err.toJSON(), 404);
+  });
+
+  app.get('/openapi.json', (c) => c.json(openApiDocument(deps.version)));
+
+  app.use('*', async (c, next) => {
+    const principal = await deps.tenancy.authenticate(bearerToken(c.req.header('authorization')));
+    c.set('principal', principal);
+    await next();
+  });
+
+  const operatorOnly = (c: Context<Env>): void => {
+    if (c.get('principal').kind !== 'operator') {
+      throw new InferplaneError('IP_FORBIDDEN', 'this action needs an operator key');
+    }
+  };
+
+  // Deployments
+  app.get('/deployments', async (c) =>
+    c.json({ items: await deps.deployments.list(c.get('principal')) }),
+  );
+  app.get('/deployments/:name', async (c) =>
+    c.json(await deps.deployments.describe(c.req.param('name'), c.get('principal'))),
+  );
+  app.put('/deployments/:name', async (c) => {
+    const body = await jsonBody(c);
+    const name = c.req.param('name');
+    if (typeof body === 'object' && body !== null && 'name' in body && body.name !== name) {
+      throw new InferplaneError('IP_VALIDATION', `spec name does not match the URL (${name})`, {
+        details: [{ path: 'name', message: `must equal ${name}` }],
+      });
+    }
+    const withName = typeof body === 'object' && body !== null ? { name, ...body } : body;
+    const out = await deps.deployments.apply(withName, c.get('principal'));
+    return c.json(out, out.result === 'created' ? 201 : 200);
+  });
+  app.delete('/deployments/:name', async (c) => {
+    const name = c.req.param('name');
+    await deps.deployments.delete(name, c.get('principal'));
+    return c.json({ deleted: name });
+  });
+  app.get('/deployments/:name/logs', async (c) => {
+    const replica = intQuery(c, 'replica', 0);
+    const tail = intQuery(c, 'tail', 200);
+    const text = await deps.deployments.logs(
+      c.req.param('name'),
+      c.get('principal'),
+      replica,
+      Math.min(tail, 100_000),
+    );
+    return c.text(text);
+  });
+
+  // Tenants and keys
+  app.get('/tenants', async (c) => {
+    const p = c.get('principal');
+    const all = await deps.tenancy.listTenants();
+    return c.json({ items: p.kind === 'operator' ? all : all.filter((t) => t.id === p.tenantId) });
+  });
+  app.post('/tenants', async (c) => {
+    operatorOnly(c);
+    const { name } = parseOrThrow(TenantCreateSchema, await jsonBody(c), 'tenant');
+    const tenant = await deps.tenancy.createTenant(name);
+    deps.onChange();
+    return c.json({ tenant }, 201);
+  });
+  app.post('/tenants/:name/keys', async (c) => {
+    const name = c.req.param('name');
+    const p = c.get('principal');
+    if (p.kind === 'tenant' && p.tenantName !== name) {
+      throw new InferplaneError('IP_TENANT_NOT_FOUND', `tenant ${name} not found`);
+    }
+    const raw = c.req.header('content-length') === '0' ? {} : await jsonBody(c, {});
+    const { description } = parseOrThrow(KeyCreateSchema, raw, 'key');
+    const key = await deps.tenancy.createKey(name, description);
+    deps.onChange();
+    return c.json(key, 201);
+  });
+
+  // Nodes
+  app.get('/nodes', async (c) => {
+    operatorOnly(c);
+    const nodes = await deps.inventory.listNodes();
+    return c.json({
+      items: nodes.map((n) => ({
+        name: n.name,
+        state: n.state,
+        labels: n.labels,
+        lastSeen: n.lastSeen,
+        gpuTotal: n.gpus.length,
+        gpuFree: n.gpus.filter((g) => !n.allocations.has(g.index)).length,
+        gpus: n.gpus.map((g) => ({
+          index: g.index,
+          uuid: g.uuid,
+          type: g.type,
+          memoryMiB: g.memoryMiB,
+          vendor: g.vendor,
+          replica: n.allocations.get(g.index) ?? null,
+        })),
+      })),
+    });
+  });
+
+  return app;
+}
+
+async function jsonBody(c: Context, fallback?: unknown): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === '' && fallback !== undefined) return fallback;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new InferplaneError('IP_BAD_REQUEST', 'the request body is not valid JSON');
+  }
+}
+
+function intQuery(c: Context, name: string, dflt: number): number {
+  const v = c.req.query(name);
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new InferplaneError(
+      'IP_VALIDATION',
+      `query parameter ${name} must be a non-negative integer`,
+      {
+        details: [{ path: name, message: 'must be a non-negative integer' }],
+      },
+    );
+  }
+  return n;
+}

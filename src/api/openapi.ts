@@ -1,0 +1,146 @@
+// The OpenAPI 3.1 document of the control-plane API; request schemas come from the zod schemas.
+import { z } from 'zod';
+import { DeploymentSpecSchema, KeyCreateSchema, TenantCreateSchema } from '../core/schemas.js';
+
+const ErrorBody = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: {
+        code: { type: 'string', description: 'Stable error code, e.g. IP_VALIDATION' },
+        message: { type: 'string' },
+        status: { type: 'integer' },
+        details: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: { path: { type: 'string' }, message: { type: 'string' } },
+          },
+        },
+      },
+      required: ['code', 'message', 'status'],
+    },
+  },
+};
+
+const errors = {
+  '400': {
+    description: 'Invalid input',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+  },
+  '401': {
+    description: 'Missing or invalid API key',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+  },
+  '404': {
+    description: 'Not found',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+  },
+};
+
+const ok = (description: string) => ({ description, content: { 'application/json': {} } });
+const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
+
+let cached: Record<string, unknown> | undefined;
+
+export function openApiDocument(version: string): Record<string, unknown> {
+  cached ??= {
+    openapi: '3.1.0',
+    info: {
+      title: 'Inferplane control-plane API',
+      version,
+      description:
+        'Deploy models, manage tenants and keys, inspect nodes. Authenticate with Authorization: Bearer <key>. The OpenAI-compatible inference API is served under /v1 on the same port.',
+    },
+    servers: [{ url: '/api/v1' }],
+    security: [{ bearer: [] }],
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      schemas: {
+        Error: ErrorBody,
+        DeploymentSpec: z.toJSONSchema(DeploymentSpecSchema, { io: 'input' }),
+        TenantCreate: z.toJSONSchema(TenantCreateSchema, { io: 'input' }),
+        KeyCreate: z.toJSONSchema(KeyCreateSchema, { io: 'input' }),
+      },
+    },
+    paths: {
+      '/deployments': {
+        get: {
+          summary: 'List deployments',
+          responses: { '200': ok('Deployment summaries'), ...errors },
+        },
+      },
+      '/deployments/{name}': {
+        parameters: [nameParam],
+        get: {
+          summary: 'Describe a deployment (spec, replicas, events)',
+          responses: { '200': ok('Deployment detail'), ...errors },
+        },
+        put: {
+          summary: 'Create or update a deployment (idempotent apply)',
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': { schema: { $ref: '#/components/schemas/DeploymentSpec' } },
+            },
+          },
+          responses: {
+            '200': ok('Updated or unchanged'),
+            '201': ok('Created'),
+            '422': { description: 'Cannot be placed on free GPUs now' },
+            ...errors,
+          },
+        },
+        delete: {
+          summary: 'Delete a deployment and stop its replicas',
+          responses: { '200': ok('Deleted'), ...errors },
+        },
+      },
+      '/deployments/{name}/logs': {
+        parameters: [
+          nameParam,
+          { name: 'replica', in: 'query', schema: { type: 'integer', minimum: 0 } },
+          { name: 'tail', in: 'query', schema: { type: 'integer', minimum: 0 } },
+        ],
+        get: {
+          summary: "A replica's engine output",
+          responses: {
+            '200': { description: 'Log text', content: { 'text/plain': {} } },
+            ...errors,
+          },
+        },
+      },
+      '/tenants': {
+        get: { summary: 'List tenants', responses: { '200': ok('Tenants'), ...errors } },
+        post: {
+          summary: 'Create a tenant (operator)',
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': { schema: { $ref: '#/components/schemas/TenantCreate' } },
+            },
+          },
+          responses: { '201': ok('Created'), '409': { description: 'Exists' }, ...errors },
+        },
+      },
+      '/tenants/{name}/keys': {
+        parameters: [nameParam],
+        post: {
+          summary: 'Create an API key for a tenant; the key is returned once',
+          requestBody: {
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/KeyCreate' } } },
+          },
+          responses: { '201': ok('The key, in plaintext, once'), ...errors },
+        },
+      },
+      '/nodes': {
+        get: {
+          summary: 'Nodes and their GPUs (operator)',
+          responses: { '200': ok('Nodes'), ...errors },
+        },
+      },
+    },
+  };
+  return cached;
+}

@@ -1,0 +1,71 @@
+// Shared zod schemas; types are inferred from them, JSON Schema is exported for the OpenAPI document.
+import { z } from 'zod';
+import { InferplaneError, type ErrorDetail } from './errors.js';
+
+/** DNS-1123 label: lower-case letters, digits and '-', starting and ending alphanumeric. */
+export const NameSchema = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, {
+    message:
+      "must be lower-case letters, digits and '-', starting and ending with a letter or digit",
+  });
+
+export const EngineArgValueSchema = z.union([z.string(), z.number(), z.boolean()]);
+
+export const DeploymentSpecSchema = z
+  .strictObject({
+    kind: z.literal('Deployment').optional(),
+    name: NameSchema.describe('Unique deployment name; clients send it as the model name.'),
+    tenant: NameSchema.describe('The team that owns the deployment.'),
+    model: z.string().min(1).max(256).describe('The model served, e.g. llama-3.1-8b.'),
+    engine: z.strictObject({
+      name: z.string().min(1).max(32).describe('Engine adapter: sim, llamacpp, vllm, ...'),
+      args: z
+        .record(z.string(), EngineArgValueSchema)
+        .default({})
+        .describe('Engine-specific arguments, validated by the engine adapter.'),
+    }),
+    replicas: z.int().min(0).max(256),
+    resources: z.strictObject({
+      gpus: z.int().min(0).max(64).describe('GPUs per replica.'),
+      gpuType: z.string().min(1).max(64).describe('GPU type to place on, e.g. H100-80GB.'),
+    }),
+  })
+  .describe('A deployment: a model served by an engine on N replicas.');
+
+export type DeploymentSpec = z.infer<typeof DeploymentSpecSchema>;
+export type DeploymentSpecInput = z.input<typeof DeploymentSpecSchema>;
+
+export const TenantCreateSchema = z.strictObject({ name: NameSchema });
+export const KeyCreateSchema = z.strictObject({
+  description: z.string().max(200).optional(),
+});
+
+/** Turns zod issues into error details with a dotted path per bad field. */
+export function zodDetails(error: z.ZodError, prefix = ''): ErrorDetail[] {
+  return error.issues.map((issue) => {
+    const path = [prefix, ...issue.path.map(String)].filter((p) => p !== '').join('.');
+    return { path: path === '' ? '(root)' : path, message: issue.message };
+  });
+}
+
+/** Parses `input` with `schema` or throws IP_VALIDATION listing every bad field. */
+export function parseOrThrow<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  what: string,
+  prefix = '',
+): z.infer<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const details = zodDetails(result.error, prefix);
+    throw new InferplaneError(
+      'IP_VALIDATION',
+      `invalid ${what}: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`,
+      { details },
+    );
+  }
+  return result.data;
+}

@@ -1,0 +1,344 @@
+// Deployments as the API sees them: admission (schema, tenant, engine, placement), idempotent
+// apply, views for get/describe, delete, and logs.
+import { isDeepStrictEqual } from 'node:util';
+import { isoNow } from '../core/clock.js';
+import { InferplaneError } from '../core/errors.js';
+import { newId } from '../core/ids.js';
+import { DeploymentSpecSchema, parseOrThrow, type DeploymentSpec } from '../core/schemas.js';
+import type { RouteModel } from '../core/types.js';
+import { resolveEngine } from '../engines/index.js';
+import type { RuntimeDriver } from '../runtime/driver.js';
+import type { Inventory } from '../schedule/inventory.js';
+import type { Placer } from '../schedule/placement.js';
+import type { Db } from '../store/db.js';
+import type { DeploymentTable } from '../store/schema.js';
+import type { Principal, TenancyService } from '../tenancy/tenancy.js';
+import type { DeploymentController } from './controller.js';
+
+export interface DeploymentSummary {
+  name: string;
+  tenant: string;
+  model: string;
+  engine: string;
+  replicas: { desired: number; ready: number };
+  resources: { gpus: number; gpuType: string };
+  phase: string;
+  generation: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ReplicaView {
+  id: string;
+  index: number;
+  state: string;
+  node: string | null;
+  gpus: number[];
+  port: number | null;
+  pid: number | null;
+  restarts: number;
+  startedAt: string | null;
+  lastError: string | null;
+}
+
+export interface EventView {
+  time: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+  replica?: number;
+}
+
+export interface DeploymentDetail {
+  spec: DeploymentSpec;
+  summary: DeploymentSummary;
+  replicas: ReplicaView[];
+  events: EventView[];
+}
+
+export type ApplyResult = 'created' | 'updated' | 'unchanged';
+
+/** The fields whose change replaces replicas (a scale alone does not). */
+function template(spec: DeploymentSpec): unknown {
+  return { model: spec.model, engine: spec.engine, resources: spec.resources };
+}
+
+export class DeploymentService {
+  constructor(
+    private readonly db: Db,
+    private readonly tenancy: TenancyService,
+    private readonly inventory: Inventory,
+    private readonly placer: Placer,
+    private readonly controller: DeploymentController,
+    private readonly driver: RuntimeDriver,
+  ) {}
+
+  async apply(
+    input: unknown,
+    principal: Principal,
+  ): Promise<{ deployment: DeploymentSummary; result: ApplyResult }> {
+    const spec = parseOrThrow(DeploymentSpecSchema, input, 'deployment spec');
+    if (principal.kind === 'tenant' && principal.tenantName !== spec.tenant) {
+      throw new InferplaneError(
+        'IP_FORBIDDEN',
+        `this key belongs to tenant ${principal.tenantName} and cannot deploy for ${spec.tenant}`,
+      );
+    }
+    const tenant = await this.tenancy.findTenant(spec.tenant);
+    if (!tenant) {
+      throw new InferplaneError('IP_VALIDATION', `tenant ${spec.tenant} does not exist`, {
+        details: [{ path: 'tenant', message: `tenant ${spec.tenant} does not exist` }],
+      });
+    }
+    const engine = resolveEngine(spec.engine.name, spec.engine.args);
+    spec.engine.args = engine.args as DeploymentSpec['engine']['args'];
+
+    return this.controller.exclusive(async () => {
+      const existing = await this.db
+        .selectFrom('deployments')
+        .selectAll()
+        .where('name', '=', spec.name)
+        .executeTakeFirst();
+      if (existing && existing.tenant_id !== tenant.id) {
+        throw new InferplaneError(
+          'IP_CONFLICT',
+          `deployment ${spec.name} already exists for another tenant`,
+          { details: [{ path: 'name', message: 'name taken' }] },
+        );
+      }
+      const old = existing ? (JSON.parse(existing.spec) as DeploymentSpec) : undefined;
+      if (old && isDeepStrictEqual(old, spec)) {
+        return { deployment: await this.summary(existing!), result: 'unchanged' as const };
+      }
+      const templateChanged = !old || !isDeepStrictEqual(template(old), template(spec));
+      await this.admit(spec, existing?.id, templateChanged);
+
+      const now = isoNow();
+      let row: DeploymentTable;
+      if (existing) {
+        row = {
+          ...existing,
+          spec: JSON.stringify(spec),
+          generation: existing.generation + (templateChanged ? 1 : 0),
+          updated_at: now,
+        };
+        await this.db
+          .updateTable('deployments')
+          .set({ spec: row.spec, generation: row.generation, updated_at: now })
+          .where('id', '=', existing.id)
+          .execute();
+        await this.controller.recordEvent(
+          row.id,
+          'Normal',
+          'Updated',
+          templateChanged
+            ? `spec updated to generation ${row.generation}; replicas will be replaced`
+            : `replicas ${old?.replicas ?? 0} → ${spec.replicas}`,
+        );
+      } else {
+        row = {
+          id: newId('dep'),
+          name: spec.name,
+          tenant_id: tenant.id,
+          spec: JSON.stringify(spec),
+          generation: 1,
+          created_at: now,
+          updated_at: now,
+        };
+        await this.db.insertInto('deployments').values(row).execute();
+        await this.controller.recordEvent(
+          row.id,
+          'Normal',
+          'Created',
+          `deployment created: ${spec.replicas} × ${spec.resources.gpus} ${spec.resources.gpuType}, engine ${spec.engine.name}`,
+        );
+      }
+      this.controller.trigger();
+      this.controller.changed();
+      return { deployment: await this.summary(row), result: existing ? 'updated' : 'created' };
+    });
+  }
+
+  /**
+   * Admission by placement: every replica that will need GPUs must fit now, counting the GPUs
+   * this deployment already holds as free when its replicas are to be replaced.
+   */
+  private async admit(
+    spec: DeploymentSpec,
+    deploymentId: string | undefined,
+    templateChanged: boolean,
+  ): Promise<void> {
+    const view = await this.inventory.clusterView();
+    let needed = spec.replicas;
+    if (deploymentId) {
+      const mine = await this.db
+        .selectFrom('replicas')
+        .select(['idx', 'node', 'gpus'])
+        .where('deployment_id', '=', deploymentId)
+        .execute();
+      for (const r of mine) {
+        if (templateChanged || r.idx >= spec.replicas) {
+          const set = view.allocated.get(r.node ?? '');
+          for (const g of JSON.parse(r.gpus) as number[]) set?.delete(g);
+        } else {
+          needed -= 1;
+        }
+      }
+    }
+    for (let i = 0; i < needed; i++) {
+      const p = this.placer.place(
+        {
+          deployment: spec.name,
+          replicaIdx: i,
+          gpus: spec.resources.gpus,
+          gpuType: spec.resources.gpuType,
+        },
+        view,
+      );
+      const set = view.allocated.get(p.node) ?? new Set<number>();
+      for (const g of p.gpus) set.add(g);
+      view.allocated.set(p.node, set);
+    }
+  }
+
+  async delete(name: string, principal: Principal): Promise<void> {
+    const row = await this.getRow(name, principal);
+    await this.controller.exclusive(async () => {
+      await this.controller.removeReplicas(row.id);
+      await this.db.deleteFrom('events').where('deployment_id', '=', row.id).execute();
+      await this.db.deleteFrom('deployments').where('id', '=', row.id).execute();
+    });
+    this.controller.changed();
+  }
+
+  async list(principal: Principal): Promise<DeploymentSummary[]> {
+    let q = this.db.selectFrom('deployments').selectAll().orderBy('name');
+    if (principal.kind === 'tenant') q = q.where('tenant_id', '=', principal.tenantId);
+    const rows = await q.execute();
+    return Promise.all(rows.map((r) => this.summary(r)));
+  }
+
+  async describe(name: string, principal: Principal, eventLimit = 50): Promise<DeploymentDetail> {
+    const row = await this.getRow(name, principal);
+    const replicas = await this.db
+      .selectFrom('replicas')
+      .selectAll()
+      .where('deployment_id', '=', row.id)
+      .orderBy('idx')
+      .execute();
+    const events = await this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('deployment_id', '=', row.id)
+      .orderBy('id', 'desc')
+      .limit(eventLimit)
+      .execute();
+    return {
+      spec: JSON.parse(row.spec) as DeploymentSpec,
+      summary: await this.summary(row),
+      replicas: replicas.map((r) => ({
+        id: r.id,
+        index: r.idx,
+        state: r.state,
+        node: r.node,
+        gpus: JSON.parse(r.gpus) as number[],
+        port: r.port,
+        pid: r.pid,
+        restarts: r.restarts,
+        startedAt: r.started_at,
+        lastError: r.last_error,
+      })),
+      events: events.reverse().map((e) => ({
+        time: e.time,
+        type: e.type,
+        reason: e.reason,
+        message: e.message,
+        ...(e.replica_idx === null ? {} : { replica: e.replica_idx }),
+      })),
+    };
+  }
+
+  async logs(name: string, principal: Principal, replica: number, tail: number): Promise<string> {
+    const row = await this.getRow(name, principal);
+    const spec = JSON.parse(row.spec) as DeploymentSpec;
+    if (replica < 0 || replica >= Math.max(spec.replicas, 1)) {
+      throw new InferplaneError(
+        'IP_REPLICA_NOT_FOUND',
+        `deployment ${name} has no replica ${replica} (replicas: ${spec.replicas})`,
+      );
+    }
+    return this.driver.logs(name, replica, tail);
+  }
+
+  /** Deployments with their ready endpoints, for the gateway's routing snapshot. */
+  async routes(): Promise<RouteModel[]> {
+    const rows = await this.db
+      .selectFrom('deployments as d')
+      .innerJoin('tenants as t', 't.id', 'd.tenant_id')
+      .select(['d.id', 'd.name', 'd.spec', 'd.tenant_id', 'd.created_at', 't.name as tenant'])
+      .execute();
+    return rows.map((r) => {
+      const spec = JSON.parse(r.spec) as DeploymentSpec;
+      const endpoints = this.driver
+        .list()
+        .filter((s) => s.deployment === r.name && s.state === 'ready' && s.url !== null)
+        .sort((a, b) => a.index - b.index)
+        .map((s) => ({ replicaId: s.replicaId, index: s.index, url: s.url! }));
+      return {
+        model: r.name,
+        deployment: r.name,
+        tenantId: r.tenant_id,
+        tenantName: r.tenant,
+        engine: spec.engine.name,
+        createdAt: r.created_at,
+        endpoints,
+      };
+    });
+  }
+
+  private async getRow(name: string, principal: Principal): Promise<DeploymentTable> {
+    const row = await this.db
+      .selectFrom('deployments')
+      .selectAll()
+      .where('name', '=', name)
+      .executeTakeFirst();
+    if (!row || (principal.kind === 'tenant' && row.tenant_id !== principal.tenantId)) {
+      throw new InferplaneError('IP_DEPLOYMENT_NOT_FOUND', `deployment ${name} not found`);
+    }
+    return row;
+  }
+
+  private async summary(row: DeploymentTable): Promise<DeploymentSummary> {
+    const spec = JSON.parse(row.spec) as DeploymentSpec;
+    const tenant = await this.db
+      .selectFrom('tenants')
+      .select('name')
+      .where('id', '=', row.tenant_id)
+      .executeTakeFirst();
+    const reps = await this.db
+      .selectFrom('replicas')
+      .select(['state', 'restarts', 'generation'])
+      .where('deployment_id', '=', row.id)
+      .execute();
+    const ready = reps.filter((r) => r.state === 'ready' && r.generation === row.generation).length;
+    let phase: string;
+    if (spec.replicas === 0) phase = 'Stopped';
+    else if (ready >= spec.replicas) phase = 'Ready';
+    else if (this.controller.unschedulable.has(row.id)) phase = 'Unschedulable';
+    else if (reps.some((r) => r.state === 'restarting' || r.state === 'unhealthy'))
+      phase = 'Degraded';
+    else phase = 'Progressing';
+    return {
+      name: row.name,
+      tenant: tenant?.name ?? '?',
+      model: spec.model,
+      engine: spec.engine.name,
+      replicas: { desired: spec.replicas, ready },
+      resources: spec.resources,
+      phase,
+      generation: row.generation,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+    };
+  }
+}

@@ -1,0 +1,33 @@
+import { InferplaneError } from '../core/errors.js';
+import { parseOrThrow } from '../core/schemas.js';
+import { simEngine } from './sim.js';
+import type { EngineAdapter } from './types.js';
+
+export type { EngineAdapter, LaunchCommand, LaunchContext } from './types.js';
+
+const adapters = new Map<string, EngineAdapter>([[simEngine.name, simEngine]]);
+
+export function engineNames(): string[] {
+  return [...adapters.keys()];
+}
+
+export function getEngine(name: string): EngineAdapter {
+  const a = adapters.get(name);
+  if (!a) {
+    throw new InferplaneError(
+      'IP_VALIDATION',
+      `unknown engine ${name} (available: ${engineNames().join(', ')})`,
+      { details: [{ path: 'engine.name', message: `unknown engine ${name}` }] },
+    );
+  }
+  return a;
+}
+
+/** Validates a deployment's engine block; returns the adapter and its parsed args. */
+export function resolveEngine(
+  name: string,
+  args: unknown,
+): { adapter: EngineAdapter; args: Record<string, unknown> } {
+  const adapter = getEngine(name);
+  return { adapter, args: parseOrThrow(adapter.argsSchema, args, 'engine args', 'engine.args') };
+}

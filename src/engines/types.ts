@@ -1,0 +1,35 @@
+// An engine is a small interface plus data: adding vLLM, SGLang or TRT-LLM is a short file.
+import type { z } from 'zod';
+
+export interface LaunchContext {
+  /** The name clients use for the model (the deployment name). */
+  servedModelName: string;
+  /** The model served (e.g. llama-3.1-8b). */
+  model: string;
+  host: string;
+  port: number;
+  /** GPU indices on the node; empty for CPU replicas. */
+  gpus: number[];
+  gpuType: string;
+  /** Validated engine args (the adapter's own schema). */
+  args: Record<string, unknown>;
+}
+
+export interface LaunchCommand {
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+}
+
+export interface EngineAdapter {
+  readonly name: string;
+  /** Validates `engine.args` of a deployment spec. */
+  readonly argsSchema: z.ZodType<Record<string, unknown>>;
+  /** Liveness/readiness path answered 200 when the engine can serve. */
+  readonly healthPath: string;
+  /** Prometheus metrics path. */
+  readonly metricsPath: string;
+  /** How long the engine may take to become healthy before the start counts as failed. */
+  readonly startTimeoutMs: number;
+  launch(ctx: LaunchContext): LaunchCommand;
+}

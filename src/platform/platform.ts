@@ -1,0 +1,284 @@
+// The composition root for one machine: store, tenancy, inventory (with a simulated node
+// agent), runtime, deployment controller, gateway and API on one HTTP port.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { Hono } from 'hono';
+import { createApi } from '../api/app.js';
+import { simulatedNode } from '../agent/agent.js';
+import { toInferplaneError } from '../core/errors.js';
+import { newApiKey } from '../core/ids.js';
+import type { DeploymentSpecInput } from '../core/schemas.js';
+import type { RoutingSnapshot } from '../core/types.js';
+import { DeploymentController } from '../deploy/controller.js';
+import { DeploymentService } from '../deploy/service.js';
+import { Gateway } from '../gateway/gateway.js';
+import { LocalDriver } from '../runtime/local.js';
+import { Inventory } from '../schedule/inventory.js';
+import { PackPlacer } from '../schedule/placement.js';
+import { openStore, type Db } from '../store/db.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { createMetrics } from '../telemetry/metrics.js';
+import { TenancyService } from '../tenancy/tenancy.js';
+import type { PlatformConfig } from './config.js';
+
+export const DEMO_TENANT = 'demo';
+export const DEMO_DEPLOYMENT = 'demo-llama-8b';
+
+export interface Platform {
+  readonly url: string;
+  readonly port: number;
+  readonly config: PlatformConfig;
+  /** Set when this start generated the operator key (printed once, never stored in plaintext). */
+  readonly generatedAdminKey: string | undefined;
+  readonly demo: { tenant: string; key: string; deployment: string } | undefined;
+  readonly logger: Logger;
+  readonly deployments: DeploymentService;
+  /** Resolves when the named deployment has all replicas ready (false on timeout). */
+  waitReady(deployment: string, timeoutMs: number): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+export async function startPlatform(
+  config: PlatformConfig,
+  opts: { version: string; logger?: Logger },
+): Promise<Platform> {
+  mkdirSync(config.stateDir, { recursive: true });
+  const logger = opts.logger ?? createLogger({ level: config.logLevel });
+  const db = await openStore({ sqlitePath: join(config.stateDir, 'inferplane.db') });
+  const metrics = createMetrics();
+  const tenancy = new TenancyService(db);
+  const inventory = new Inventory(db);
+  const placer = new PackPlacer();
+  const driver = new LocalDriver({ logDir: join(config.stateDir, 'logs'), logger });
+  const gateway = new Gateway({ metrics, logger });
+
+  // Routing snapshots: rebuilt (coalesced) whenever keys, deployments or replicas change.
+  let snapshotVersion = 0;
+  let publishing: Promise<void> | undefined;
+  let republish = false;
+  const publish = (): void => {
+    if (publishing) {
+      republish = true;
+      return;
+    }
+    publishing = (async () => {
+      do {
+        republish = false;
+        const snap: RoutingSnapshot = {
+          version: ++snapshotVersion,
+          keys: await tenancy.keyEntries(),
+          models: await deployments.routes(),
+        };
+        gateway.update(snap);
+      } while (republish);
+    })()
+      .catch((e: unknown) => logger.error({ err: e }, 'routing snapshot failed'))
+      .finally(() => {
+        publishing = undefined;
+      });
+  };
+
+  const controller = new DeploymentController({
+    db,
+    inventory,
+    placer,
+    driver,
+    logger,
+    onChange: publish,
+  });
+  const deployments = new DeploymentService(db, tenancy, inventory, placer, controller, driver);
+
+  // The node agent of this machine (simulated GPUs).
+  const node = simulatedNode({
+    gpus: config.gpus,
+    gpuType: config.gpuType,
+    ...(config.nodeName ? { name: config.nodeName } : {}),
+  });
+  await inventory.registerNode(node);
+  for (const g of node.gpus) {
+    metrics.gpuMemoryTotal.set(
+      { node: node.name, gpu: String(g.index), type: g.type, vendor: g.vendor },
+      g.memoryMiB * 1024 * 1024,
+    );
+  }
+
+  const generatedAdminKey = await bootstrapAdminKey(tenancy, config);
+  await controller.start();
+  const demo = config.demo ? await bootstrapDemo(tenancy, deployments, config, logger) : undefined;
+  publish();
+
+  let ready = true;
+  const app = new Hono();
+  app.route('/v1', gateway.routes());
+  app.route(
+    '/api/v1',
+    createApi({
+      tenancy,
+      deployments,
+      inventory,
+      logger,
+      onChange: publish,
+      version: opts.version,
+    }),
+  );
+  app.get('/metrics', async (c) => {
+    await refreshGauges(db, metrics, node.name);
+    return c.body(await metrics.registry.metrics(), 200, {
+      'content-type': metrics.registry.contentType,
+    });
+  });
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', (c) =>
+    ready
+      ? c.json({ status: 'ready', snapshot: gateway.snapshotVersion })
+      : c.json({ status: 'shutting down' }, 503),
+  );
+  app.get('/', (c) =>
+    c.json({
+      name: 'inferplane',
+      version: opts.version,
+      openai: '/v1',
+      api: '/api/v1',
+      openapi: '/api/v1/openapi.json',
+      metrics: '/metrics',
+    }),
+  );
+
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>
+      resolve(s),
+    ) as Server;
+    s.once('error', reject);
+  });
+  server.keepAliveTimeout = 65_000;
+  const port = (server.address() as AddressInfo).port;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  logger.info({ url, stateDir: config.stateDir, gpus: config.gpus }, 'inferplane up');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    config,
+    generatedAdminKey,
+    demo,
+    logger,
+    deployments,
+    async waitReady(name, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const list = await deployments.list({ kind: 'operator', keyId: 'internal' });
+        const d = list.find((x) => x.name === name);
+        if (d && d.replicas.ready >= d.replicas.desired) return true;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return false;
+    },
+    stop() {
+      stopping ??= (async () => {
+        ready = false;
+        logger.info('stopping');
+        await controller.stop();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        await gateway.close();
+        await db.destroy();
+        logger.info('stopped');
+        logger.flush();
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function refreshGauges(
+  db: Db,
+  metrics: ReturnType<typeof createMetrics>,
+  nodeName: string,
+): Promise<void> {
+  const rows = await db
+    .selectFrom('replicas as r')
+    .innerJoin('deployments as d', 'd.id', 'r.deployment_id')
+    .select(['d.name', 'r.state', 'r.node', 'r.gpus'])
+    .execute();
+  metrics.replicas.reset();
+  const counts = new Map<string, number>();
+  for (const r of rows) {
+    const k = `${r.name}\u0000${r.state}`;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  for (const [k, n] of counts) {
+    const [deployment = '', state = ''] = k.split('\u0000');
+    metrics.replicas.set({ deployment, state }, n);
+  }
+  const node = await db
+    .selectFrom('nodes')
+    .select(['gpus'])
+    .where('name', '=', nodeName)
+    .executeTakeFirst();
+  const taken = new Set(
+    rows.filter((r) => r.node === nodeName).flatMap((r) => JSON.parse(r.gpus) as number[]),
+  );
+  for (const g of JSON.parse(node?.gpus ?? '[]') as Array<{ index: number; type: string }>) {
+    metrics.gpuAllocated.set(
+      { node: nodeName, gpu: String(g.index), type: g.type },
+      taken.has(g.index) ? 1 : 0,
+    );
+  }
+}
+
+async function bootstrapAdminKey(
+  tenancy: TenancyService,
+  config: PlatformConfig,
+): Promise<string | undefined> {
+  const fromEnv = config.adminKey;
+  if (fromEnv) {
+    await tenancy.ensureOperatorKey(fromEnv);
+    return undefined;
+  }
+  if ((await tenancy.hasOperatorKey()) && !config.rotateAdminKey) return undefined;
+  const key = newApiKey();
+  await tenancy.createKey(null, 'generated operator key', key);
+  return key;
+}
+
+async function bootstrapDemo(
+  tenancy: TenancyService,
+  deployments: DeploymentService,
+  config: PlatformConfig,
+  logger: Logger,
+): Promise<Platform['demo']> {
+  const keyFile = join(config.stateDir, 'demo.key');
+  if (await tenancy.findTenant(DEMO_TENANT)) {
+    // Created on an earlier start; the demo key is kept beside the state (demo convenience).
+    if (!existsSync(keyFile)) return undefined;
+    return {
+      tenant: DEMO_TENANT,
+      key: readFileSync(keyFile, 'utf8').trim(),
+      deployment: DEMO_DEPLOYMENT,
+    };
+  }
+  await tenancy.createTenant(DEMO_TENANT);
+  const { key } = await tenancy.createKey(DEMO_TENANT, 'demo key');
+  writeFileSync(keyFile, key + '\n', { mode: 0o600 });
+  const spec: DeploymentSpecInput = {
+    name: DEMO_DEPLOYMENT,
+    tenant: DEMO_TENANT,
+    model: 'llama-3.1-8b',
+    engine: { name: 'sim', args: {} },
+    replicas: 2,
+    resources: { gpus: 1, gpuType: config.gpuType },
+  };
+  try {
+    await deployments.apply(spec, { kind: 'operator', keyId: 'bootstrap' });
+  } catch (e) {
+    logger.warn({ err: toInferplaneError(e).message }, 'demo deployment not created');
+  }
+  return { tenant: DEMO_TENANT, key, deployment: DEMO_DEPLOYMENT };
+}

@@ -1,0 +1,69 @@
+// Platform metrics on one prom-client Registry per platform instance (never the global one, so
+// several instances can live in one process in tests).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const LATENCY_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+];
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics ?? true)
+    collectDefaultMetrics({ register: registry, prefix: 'inferplane_' });
+  const labels = ['tenant', 'model', 'code'] as const;
+  return {
+    registry,
+    requests: new Counter({
+      name: 'inferplane_gateway_requests_total',
+      help: 'Requests answered by the gateway, by tenant, model and HTTP status code.',
+      labelNames: labels,
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'inferplane_gateway_request_duration_seconds',
+      help: 'Time from request arrival to the last byte of the response.',
+      labelNames: labels,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    ttft: new Histogram({
+      name: 'inferplane_gateway_time_to_first_byte_seconds',
+      help: 'Time from request arrival to the first byte of the upstream response body (TTFT for streams).',
+      labelNames: ['tenant', 'model'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    inflight: new Gauge({
+      name: 'inferplane_gateway_inflight_requests',
+      help: 'Requests in flight through the gateway.',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
+    upstreamErrors: new Counter({
+      name: 'inferplane_gateway_upstream_errors_total',
+      help: 'Failures talking to an engine replica, by kind.',
+      labelNames: ['model', 'kind'] as const,
+      registers: [registry],
+    }),
+    replicas: new Gauge({
+      name: 'inferplane_replicas',
+      help: 'Replicas by deployment and state.',
+      labelNames: ['deployment', 'state'] as const,
+      registers: [registry],
+    }),
+    gpuMemoryTotal: new Gauge({
+      name: 'inferplane_gpu_memory_total_bytes',
+      help: 'GPU memory per GPU, as reported by the node agent.',
+      labelNames: ['node', 'gpu', 'type', 'vendor'] as const,
+      registers: [registry],
+    }),
+    gpuAllocated: new Gauge({
+      name: 'inferplane_gpu_allocated',
+      help: '1 when the GPU is allocated to a replica, else 0.',
+      labelNames: ['node', 'gpu', 'type'] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
