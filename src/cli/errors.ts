@@ -1,4 +1,5 @@
 // Errors the CLI reports as `error: <message> (<code>)` and exit status 1.
+import { InferplaneError } from '../core/errors.js';
 
 /** One bad field, as reported by the server in `error.details`. */
 export interface ErrorDetail {
@@ -21,9 +22,9 @@ export class CliError extends Error {
 
 /** Renders an error the way the CLI prints it: the headline, then one line per bad field. */
 export function formatError(err: unknown): string {
-  if (err instanceof CliError) {
+  if (err instanceof CliError || err instanceof InferplaneError) {
     const lines = [`error: ${err.message} (${err.code})`];
-    for (const d of err.details) lines.push(`  ${d.path ? `${d.path}: ` : ''}${d.message}`);
+    for (const d of err.details ?? []) lines.push(`  ${d.path ? `${d.path}: ` : ''}${d.message}`);
     return lines.join('\n') + '\n';
   }
   const message = err instanceof Error ? err.message : String(err);

@@ -1,5 +1,5 @@
 // Builds the `inferplane` commander program and runs it, mapping errors to exit codes.
-import { createRequire } from 'node:module';
+import { packageVersion } from '../core/version.js';
 import { Command, CommanderError } from 'commander';
 import { registerApply } from './commands/apply.js';
 import { registerDelete } from './commands/delete.js';
@@ -17,14 +17,7 @@ import { registerUp } from './up.js';
 export const EXIT_USAGE = 2;
 
 /** The package version (package.json is two levels up from both src/cli and dist/cli). */
-export function packageVersion(): string {
-  try {
-    const pkg = createRequire(import.meta.url)('../../package.json') as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-}
+export { packageVersion };
 
 export function buildProgram(io: Io = processIo): Command {
   const program = new Command('inferplane');

@@ -23,6 +23,8 @@ export const ERRORS = {
   IP_CONFLICT: { status: 409, retryable: false, openaiType: 'invalid_request_error' },
   IP_PAYLOAD_TOO_LARGE: { status: 413, retryable: false, openaiType: 'invalid_request_error' },
   IP_UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, openaiType: 'invalid_request_error' },
+  /** The client went away before the response was complete (nginx's 499). */
+  IP_CLIENT_CLOSED: { status: 499, retryable: false, openaiType: 'invalid_request_error' },
   IP_PLACEMENT_FAILED: { status: 422, retryable: true, openaiType: 'invalid_request_error' },
   IP_NO_READY_REPLICA: { status: 503, retryable: true, openaiType: 'service_unavailable' },
   IP_UPSTREAM_UNAVAILABLE: { status: 502, retryable: true, openaiType: 'api_error' },

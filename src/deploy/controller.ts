@@ -29,6 +29,9 @@ export interface ControllerOptions {
 
 export type EventType = 'Normal' | 'Warning';
 
+/** Events kept per deployment; older ones are pruned. */
+export const EVENTS_KEPT = 500;
+
 export class DeploymentController {
   private readonly o: ControllerOptions;
   private running: Promise<void> = Promise.resolve();
@@ -131,9 +134,10 @@ export class DeploymentController {
       .select('id')
       .where('deployment_id', '=', deploymentId)
       .execute();
+    // Forget ownership first: the deployment is going away, so its stop events are not kept.
+    for (const r of rows) this.owner.delete(r.id);
     await Promise.all(rows.map((r) => this.o.driver.stop(r.id)));
     await this.o.db.deleteFrom('replicas').where('deployment_id', '=', deploymentId).execute();
-    for (const r of rows) this.owner.delete(r.id);
     this.unschedulable.delete(deploymentId);
   }
 
@@ -155,6 +159,22 @@ export class DeploymentController {
         replica_idx: replicaIdx,
       })
       .execute();
+    // Keep the newest EVENTS_KEPT events per deployment (a crash-looping replica adds many).
+    const cutoff = await this.o.db
+      .selectFrom('events')
+      .select('id')
+      .where('deployment_id', '=', deploymentId)
+      .orderBy('id', 'desc')
+      .offset(EVENTS_KEPT)
+      .limit(1)
+      .executeTakeFirst();
+    if (cutoff) {
+      await this.o.db
+        .deleteFrom('events')
+        .where('deployment_id', '=', deploymentId)
+        .where('id', '<=', cutoff.id)
+        .execute();
+    }
   }
 
   private async reconcileAll(): Promise<void> {

@@ -211,7 +211,9 @@ export class Gateway {
             signal: c.req.raw.signal,
           });
         } catch (e) {
-          if (c.req.raw.signal.aborted) throw e;
+          if (c.req.raw.signal.aborted) {
+            throw new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request');
+          }
           this.o.metrics.upstreamErrors.inc({ model: route.model, kind: connectKind(e) });
           log.warn({ replica: endpoint.index, err: errMessage(e) }, 'upstream request failed');
           if (!isConnectError(e)) throw upstreamError(e);

@@ -1,6 +1,15 @@
 // The composition root for one machine: store, tenancy, inventory (with a simulated node
 // agent), runtime, deployment controller, gateway and API on one HTTP port.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -8,7 +17,7 @@ import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { createApi } from '../api/app.js';
 import { simulatedNode } from '../agent/agent.js';
-import { toInferplaneError } from '../core/errors.js';
+import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { newApiKey } from '../core/ids.js';
 import type { DeploymentSpecInput } from '../core/schemas.js';
 import type { RoutingSnapshot } from '../core/types.js';
@@ -47,7 +56,14 @@ export async function startPlatform(
 ): Promise<Platform> {
   mkdirSync(config.stateDir, { recursive: true });
   const logger = opts.logger ?? createLogger({ level: config.logLevel });
-  const db = await openStore({ sqlitePath: join(config.stateDir, 'inferplane.db') });
+  const releaseLock = lockStateDir(config.stateDir);
+  let db: Db;
+  try {
+    db = await openStore({ sqlitePath: join(config.stateDir, 'inferplane.db') });
+  } catch (e) {
+    releaseLock();
+    throw e;
+  }
   const metrics = createMetrics();
   const tenancy = new TenancyService(db);
   const inventory = new Inventory(db);
@@ -105,12 +121,7 @@ export async function startPlatform(
     );
   }
 
-  const generatedAdminKey = await bootstrapAdminKey(tenancy, config);
-  await controller.start();
-  const demo = config.demo ? await bootstrapDemo(tenancy, deployments, config, logger) : undefined;
-  publish();
-
-  let ready = true;
+  let ready = false;
   const app = new Hono();
   app.route('/v1', gateway.routes());
   app.route(
@@ -147,12 +158,21 @@ export async function startPlatform(
     }),
   );
 
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>
-      resolve(s),
-    ) as Server;
-    s.once('error', reject);
-  });
+  // Listen before starting engines, so a taken port fails fast with nothing left running.
+  let server: Server;
+  try {
+    server = await listen(app, config);
+  } catch (e) {
+    await db.destroy();
+    releaseLock();
+    throw e;
+  }
+  const generatedAdminKey = await bootstrapAdminKey(tenancy, config);
+  await controller.start();
+  const demo = config.demo ? await bootstrapDemo(tenancy, deployments, config, logger) : undefined;
+  publish();
+  ready = true;
+
   server.keepAliveTimeout = 65_000;
   const port = (server.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
@@ -189,12 +209,70 @@ export async function startPlatform(
         });
         await gateway.close();
         await db.destroy();
+        releaseLock();
         logger.info('stopped');
         logger.flush();
       })();
       return stopping;
     },
   };
+}
+
+function listen(app: Hono, config: PlatformConfig): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => {
+      s.off('error', onError);
+      resolve(s);
+    }) as Server;
+    const onError = (e: NodeJS.ErrnoException): void => {
+      s.close();
+      if (e.code === 'EADDRINUSE') {
+        reject(
+          new InferplaneError(
+            'IP_CONFLICT',
+            `port ${config.port} on ${config.host} is already in use; choose another with --port (0 picks a free one)`,
+          ),
+        );
+      } else reject(e);
+    };
+    s.once('error', onError);
+  });
+}
+
+/**
+ * One platform per state dir: a lock file holds the owner's pid. A lock left by a process that
+ * is gone is taken over. Returns the release function.
+ */
+function lockStateDir(stateDir: string): () => void {
+  const path = join(stateDir, 'lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readFileSync(path, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+        throw new InferplaneError(
+          'IP_CONFLICT',
+          `state dir ${stateDir} is in use by another inferplane (pid ${pid}); stop it or use --state-dir`,
+        );
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  throw new InferplaneError('IP_CONFLICT', `could not lock state dir ${stateDir}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function refreshGauges(

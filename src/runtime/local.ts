@@ -2,7 +2,15 @@
 // It health-checks the engine, restarts it with exponential backoff when it dies or hangs,
 // keeps its output in a log file, and stops it gracefully (SIGTERM, then SIGKILL).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  mkdirSync,
+  openSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -26,6 +34,8 @@ export interface LocalDriverOptions {
   /** Time a replica must stay ready before its backoff resets. */
   stableAfterMs?: number;
   stopGraceMs?: number;
+  /** An engine log larger than this is moved to `<log>.1` (checked every 10 s and at start). */
+  maxLogBytes?: number;
 }
 
 interface Managed {
@@ -58,7 +68,20 @@ export class LocalDriver implements RuntimeDriver {
       backoffMaxMs: options.backoffMaxMs ?? 30_000,
       stableAfterMs: options.stableAfterMs ?? 30_000,
       stopGraceMs: options.stopGraceMs ?? 5000,
+      maxLogBytes: options.maxLogBytes ?? 20 * 1024 * 1024,
     };
+  }
+
+  private rotator: NodeJS.Timeout | undefined;
+
+  private startRotator(): void {
+    if (this.rotator) return;
+    this.rotator = setInterval(() => {
+      for (const m of this.replicas.values()) {
+        rotateIfLarge(this.logPath(m.spec.deployment, m.spec.index), this.opts.maxLogBytes);
+      }
+    }, 10_000);
+    this.rotator.unref();
   }
 
   onStatus(listener: StatusListener): void {
@@ -76,6 +99,7 @@ export class LocalDriver implements RuntimeDriver {
 
   start(spec: ReplicaLaunchSpec): void {
     if (this.replicas.has(spec.replicaId)) return;
+    this.startRotator();
     const m: Managed = {
       spec,
       status: {
@@ -114,6 +138,8 @@ export class LocalDriver implements RuntimeDriver {
   }
 
   async shutdown(): Promise<void> {
+    clearInterval(this.rotator);
+    this.rotator = undefined;
     await Promise.all([...this.replicas.keys()].map((id) => this.stop(id)));
   }
 
@@ -155,6 +181,7 @@ export class LocalDriver implements RuntimeDriver {
     const cmd = spec.engine.launch({ ...spec.launch, host, port });
     const logPath = this.logPath(spec.deployment, spec.index);
     mkdirSync(join(this.opts.logDir, spec.deployment), { recursive: true });
+    rotateIfLarge(logPath, this.opts.maxLogBytes);
     const fd = openSync(logPath, 'a');
     writeSync(
       fd,
@@ -314,6 +341,20 @@ export class LocalDriver implements RuntimeDriver {
     const killer = setTimeout(() => child.kill('SIGKILL'), this.opts.stopGraceMs);
     await m.exited;
     clearTimeout(killer);
+  }
+}
+
+/**
+ * Copy-and-truncate rotation: the engine keeps writing to its O_APPEND descriptor, so after the
+ * truncation its next line lands at the start of the emptied file.
+ */
+function rotateIfLarge(path: string, maxBytes: number): void {
+  try {
+    if (statSync(path).size <= maxBytes) return;
+    copyFileSync(path, `${path}.1`);
+    truncateSync(path, 0);
+  } catch {
+    // no log yet, or it vanished: nothing to rotate
   }
 }
 
