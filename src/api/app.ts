@@ -1,5 +1,6 @@
 // The control-plane HTTP API under /api/v1. Routes only: the logic lives in the layers.
 import { Hono, type Context } from 'hono';
+import type { ListResponse, NodeSummary } from '../core/api-types.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { KeyCreateSchema, TenantCreateSchema, parseOrThrow } from '../core/schemas.js';
 import type { DeploymentService } from '../deploy/service.js';
@@ -118,7 +119,7 @@ export function createApi(deps: ApiDeps): Hono<Env> {
   app.get('/nodes', async (c) => {
     operatorOnly(c);
     const nodes = await deps.inventory.listNodes();
-    return c.json({
+    const body: ListResponse<NodeSummary> = {
       items: nodes.map((n) => ({
         name: n.name,
         state: n.state,
@@ -135,7 +136,8 @@ export function createApi(deps: ApiDeps): Hono<Env> {
           replica: n.allocations.get(g.index) ?? null,
         })),
       })),
-    });
+    };
+    return c.json(body);
   });
 
   return app;

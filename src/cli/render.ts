@@ -7,7 +7,7 @@ import type {
   NodeSummary,
   Replica,
   TenantSummary,
-} from './api-types.js';
+} from '../core/api-types.js';
 import { formatAge, formatFields, formatTable, oneLine, truncate } from './output.js';
 
 /** How many events `describe` shows (the most recent ones). */

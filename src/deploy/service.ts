@@ -5,6 +5,7 @@ import { isoNow } from '../core/clock.js';
 import { InferplaneError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import { DeploymentSpecSchema, parseOrThrow, type DeploymentSpec } from '../core/schemas.js';
+import type { ApplyResponse, DeploymentDetail, DeploymentSummary } from '../core/api-types.js';
 import type { RouteModel } from '../core/types.js';
 import { resolveEngine } from '../engines/index.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
@@ -14,49 +15,6 @@ import type { Db } from '../store/db.js';
 import type { DeploymentTable } from '../store/schema.js';
 import type { Principal, TenancyService } from '../tenancy/tenancy.js';
 import type { DeploymentController } from './controller.js';
-
-export interface DeploymentSummary {
-  name: string;
-  tenant: string;
-  model: string;
-  engine: string;
-  replicas: { desired: number; ready: number };
-  resources: { gpus: number; gpuType: string };
-  phase: string;
-  generation: number;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export interface ReplicaView {
-  id: string;
-  index: number;
-  state: string;
-  node: string | null;
-  gpus: number[];
-  port: number | null;
-  pid: number | null;
-  restarts: number;
-  startedAt: string | null;
-  lastError: string | null;
-}
-
-export interface EventView {
-  time: string;
-  type: 'Normal' | 'Warning';
-  reason: string;
-  message: string;
-  replica?: number;
-}
-
-export interface DeploymentDetail {
-  spec: DeploymentSpec;
-  summary: DeploymentSummary;
-  replicas: ReplicaView[];
-  events: EventView[];
-}
-
-export type ApplyResult = 'created' | 'updated' | 'unchanged';
 
 /** The fields whose change replaces replicas (a scale alone does not). */
 function template(spec: DeploymentSpec): unknown {
@@ -73,10 +31,7 @@ export class DeploymentService {
     private readonly driver: RuntimeDriver,
   ) {}
 
-  async apply(
-    input: unknown,
-    principal: Principal,
-  ): Promise<{ deployment: DeploymentSummary; result: ApplyResult }> {
+  async apply(input: unknown, principal: Principal): Promise<ApplyResponse> {
     const spec = parseOrThrow(DeploymentSpecSchema, input, 'deployment spec');
     if (principal.kind === 'tenant' && principal.tenantName !== spec.tenant) {
       throw new InferplaneError(

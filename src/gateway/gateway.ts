@@ -19,6 +19,10 @@ export interface GatewayOptions {
   picker?: Picker;
   /** Largest request body accepted (bytes). */
   maxBodyBytes?: number;
+  /** Upstream timeouts (ms): connect, until response headers (covers prefill), idle between chunks. */
+  connectTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  idleTimeoutMs?: number;
   /** Seconds clients are told to wait when no replica is ready. */
   retryAfterS?: number;
 }
@@ -38,12 +42,7 @@ const UPSTREAM_PATH: Record<InferenceKind, string> = {
 export class Gateway {
   private snap: Compiled = { version: 0, keys: new Map(), models: new Map() };
   private readonly picker: Picker;
-  private readonly dispatcher = new Agent({
-    keepAliveTimeout: 30_000,
-    connect: { timeout: 5000 },
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  private readonly dispatcher: Agent;
   private readonly maxBodyBytes: number;
   private readonly retryAfterS: number;
 
@@ -51,6 +50,12 @@ export class Gateway {
     this.picker = o.picker ?? new RoundRobinPicker();
     this.maxBodyBytes = o.maxBodyBytes ?? 16 * 1024 * 1024;
     this.retryAfterS = o.retryAfterS ?? 2;
+    this.dispatcher = new Agent({
+      keepAliveTimeout: 30_000,
+      connect: { timeout: o.connectTimeoutMs ?? 5000 },
+      headersTimeout: o.headersTimeoutMs ?? 300_000,
+      bodyTimeout: o.idleTimeoutMs ?? 120_000,
+    });
   }
 
   /** Installs a new routing snapshot (atomically: requests see the old or the new one). */
@@ -216,6 +221,13 @@ export class Gateway {
           }
           this.o.metrics.upstreamErrors.inc({ model: route.model, kind: connectKind(e) });
           log.warn({ replica: endpoint.index, err: errMessage(e) }, 'upstream request failed');
+          if (e instanceof undiciErrors.HeadersTimeoutError) {
+            throw new InferplaneError(
+              'IP_UPSTREAM_TIMEOUT',
+              `replica ${endpoint.index} of ${route.model} sent no response in time`,
+              { cause: e },
+            );
+          }
           if (!isConnectError(e)) throw upstreamError(e);
         }
       }

@@ -3,26 +3,13 @@ import { InferplaneError } from '../core/errors.js';
 import { hashApiKey, keyPrefix, newApiKey, newId } from '../core/ids.js';
 import { isoNow } from '../core/clock.js';
 import { NameSchema, parseOrThrow } from '../core/schemas.js';
+import type { CreatedKey, Tenant, TenantSummary } from '../core/api-types.js';
 import type { KeyEntry } from '../core/types.js';
 import type { Db } from '../store/db.js';
 
 export type Principal =
   | { kind: 'operator'; keyId: string }
   | { kind: 'tenant'; keyId: string; tenantId: string; tenantName: string };
-
-export interface Tenant {
-  id: string;
-  name: string;
-  createdAt: string;
-}
-
-export interface CreatedKey {
-  key: string;
-  id: string;
-  tenant: string | null;
-  prefix: string;
-  createdAt: string;
-}
 
 export class TenancyService {
   constructor(private readonly db: Db) {}
@@ -51,7 +38,7 @@ export class TenancyService {
     return t;
   }
 
-  async listTenants(): Promise<Array<Tenant & { keys: number; deployments: number }>> {
+  async listTenants(): Promise<TenantSummary[]> {
     const rows = await this.db
       .selectFrom('tenants as t')
       .select((eb) => [

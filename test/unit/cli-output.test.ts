@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { DeploymentDetail, DeploymentSummary } from '../../src/cli/api-types.js';
+import type { DeploymentDetail, DeploymentSummary } from '../../src/core/api-types.js';
 import { formatAge, formatJson, formatTable, truncate } from '../../src/cli/output.js';
 import {
   deploymentsTable,
@@ -104,9 +104,24 @@ describe('resource tables', () => {
       {
         name: 'local',
         state: 'Ready',
+        lastSeen: ago(1),
         gpus: [
-          { index: 0, type: 'H100-80GB', memoryMiB: 81559, replica: 'r1' },
-          { index: 1, type: 'H100-80GB', memoryMiB: 81559, replica: null },
+          {
+            index: 0,
+            uuid: 'g0',
+            type: 'H100-80GB',
+            memoryMiB: 81559,
+            vendor: 'sim',
+            replica: 'r1',
+          },
+          {
+            index: 1,
+            uuid: 'g1',
+            type: 'H100-80GB',
+            memoryMiB: 81559,
+            vendor: 'sim',
+            replica: null,
+          },
         ],
         gpuTotal: 2,
         gpuFree: 1,
@@ -122,7 +137,14 @@ describe('resource tables', () => {
 
 describe('describeDeployment', () => {
   const detail: DeploymentDetail = {
-    spec: { name: 'team-a-llama-8b', replicas: 2, engine: { name: 'sim' } },
+    spec: {
+      name: 'team-a-llama-8b',
+      replicas: 2,
+      engine: { name: 'sim', args: {} },
+      tenant: 'team-a',
+      model: 'llama-3.1-8b',
+      resources: { gpus: 1, gpuType: 'H100-80GB' },
+    },
     summary,
     replicas: [
       {
@@ -169,7 +191,7 @@ describe('describeDeployment', () => {
     expect(out).toContain('Replicas:    2 desired / 1 ready');
     expect(out).toContain('Resources:   1x H100-80GB per replica');
     expect(out).toContain(
-      'Spec:\n  name: team-a-llama-8b\n  replicas: 2\n  engine:\n    name: sim\n',
+      'Spec:\n  name: team-a-llama-8b\n  replicas: 2\n  engine:\n    name: sim\n    args: {}\n  tenant: team-a\n',
     );
     const lines = out.split('\n');
     const header = lines.findIndex((l) => l.includes('INDEX') && l.includes('LAST-ERROR'));

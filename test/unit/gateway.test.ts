@@ -141,6 +141,52 @@ describe('Gateway (in process)', () => {
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
   });
 
+  it('times out an upstream that never answers (504) or stalls mid-stream (SSE error)', async () => {
+    const hang = createServer((req, res) => {
+      req.resume();
+      if (req.url === '/v1/completions') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: {"choices":[{"text":"a"}]}\n\n'); // then nothing more
+      } // chat: never answers at all
+    });
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(hang.address() as AddressInfo).port}`;
+    const gw = new Gateway({
+      metrics: createMetrics({ defaultMetrics: false }),
+      logger: createLogger({ level: 'silent' }),
+      headersTimeoutMs: 200,
+      idleTimeoutMs: 200,
+    });
+    const snap = snapshot();
+    snap.models.push({
+      ...snap.models[0]!,
+      model: 'hang',
+      endpoints: [{ replicaId: 'h', index: 0, url }],
+    });
+    gw.update(snap);
+    try {
+      const req = (path: string, body: unknown) =>
+        gw.routes().request(path, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      const res = await req('/chat/completions', chat('hang'));
+      expect(res.status).toBe(504);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe(
+        'IP_UPSTREAM_TIMEOUT',
+      );
+      const stream = await req('/completions', { model: 'hang', prompt: 'x', stream: true });
+      const text = await stream.text();
+      expect(text).toContain('"code":"IP_UPSTREAM_UNAVAILABLE"');
+      expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    } finally {
+      await gw.close();
+      hang.closeAllConnections();
+      await new Promise((r) => hang.close(r));
+    }
+  });
+
   it('refuses bodies over the limit', async () => {
     const small = new Gateway({
       metrics: createMetrics({ defaultMetrics: false }),

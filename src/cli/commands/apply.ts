@@ -1,7 +1,7 @@
 // `inferplane apply -f <file>`: create or update deployments from YAML specs.
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { ApplyResponse } from '../api-types.js';
+import type { ApplyResponse } from '../../core/api-types.js';
 import { ApiError } from '../client.js';
 import { CliError, formatError } from '../errors.js';
 import { formatManifestIssue, parseDeploymentManifest } from '../manifest.js';

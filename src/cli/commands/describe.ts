@@ -1,6 +1,6 @@
 // `inferplane describe deployment <name>`: everything about one deployment.
 import { Argument, type Command } from 'commander';
-import type { DeploymentDetail } from '../api-types.js';
+import type { DeploymentDetail } from '../../core/api-types.js';
 import { formatJson, processIo, type Io } from '../output.js';
 import { describeDeployment } from '../render.js';
 import { clientFor, deploymentPath, examples, resourceParser } from './common.js';

@@ -1,6 +1,11 @@
 // `inferplane get deployments|tenants|nodes [name]`: list resources as a table or JSON.
 import { Argument, type Command } from 'commander';
-import type { DeploymentSummary, ListResponse, NodeSummary, TenantSummary } from '../api-types.js';
+import type {
+  DeploymentSummary,
+  ListResponse,
+  NodeSummary,
+  TenantSummary,
+} from '../../core/api-types.js';
 import { CliError } from '../errors.js';
 import { formatJson, processIo, type Io } from '../output.js';
 import { deploymentsTable, nodesTable, tenantsTable } from '../render.js';

@@ -1,6 +1,6 @@
 // `inferplane key create --tenant <name>`: mint an API key (its plaintext is shown once).
 import type { Command } from 'commander';
-import type { CreatedKey } from '../api-types.js';
+import type { CreatedKey } from '../../core/api-types.js';
 import { formatJson, processIo, type Io } from '../output.js';
 import { clientFor, examples } from './common.js';
 

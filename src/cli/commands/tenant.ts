@@ -1,6 +1,6 @@
 // `inferplane tenant create <name>`.
 import type { Command } from 'commander';
-import type { Tenant } from '../api-types.js';
+import type { Tenant } from '../../core/api-types.js';
 import { formatJson, processIo, type Io } from '../output.js';
 import { clientFor, examples } from './common.js';
 

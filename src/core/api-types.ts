@@ -1,4 +1,5 @@
-// Shapes of the control-plane API answers the CLI reads (`/api/v1`).
+// The control-plane API contract (`/api/v1` answers): the server builds these, the CLI reads them.
+import type { DeploymentSpec } from './schemas.js';
 
 export interface DeploymentSummary {
   name: string;
@@ -35,7 +36,7 @@ export interface DeploymentEvent {
 }
 
 export interface DeploymentDetail {
-  spec: Record<string, unknown>;
+  spec: DeploymentSpec;
   summary: DeploymentSummary;
   replicas: Replica[];
   events: DeploymentEvent[];
@@ -66,21 +67,26 @@ export interface CreatedKey {
   /** Plaintext key: shown once. */
   key: string;
   id: string;
-  tenant: string;
+  /** null for operator keys. */
+  tenant: string | null;
   prefix: string;
   createdAt: string;
 }
 
 export interface NodeGpu {
   index: number;
+  uuid: string;
   type: string;
   memoryMiB: number;
+  vendor: 'sim' | 'nvidia';
+  /** Id of the replica holding the GPU. */
   replica: string | null;
 }
 
 export interface NodeSummary {
   name: string;
   state: string;
+  lastSeen: string;
   gpus: NodeGpu[];
   gpuTotal: number;
   gpuFree: number;
