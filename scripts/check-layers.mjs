@@ -10,7 +10,7 @@ const ALLOWED = {
   core: [],
   store: ['core'],
   sim: [],
-  engines: ['core'],
+  engines: ['core', 'sim'],
   telemetry: ['core'],
   tenancy: ['core', 'store'],
   schedule: ['core', 'store'],
@@ -32,7 +32,7 @@ const ALLOWED = {
     'api',
     'telemetry',
   ],
-  cli: ['core', 'platform', 'telemetry'],
+  cli: ['core', 'platform', 'telemetry', 'sim'],
 };
 
 function walk(dir) {

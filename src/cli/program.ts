@@ -7,6 +7,7 @@ import { registerDescribe } from './commands/describe.js';
 import { registerGet } from './commands/get.js';
 import { registerKey } from './commands/key.js';
 import { registerLogs } from './commands/logs.js';
+import { registerSim } from './commands/sim.js';
 import { registerTenant } from './commands/tenant.js';
 import { DEFAULT_URL } from './client.js';
 import { formatError } from './errors.js';
@@ -53,6 +54,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerLogs(program, io);
   registerTenant(program, io);
   registerKey(program, io);
+  registerSim(program, io);
   return program;
 }
 

@@ -7,7 +7,7 @@ import { newId } from '../core/ids.js';
 import { DeploymentSpecSchema, parseOrThrow, type DeploymentSpec } from '../core/schemas.js';
 import type { ApplyResponse, DeploymentDetail, DeploymentSummary } from '../core/api-types.js';
 import type { RouteModel } from '../core/types.js';
-import { resolveEngine } from '../engines/index.js';
+import { checkEngineModel, resolveEngine } from '../engines/index.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
 import type { Inventory } from '../schedule/inventory.js';
 import type { Placer } from '../schedule/placement.js';
@@ -46,6 +46,7 @@ export class DeploymentService {
       });
     }
     const engine = resolveEngine(spec.engine.name, spec.engine.args);
+    checkEngineModel(engine.adapter, spec.model, spec.resources.gpuType);
     spec.engine.args = engine.args as DeploymentSpec['engine']['args'];
 
     return this.controller.exclusive(async () => {

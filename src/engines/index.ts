@@ -31,3 +31,13 @@ export function resolveEngine(
   const adapter = getEngine(name);
   return { adapter, args: parseOrThrow(adapter.argsSchema, args, 'engine args', 'engine.args') };
 }
+
+/** Refuses a model or GPU type the engine cannot serve, naming the field. */
+export function checkEngineModel(adapter: EngineAdapter, model: string, gpuType: string): void {
+  const bad = adapter.checkModel?.(model, gpuType);
+  if (bad) {
+    throw new InferplaneError('IP_VALIDATION', `invalid deployment spec: ${bad.message}`, {
+      details: [bad],
+    });
+  }
+}

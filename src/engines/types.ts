@@ -31,5 +31,10 @@ export interface EngineAdapter {
   readonly metricsPath: string;
   /** How long the engine may take to become healthy before the start counts as failed. */
   readonly startTimeoutMs: number;
+  /**
+   * Whether the engine can serve this model on this GPU type (e.g. the simulator needs a
+   * profile for both); returns the bad field, or undefined when it can.
+   */
+  checkModel?(model: string, gpuType: string): { path: string; message: string } | undefined;
   launch(ctx: LaunchContext): LaunchCommand;
 }

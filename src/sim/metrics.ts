@@ -23,108 +23,163 @@ const E2E_BUCKETS = [
 ];
 
 export interface SimMetricsOptions {
+  /** Served model name (the `model_name` label). */
   model: string;
   engine: EngineCore;
+  /** Replica index, the `engine` label (as vLLM's data-parallel engine index). Default '0'. */
+  engineIndex?: string | number;
 }
+
+type L = 'model_name' | 'engine';
 
 export class SimMetrics {
   readonly registry = new Registry();
   readonly model: string;
-  readonly numRequestsRunning: Gauge<'model_name'>;
-  readonly numRequestsWaiting: Gauge<'model_name'>;
-  readonly kvCacheUsagePerc: Gauge<'model_name'>;
-  readonly promptTokensTotal: Counter<'model_name'>;
-  readonly generationTokensTotal: Counter<'model_name'>;
-  readonly requestSuccessTotal: Counter<'model_name' | 'finished_reason'>;
-  readonly timeToFirstToken: Histogram<'model_name'>;
-  readonly interTokenLatency: Histogram<'model_name'>;
-  readonly e2eRequestLatency: Histogram<'model_name'>;
+  readonly numRequestsRunning: Gauge<L>;
+  readonly numRequestsWaiting: Gauge<L>;
+  readonly kvCacheUsagePerc: Gauge<L>;
+  readonly cacheConfigInfo: Gauge<string>;
+  readonly prefixCacheQueriesTotal: Counter<L>;
+  readonly prefixCacheHitsTotal: Counter<L>;
+  readonly numPreemptionsTotal: Counter<L>;
+  readonly promptTokensTotal: Counter<L>;
+  readonly generationTokensTotal: Counter<L>;
+  readonly requestSuccessTotal: Counter<L | 'finished_reason'>;
+  readonly timeToFirstToken: Histogram<L>;
+  readonly interTokenLatency: Histogram<L>;
+  readonly e2eRequestLatency: Histogram<L>;
   readonly #detach: () => void;
 
-  constructor({ model, engine }: SimMetricsOptions) {
+  constructor({ model, engine, engineIndex = '0' }: SimMetricsOptions) {
     this.model = model;
     const registers = [this.registry];
-    const labels = { model_name: model };
-    this.numRequestsRunning = new Gauge({
-      name: 'vllm:num_requests_running',
-      help: 'Number of requests in model execution batches.',
-      labelNames: ['model_name'] as const,
+    const labels = { model_name: model, engine: String(engineIndex) };
+    const labelNames = ['model_name', 'engine'] as const;
+    const gauge = (name: string, help: string, read: () => number): Gauge<L> =>
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.set(labels, read());
+        },
+      });
+    // Cumulative engine counters exported as Prometheus counters: set from engine.stats() on scrape.
+    const counter = (name: string, help: string, read: () => number): Counter<L> =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(labels, read());
+        },
+      });
+    this.numRequestsRunning = gauge(
+      'vllm:num_requests_running',
+      'Number of requests in model execution batches.',
+      () => engine.running,
+    );
+    this.numRequestsWaiting = gauge(
+      'vllm:num_requests_waiting',
+      'Number of requests waiting to be processed.',
+      () => engine.waiting,
+    );
+    this.kvCacheUsagePerc = gauge(
+      'vllm:kv_cache_usage_perc',
+      'KV-cache usage. 1 means 100 percent usage.',
+      () => engine.stats().kvUsage,
+    );
+    const stats = engine.stats();
+    this.cacheConfigInfo = new Gauge({
+      name: 'vllm:cache_config_info',
+      help: 'Information of the KV cache configuration.',
+      labelNames: [
+        'model_name',
+        'engine',
+        'block_size',
+        'num_gpu_blocks',
+        'gpu_memory_utilization',
+        'enable_prefix_caching',
+        'cache_dtype',
+      ],
       registers,
-      collect() {
-        this.set(labels, engine.running);
+    });
+    this.cacheConfigInfo.set(
+      {
+        ...labels,
+        block_size: String(stats.blockSize),
+        num_gpu_blocks: String(stats.numGpuBlocks),
+        gpu_memory_utilization: String(engine.options.gpuMemoryUtilization),
+        enable_prefix_caching: engine.options.enablePrefixCaching ? 'True' : 'False',
+        cache_dtype: engine.options.dtype === 'fp8' ? 'fp8' : 'auto',
       },
-    });
-    this.numRequestsWaiting = new Gauge({
-      name: 'vllm:num_requests_waiting',
-      help: 'Number of requests waiting to be processed.',
-      labelNames: ['model_name'] as const,
-      registers,
-      collect() {
-        this.set(labels, engine.waiting);
-      },
-    });
-    this.kvCacheUsagePerc = new Gauge({
-      name: 'vllm:kv_cache_usage_perc',
-      help: 'KV-cache usage. 1 means 100 percent usage (not simulated yet: always 0).',
-      labelNames: ['model_name'] as const,
-      registers,
-      collect() {
-        this.set(labels, 0);
-      },
-    });
-    this.promptTokensTotal = new Counter({
-      name: 'vllm:prompt_tokens_total',
-      help: 'Number of prefill tokens processed.',
-      labelNames: ['model_name'] as const,
-      registers,
-    });
-    this.generationTokensTotal = new Counter({
-      name: 'vllm:generation_tokens_total',
-      help: 'Number of generation tokens processed.',
-      labelNames: ['model_name'] as const,
-      registers,
-    });
+      1,
+    );
+    this.prefixCacheQueriesTotal = counter(
+      'vllm:prefix_cache_queries_total',
+      'Prefix cache queries, in terms of number of queried tokens.',
+      () => engine.stats().prefixQueries,
+    );
+    this.prefixCacheHitsTotal = counter(
+      'vllm:prefix_cache_hits_total',
+      'Prefix cache hits, in terms of number of cached tokens.',
+      () => engine.stats().prefixHits,
+    );
+    this.numPreemptionsTotal = counter(
+      'vllm:num_preemptions_total',
+      'Cumulative number of preemption from the engine.',
+      () => engine.stats().preemptions,
+    );
+    this.promptTokensTotal = counter(
+      'vllm:prompt_tokens_total',
+      'Number of prefill tokens processed.',
+      () => engine.stats().promptTokens,
+    );
+    this.generationTokensTotal = counter(
+      'vllm:generation_tokens_total',
+      'Number of generation tokens processed.',
+      () => engine.stats().generationTokens,
+    );
     this.requestSuccessTotal = new Counter({
       name: 'vllm:request_success_total',
       help: 'Count of finished requests, by finish reason.',
-      labelNames: ['model_name', 'finished_reason'] as const,
+      labelNames: ['model_name', 'engine', 'finished_reason'] as const,
       registers,
     });
     this.timeToFirstToken = new Histogram({
       name: 'vllm:time_to_first_token_seconds',
       help: 'Histogram of time to first token in seconds.',
-      labelNames: ['model_name'] as const,
+      labelNames,
       buckets: TTFT_BUCKETS,
       registers,
     });
     this.interTokenLatency = new Histogram({
       name: 'vllm:inter_token_latency_seconds',
       help: 'Histogram of inter-token latency in seconds.',
-      labelNames: ['model_name'] as const,
+      labelNames,
       buckets: ITL_BUCKETS,
       registers,
     });
     this.e2eRequestLatency = new Histogram({
       name: 'vllm:e2e_request_latency_seconds',
       help: 'Histogram of end to end request latency in seconds.',
-      labelNames: ['model_name'] as const,
+      labelNames,
       buckets: E2E_BUCKETS,
       registers,
     });
 
     // Make the label sets exist from the start (zero-valued series), as vLLM does.
-    this.promptTokensTotal.inc(labels, 0);
-    this.generationTokensTotal.inc(labels, 0);
     for (const reason of ['stop', 'length', 'abort'])
       this.requestSuccessTotal.inc({ ...labels, finished_reason: reason }, 0);
 
     this.#detach = engine.addListener({
       onPrefill: (ev) => {
-        this.promptTokensTotal.inc(labels, ev.promptTokens);
         this.timeToFirstToken.observe(labels, ev.ttftSec);
       },
       onToken: (ev) => {
-        this.generationTokensTotal.inc(labels, 1);
         if (ev.sincePrevSec !== null) this.interTokenLatency.observe(labels, ev.sincePrevSec);
       },
       onFinish: (ev) => {

@@ -2,36 +2,88 @@
  * OpenAI-compatible HTTP layer of the simulated engine (plain `node:http`, no framework: dozens of
  * replicas must fit on a couple of cores).
  *
- * Endpoints: GET /health, GET /v1/models, GET /metrics, POST /v1/completions,
- * POST /v1/chat/completions. Request bodies are validated by hand and bad ones get OpenAI-shaped
- * errors. Generation is delegated to {@link EngineCore}; a client disconnect cancels it at once.
+ * Endpoints:
+ *
+ * - `POST /v1/completions`, `POST /v1/chat/completions` — OpenAI-compatible generation (streaming
+ *   or not); `model` must be the served model name. `usage.prompt_tokens_details.cached_tokens`
+ *   is the number of prompt tokens served from the engine's prefix cache.
+ * - `GET /health` (200 `{"status":"ok"}`; hangs while a `hang` fault is on), `GET /v1/models`,
+ *   `GET /metrics` (vLLM metric names).
+ * - `GET /kv/events` — server-sent events, one per KV-cache event batch of the engine:
+ *   `data: {"ts":…,"replica":n,"events":[{"type":"BlockStored",…}|{"type":"BlockRemoved",…}|
+ *   {"type":"AllBlocksCleared"}]}`, and a `: keepalive` comment line every 15 s. The stream starts
+ *   from "now": there is no snapshot of the blocks already cached, so a router must treat a fresh
+ *   (or re-established) subscription as a cold cache. Any number of subscribers; a subscriber that
+ *   does not read (more than 8 MiB buffered) is disconnected.
+ * - `GET /telemetry/gpus` — simulated `nvidia-smi`-like telemetry of the replica's GPUs (see
+ *   telemetry.ts).
+ * - `GET /admin/faults`, `POST /admin/faults` — run-time fault injection (see faults.ts): the body
+ *   is merged into the current fault spec (`null` removes a key, `{"clear": true}` resets). Admin
+ *   endpoints have no authentication: they are meant for tests and operators, and the simulator
+ *   binds to loopback by default.
+ *
+ * Request bodies are validated by hand and bad ones get OpenAI-shaped errors. Generation is
+ * delegated to {@link EngineCore}; a client disconnect cancels it at once.
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { EngineCore, type EngineOptions, type FinishEvent, type FinishReason } from './engine.js';
+import type { AddressInfo, Socket } from 'node:net';
+import {
+  EngineCore,
+  type EngineOptions,
+  type EngineRequest,
+  type FinishEvent,
+  type FinishReason,
+} from './engine.js';
+import { FaultController, type FaultSpec } from './faults.js';
 import { SimMetrics } from './metrics.js';
+import { GpuTelemetry } from './telemetry.js';
 import { chatPromptText, tokenize, type ChatMessageText } from './tokenizer.js';
 
-export interface SimServerOptions extends EngineOptions {
-  /** Served model name (the only one accepted in `model`). */
-  model: string;
-  /** Maximum context length (prompt + completion tokens). Default 8192. */
-  maxModelLen?: number;
-}
+export type SimServerOptions = EngineOptions & {
+  /** Name clients must send in `model` (default: the model profile name). */
+  servedModelName?: string;
+  /** Index of this replica in its fleet (telemetry GPU indices, KV event stream). Default 0. */
+  replicaIndex?: number;
+  /** Faults active from the start. */
+  faults?: FaultSpec;
+  /** Seed of the fault draws (errorRate, disconnect rate). Default: random. */
+  seed?: number;
+  /**
+   * What a simulated crash does. Default: {@link SimServer.kill} (tear this server down abruptly).
+   * A single-replica process passes a callback that logs and exits with status 1.
+   */
+  onCrash?: (server: SimServer, reason: string) => void;
+  /** Interval of `: keepalive` lines on `/kv/events`, in ms. Default 15 000. */
+  kvKeepaliveMs?: number;
+};
 
 export interface SimServer {
   /** Starts listening; resolves with the actual port (0 = ephemeral). Host defaults to 127.0.0.1. */
   listen(port: number, host?: string): Promise<number>;
   /** Stops accepting, aborts in-flight generations, closes all connections. */
   close(): Promise<void>;
+  /**
+   * Tears the server down abruptly, as if its process had died: every socket is destroyed
+   * (no answers, no [DONE]), the port is closed and the engine stops. Idempotent.
+   */
+  kill(): void;
   readonly engine: EngineCore;
   readonly metrics: SimMetrics;
-  readonly model: string;
+  /** The model name clients use. */
+  readonly servedModelName: string;
+  /** The model profile simulated. */
+  readonly profileName: string;
   readonly maxModelLen: number;
+  readonly replicaIndex: number;
+  readonly faults: FaultController;
+  readonly telemetry: GpuTelemetry;
+  /** Listening port, or null before listen / after close. */
+  readonly port: number | null;
+  /** Whether a simulated crash has happened (or kill() was called). */
+  readonly crashed: boolean;
 }
 
-export const DEFAULT_MAX_MODEL_LEN = 8192;
 export const DEFAULT_MAX_TOKENS = 16;
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -73,6 +125,7 @@ interface CommonParams {
   stop: string[];
   seed: number | undefined;
   temperature: number | undefined;
+  ignoreEos: boolean;
 }
 
 interface ParsedRequest extends CommonParams {
@@ -150,7 +203,7 @@ function parseCommon(body: Json, servedModel: string, kind: 'completion' | 'chat
     throw badRequest(`'stop' must be a string or an array of strings`, 'stop');
   stop = stop.filter((x) => x.length > 0);
 
-  optBool(body, 'ignore_eos'); // accepted; without a real EOS token it changes nothing
+  const ignoreEos = optBool(body, 'ignore_eos') ?? false;
   const temperature = optNumber(body, 'temperature', 0);
   optNumber(body, 'top_p', 0, 1);
   const seed = optInt(body, 'seed');
@@ -158,7 +211,7 @@ function parseCommon(body: Json, servedModel: string, kind: 'completion' | 'chat
   if (user !== undefined && user !== null && typeof user !== 'string')
     throw badRequest(`'user' must be a string`, 'user');
 
-  return { model, maxTokens, stream, includeUsage, stop, seed, temperature };
+  return { model, maxTokens, stream, includeUsage, stop, seed, temperature, ignoreEos };
 }
 
 function parseCompletion(body: Json, servedModel: string): ParsedRequest {
@@ -283,20 +336,78 @@ function hexId(): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Engine facts (the parts of the engine's resolved configuration the server reports)
+
+interface EngineFacts {
+  profileName: string;
+  gpuType: string;
+  tp: number;
+  maxModelLen: number;
+  /** Memory of one GPU, bytes. */
+  gpuMemoryBytes: number;
+  /** Bytes reserved on each GPU: weights shard + KV-cache shard. */
+  usedBytesPerGpu: () => number;
+}
+
+function engineFacts(engine: EngineCore): EngineFacts {
+  const p = engine.profile;
+  // What vLLM reserves at start and nvidia-smi then shows: weights, the activation / runtime
+  // reserve and every KV block, each split evenly over the tp ranks.
+  const reserved =
+    p.weightBytes + p.activationBytes + p.numGpuBlocks * p.blockSize * p.kvBytesPerToken;
+  const perGpu = reserved / p.tp;
+  return {
+    profileName: engine.options.model,
+    gpuType: engine.options.gpu,
+    tp: p.tp,
+    maxModelLen: engine.options.maxModelLen,
+    gpuMemoryBytes: p.gpu.memoryBytes,
+    usedBytesPerGpu: () => perGpu,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Server
 
-export function createSimServer(options: SimServerOptions): SimServer {
-  const model = options.model;
-  if (typeof model !== 'string' || model.length === 0)
-    throw new TypeError('createSimServer: model must be a non-empty string');
-  const maxModelLen = options.maxModelLen ?? DEFAULT_MAX_MODEL_LEN;
-  if (!Number.isInteger(maxModelLen) || maxModelLen < 1)
-    throw new RangeError('createSimServer: maxModelLen must be a positive integer');
+/** A subscriber that lets more than this much pile up on `/kv/events` is disconnected. */
+const KV_EVENTS_MAX_BUFFER = 8 * 1024 * 1024;
+
+export function createSimServer(options: SimServerOptions = {}): SimServer {
+  const replicaIndex = options.replicaIndex ?? 0;
+  if (!Number.isInteger(replicaIndex) || replicaIndex < 0)
+    throw new RangeError('createSimServer: replicaIndex must be a non-negative integer');
+  const kvKeepaliveMs = options.kvKeepaliveMs ?? 15_000;
 
   const engine = new EngineCore(options);
-  const metrics = new SimMetrics({ model, engine });
+  const facts = engineFacts(engine);
+  const servedModelName = options.servedModelName ?? facts.profileName;
+  if (typeof servedModelName !== 'string' || servedModelName.length === 0)
+    throw new TypeError('createSimServer: servedModelName must be a non-empty string');
+  const maxModelLen = facts.maxModelLen;
+  const model = servedModelName;
+
+  const faults = new FaultController({
+    ...(options.faults ? { spec: options.faults } : {}),
+    ...(options.seed !== undefined ? { seed: options.seed } : {}),
+    onSlowFactor: (f) => engine.setSlowFactor(f),
+  });
+  if (faults.slowFactor !== 1) engine.setSlowFactor(faults.slowFactor);
+  const telemetry = new GpuTelemetry({
+    replicaIndex,
+    tp: facts.tp,
+    gpuType: facts.gpuType,
+    memoryTotalBytes: facts.gpuMemoryBytes,
+    memoryUsedBytesPerGpu: facts.usedBytesPerGpu,
+    busy: () => engine.running > 0,
+    faults,
+    uuidKey: servedModelName,
+  });
+  const metrics = new SimMetrics({ model, engine, engineIndex: replicaIndex });
   const createdAt = Math.floor(Date.now() / 1000);
   let closing = false;
+  let crashed = false;
+  let port: number | null = null;
+  const sockets = new Set<Socket>();
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
@@ -306,11 +417,93 @@ export function createSimServer(options: SimServerOptions): SimServer {
       else res.destroy();
     });
   });
-  server.on('connection', (socket) => socket.setNoDelay(true));
+  server.on('connection', (socket) => {
+    if (crashed) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     else socket.destroy();
   });
+
+  const self: SimServer = {
+    engine,
+    metrics,
+    servedModelName,
+    profileName: facts.profileName,
+    maxModelLen,
+    replicaIndex,
+    faults,
+    telemetry,
+    get port() {
+      return port;
+    },
+    get crashed() {
+      return crashed;
+    },
+    listen(p: number, host = '127.0.0.1'): Promise<number> {
+      if (crashed || closing) return Promise.reject(new Error('sim server is closed'));
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.once('error', onError);
+        server.listen(p, host, () => {
+          server.off('error', onError);
+          port = (server.address() as AddressInfo).port;
+          telemetry.start();
+          resolve(port);
+        });
+      });
+    },
+    close(): Promise<void> {
+      closing = true;
+      telemetry.stop();
+      engine.abortAll();
+      return new Promise((resolve) => {
+        const done = () => {
+          metrics.detach();
+          engine.close();
+          port = null;
+          resolve();
+        };
+        if (server.listening) server.close(() => done());
+        else done();
+        server.closeAllConnections();
+        for (const s of sockets) s.destroy();
+      });
+    },
+    kill(): void {
+      if (crashed) return;
+      crashed = true;
+      closing = true;
+      telemetry.stop();
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      if (server.listening) server.close();
+      server.closeAllConnections();
+      engine.abortAll();
+      metrics.detach();
+      engine.close();
+      port = null;
+    },
+  };
+
+  const onCrash = options.onCrash ?? ((srv: SimServer) => srv.kill());
+  let crashTriggered = false;
+  function crash(reason: string): void {
+    if (crashTriggered || crashed) return;
+    crashTriggered = true;
+    onCrash(self, reason);
+  }
+
+  /** Accepts a request and never answers it (a hung engine); the socket stays open. */
+  function park(req: http.IncomingMessage): void {
+    req.resume();
+  }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = req.url ?? '/';
@@ -324,18 +517,22 @@ export function createSimServer(options: SimServerOptions): SimServer {
       sendError(res, new ApiError(404, `Not found: ${method} ${path}`, null, 'not_found'));
       return;
     }
-    if (route !== method) {
+    if (!route.includes(method)) {
       req.resume();
       sendError(
         res,
         new ApiError(405, `Method not allowed: ${method} ${path}`, null, 'method_not_allowed'),
-        { allow: route },
+        { allow: route.join(', ') },
       );
       return;
     }
 
     switch (path) {
       case '/health':
+        if (faults.hung) {
+          park(req);
+          return;
+        }
         sendJson(res, 200, { status: 'ok' });
         return;
       case '/v1/models':
@@ -347,6 +544,7 @@ export function createSimServer(options: SimServerOptions): SimServer {
               object: 'model',
               created: createdAt,
               owned_by: 'inferplane-sim',
+              root: facts.profileName,
               max_model_len: maxModelLen,
             },
           ],
@@ -361,9 +559,94 @@ export function createSimServer(options: SimServerOptions): SimServer {
         res.end(text);
         return;
       }
+      case '/kv/events':
+        handleKvEvents(req, res);
+        return;
+      case '/telemetry/gpus':
+        sendJson(res, 200, telemetry.snapshot());
+        return;
+      case '/admin/faults':
+        if (method === 'GET') sendJson(res, 200, faultState());
+        else await handleFaultPost(req, res);
+        return;
       default:
         await handleGenerate(req, res, path === '/v1/chat/completions' ? 'chat' : 'completion');
     }
+  }
+
+  function faultState() {
+    return {
+      replica: replicaIndex,
+      seed: faults.seed,
+      faults: faults.spec,
+      slow_factor: faults.slowFactor,
+      requests_since_crash_set: faults.requestsSinceCrashSet,
+      xid_events: faults.xidEvents,
+    };
+  }
+
+  async function handleFaultPost(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<void> {
+    let raw: Buffer;
+    try {
+      raw = await readBody(req);
+    } catch {
+      res.destroy();
+      return;
+    }
+    let body: unknown;
+    try {
+      body = raw.length === 0 ? {} : JSON.parse(raw.toString('utf8'));
+    } catch {
+      sendError(res, badRequest('Request body is not valid JSON', null));
+      return;
+    }
+    try {
+      faults.apply(body);
+    } catch (err) {
+      sendError(res, badRequest(err instanceof Error ? err.message : String(err), null));
+      return;
+    }
+    if (faults.spec.crash === 'now') {
+      // Answer the admin call first, then die.
+      res.once('finish', () => setImmediate(() => crash('fault: crash now')));
+      res.once('close', () => setImmediate(() => crash('fault: crash now')));
+    }
+    sendJson(res, 200, faultState());
+  }
+
+  function handleKvEvents(req: http.IncomingMessage, res: http.ServerResponse): void {
+    req.resume();
+    res.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    });
+    // A first comment, so clients see the stream open; events start from now (no snapshot).
+    res.write(`: kv events of replica ${replicaIndex} from now on\n\n`);
+    const drop = () => {
+      if (!res.destroyed) res.destroy();
+    };
+    const unsubscribe = engine.onKvEvent((batch) => {
+      if (res.writableEnded || res.destroyed) return;
+      if (res.writableLength > KV_EVENTS_MAX_BUFFER) {
+        drop();
+        return;
+      }
+      res.write(
+        `data: ${JSON.stringify({ ts: batch.ts, replica: replicaIndex, events: batch.events })}\n\n`,
+      );
+    });
+    const keepalive = setInterval(() => {
+      if (!res.writableEnded && !res.destroyed) res.write(': keepalive\n\n');
+    }, kvKeepaliveMs);
+    keepalive.unref();
+    res.once('close', () => {
+      clearInterval(keepalive);
+      unsubscribe();
+    });
   }
 
   async function handleGenerate(
@@ -371,6 +654,17 @@ export function createSimServer(options: SimServerOptions): SimServer {
     res: http.ServerResponse,
     kind: 'completion' | 'chat',
   ): Promise<void> {
+    const decision = faults.onArrival();
+    if (decision === 'crash') {
+      park(req);
+      crash('fault: crash after requests');
+      return;
+    }
+    if (decision === 'hang') {
+      park(req);
+      return;
+    }
+
     let raw: Buffer;
     try {
       raw = await readBody(req);
@@ -422,6 +716,20 @@ export function createSimServer(options: SimServerOptions): SimServer {
       sendError(res, new ApiError(503, 'Server is shutting down', null, null, 'server_error'));
       return;
     }
+    if (faults.shouldError()) {
+      sendError(
+        res,
+        new ApiError(
+          500,
+          'Simulated engine failure (fault injection: errorRate)',
+          null,
+          'simulated_fault',
+          'server_error',
+        ),
+      );
+      return;
+    }
+    const dropAfter = faults.disconnectAfter();
 
     const maxTokens = Math.min(
       parsed.maxTokens ?? DEFAULT_MAX_TOKENS,
@@ -439,20 +747,32 @@ export function createSimServer(options: SimServerOptions): SimServer {
       prompt_tokens: ev.promptTokens,
       completion_tokens: ev.completionTokens,
       total_tokens: ev.promptTokens + ev.completionTokens,
-      prompt_tokens_details: { cached_tokens: 0 },
+      prompt_tokens_details: { cached_tokens: ev.cachedTokens },
     });
 
-    const common = {
+    const common: EngineRequest = {
       id: typeof headerId === 'string' && headerId.length > 0 ? headerId : id,
       promptTokens: promptIds.length,
       promptTokenIds: promptIds,
       maxTokens,
       stop: parsed.stop,
+      ignoreEos: parsed.ignoreEos,
       ...(seed !== undefined ? { seed } : {}),
+    };
+
+    /** The disconnect fault: drop the connection when token `dropAfter + 1` is generated. */
+    const dropNow = (index: number): boolean => {
+      if (dropAfter === null || index < dropAfter) return false;
+      res.socket?.destroy();
+      res.destroy();
+      return true;
     };
 
     if (!parsed.stream) {
       const handle = engine.submit(common, {
+        onToken: (ev) => {
+          if (dropNow(ev.index)) handle.cancel();
+        },
         onFinish: (ev) => {
           if (ev.finishReason === 'abort') {
             if (!res.writableEnded) res.destroy();
@@ -519,11 +839,24 @@ export function createSimServer(options: SimServerOptions): SimServer {
       return { id, object, created, model, choices: [choice] };
     };
 
+    // Hot path (one event per token): the JSON of a content chunk around its delta, built once;
+    // the same bytes as JSON.stringify(chunk(delta, null)).
+    const tokenHead = `data: {"id":${JSON.stringify(id)},"object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,${kind === 'chat' ? '"delta":{"content":' : '"text":'}`;
+    const TOKEN_TAIL =
+      kind === 'chat'
+        ? '},"logprobs":null,"finish_reason":null}]}\n\n'
+        : ',"logprobs":null,"finish_reason":null}]}\n\n';
+
     const handle = engine.submit(common, {
       onToken: (ev) => {
+        if (dropNow(ev.index)) {
+          handle.cancel();
+          return;
+        }
         // The assistant role is announced with the first token (as vLLM does, after prefill).
         if (ev.index === 0 && kind === 'chat') write(chunk('', null, true));
-        if (ev.delta.length > 0) write(chunk(ev.delta, null));
+        if (ev.delta.length > 0 && !res.writableEnded && !res.destroyed)
+          res.write(tokenHead + JSON.stringify(ev.delta) + TOKEN_TAIL);
       },
       onFinish: (ev) => {
         if (ev.finishReason === 'abort') {
@@ -542,41 +875,16 @@ export function createSimServer(options: SimServerOptions): SimServer {
     });
   }
 
-  return {
-    engine,
-    metrics,
-    model,
-    maxModelLen,
-    listen(port: number, host = '127.0.0.1'): Promise<number> {
-      return new Promise((resolve, reject) => {
-        const onError = (err: Error) => reject(err);
-        server.once('error', onError);
-        server.listen(port, host, () => {
-          server.off('error', onError);
-          resolve((server.address() as AddressInfo).port);
-        });
-      });
-    },
-    close(): Promise<void> {
-      closing = true;
-      engine.abortAll();
-      return new Promise((resolve) => {
-        const done = () => {
-          metrics.detach();
-          resolve();
-        };
-        if (server.listening) server.close(() => done());
-        else done();
-        server.closeAllConnections();
-      });
-    },
-  };
+  return self;
 }
 
-const ROUTES: Record<string, string | undefined> = {
-  '/health': 'GET',
-  '/v1/models': 'GET',
-  '/metrics': 'GET',
-  '/v1/completions': 'POST',
-  '/v1/chat/completions': 'POST',
+const ROUTES: Record<string, readonly string[] | undefined> = {
+  '/health': ['GET'],
+  '/v1/models': ['GET'],
+  '/metrics': ['GET'],
+  '/v1/completions': ['POST'],
+  '/v1/chat/completions': ['POST'],
+  '/kv/events': ['GET'],
+  '/telemetry/gpus': ['GET'],
+  '/admin/faults': ['GET', 'POST'],
 };

@@ -275,7 +275,7 @@ describe('control-plane API', () => {
         name: 'bad',
         tenant: 'demo',
         model: 'm',
-        engine: { name: 'sim', args: { decodeMsPerToken: -1 } },
+        engine: { name: 'sim', args: { maxNumSeqs: -1 } },
         replicas: -2,
         resources: { gpus: 'one', gpuType: 'H100-80GB' },
         extra: 1,
@@ -296,13 +296,13 @@ describe('control-plane API', () => {
         name: 'bad',
         tenant: 'demo',
         model: 'm',
-        engine: { name: 'sim', args: { decodeMsPerToken: -1 } },
+        engine: { name: 'sim', args: { maxNumSeqs: -1 } },
         replicas: 1,
         resources: { gpus: 1, gpuType: 'H100-80GB' },
       },
     );
     expect(badArgs.status).toBe(400);
-    expect(badArgs.body.error.details.map((d) => d.path)).toContain('engine.args.decodeMsPerToken');
+    expect(badArgs.body.error.details.map((d) => d.path)).toContain('engine.args.maxNumSeqs');
 
     const badEngine = await api<{ error: { details: Array<{ path: string }> } }>(
       up.info.url,
@@ -320,6 +320,24 @@ describe('control-plane API', () => {
     );
     expect(badEngine.status).toBe(400);
     expect(badEngine.body.error.details.map((d) => d.path)).toContain('engine.name');
+
+    // The simulator needs a profile for the model it is asked to serve.
+    const badModel = await api<{ error: { code: string; details: Array<{ path: string }> } }>(
+      up.info.url,
+      ADMIN_KEY,
+      'PUT',
+      '/api/v1/deployments/bad',
+      {
+        name: 'bad',
+        tenant: 'demo',
+        model: 'gpt-17',
+        engine: { name: 'sim' },
+        replicas: 1,
+        resources: { gpus: 1, gpuType: 'H100-80GB' },
+      },
+    );
+    expect(badModel.status).toBe(400);
+    expect(badModel.body.error.details.map((d) => d.path)).toEqual(['model']);
   });
 
   it('refuses placement with a clear reason when no GPUs are free', async () => {

@@ -37,7 +37,10 @@ describe('parseDeploymentManifest', () => {
       name: 'team-a-llama-8b',
       tenant: 'demo',
       model: 'llama-3.1-8b',
-      engine: { name: 'sim', args: { prefillTokensPerSecond: 20000, decodeMsPerToken: 10 } },
+      engine: {
+        name: 'sim',
+        args: { maxNumSeqs: 256, maxNumBatchedTokens: 8192, gpuMemoryUtilization: 0.9 },
+      },
       replicas: 2,
       resources: { gpus: 1, gpuType: 'H100-80GB' },
     });

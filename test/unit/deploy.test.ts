@@ -122,7 +122,7 @@ describe('deployments', () => {
   it('replaces replicas when the template changes', async () => {
     const before = await service.describe('web', OP);
     const out = await service.apply(
-      spec({ replicas: 1, engine: { name: 'sim', args: { decodeMsPerToken: 5 } } }),
+      spec({ replicas: 1, engine: { name: 'sim', args: { maxNumSeqs: 64 } } }),
       OP,
     );
     expect(out.deployment.generation).toBe(2);
@@ -148,7 +148,7 @@ describe('deployments', () => {
       spec({
         replicas: 1,
         resources: { gpus: 2, gpuType: 'H100-80GB' },
-        engine: { name: 'sim', args: { decodeMsPerToken: 5 } },
+        engine: { name: 'sim', args: { maxNumSeqs: 64 } },
       }),
       OP,
     );

@@ -49,9 +49,9 @@ function snapshot(): RoutingSnapshot {
 }
 
 beforeAll(async () => {
-  sim = createSimServer({ model: 'm', decodeMsPerToken: 1 });
+  sim = createSimServer({ model: 'llama-3.1-8b', servedModelName: 'm', timeScale: 0.1 });
   simUrl = `http://127.0.0.1:${await sim.listen(0)}`;
-  sim2 = createSimServer({ model: 'flaky', decodeMsPerToken: 1 });
+  sim2 = createSimServer({ model: 'llama-3.1-8b', servedModelName: 'flaky', timeScale: 0.1 });
   sim2Url = `http://127.0.0.1:${await sim2.listen(0)}`;
   // An upstream that sends two SSE chunks and then drops the connection.
   dying = createServer((req, res) => {

@@ -2,13 +2,19 @@ import { afterEach, describe, it, expect } from 'vitest';
 import { createSimServer, type SimServer, type SimServerOptions } from '../../src/sim/server.js';
 import { parseSimArgs } from '../../src/sim/main.js';
 
+/** The served model name (distinct from the simulated profile, llama-3.1-8b). */
 const MODEL = 'demo-llama-8b';
 const servers: SimServer[] = [];
 
 async function start(
   opts: Partial<SimServerOptions> = {},
 ): Promise<{ server: SimServer; base: string }> {
-  const server = createSimServer({ model: MODEL, decodeMsPerToken: 10, timeScale: 0.1, ...opts });
+  const server = createSimServer({
+    model: 'llama-3.1-8b',
+    servedModelName: MODEL,
+    timeScale: 0.05,
+    ...opts,
+  });
   servers.push(server);
   const port = await server.listen(0, '127.0.0.1');
   return { server, base: `http://127.0.0.1:${port}` };
@@ -55,7 +61,21 @@ async function readSse(res: Response): Promise<{ chunks: Chunk[]; done: boolean 
       expect(done).toBe(false); // nothing after [DONE]
       const data = event.slice('data: '.length);
       if (data === '[DONE]') done = true;
-      else chunks.push(JSON.parse(data) as Chunk);
+      else {
+        const c = JSON.parse(data) as Chunk;
+        // Compact JSON, keys in OpenAI's order (token chunks are built from pre-rendered parts).
+        expect(JSON.stringify(c)).toBe(data);
+        expect(Object.keys(c).slice(0, 5)).toEqual(['id', 'object', 'created', 'model', 'choices']);
+        if (c.choices[0]) {
+          expect(Object.keys(c.choices[0])).toEqual([
+            'index',
+            'delta' in c.choices[0] ? 'delta' : 'text',
+            'logprobs',
+            'finish_reason',
+          ]);
+        }
+        chunks.push(c);
+      }
     }
   }
   expect(buf).toBe('');
@@ -131,7 +151,7 @@ describe('sim server', () => {
   });
 
   it('answers a non-streaming chat completion, 16 tokens by default', async () => {
-    const { base } = await start({ decodeMsPerToken: 1 });
+    const { base } = await start();
     const res = await post(base, '/v1/chat/completions', {
       model: MODEL,
       messages: [
@@ -321,7 +341,7 @@ describe('sim server', () => {
   });
 
   it('exposes vLLM metrics that count tokens', async () => {
-    const { base } = await start({ decodeMsPerToken: 1 });
+    const { base } = await start();
     await (
       await post(base, '/v1/completions', { model: MODEL, prompt: 'a b c', max_tokens: 7 })
     ).json();
@@ -345,7 +365,7 @@ describe('sim server', () => {
     ]) {
       expect(text).toContain(`# TYPE ${name} `);
     }
-    const label = `model_name="${MODEL}"`;
+    const label = `model_name="${MODEL}",engine="0"`;
     expect(text).toContain(`vllm:generation_tokens_total{${label}} 9\n`);
     expect(text).toContain(`vllm:prompt_tokens_total{${label}} 5\n`);
     expect(text).toContain(`vllm:request_success_total{${label},finished_reason="length"} 2\n`);
@@ -356,7 +376,8 @@ describe('sim server', () => {
   });
 
   it('TTFT grows with prompt length', async () => {
-    const { base } = await start({ prefillTokensPerSecond: 2000, timeScale: 0.2 });
+    // llama-3.1-8b on one H100: ~8k prompt tokens take ~0.25 s of prefill, a few tokens ~7 ms.
+    const { base } = await start({ timeScale: 1 });
     const ttft = async (prompt: string): Promise<number> => {
       const t0 = performance.now();
       const res = await post(base, '/v1/completions', {
@@ -373,25 +394,24 @@ describe('sim server', () => {
       return elapsed;
     };
     const short = await ttft('hi');
-    const long = await ttft('word '.repeat(2000)); // 2000 tokens → 1 s simulated, 200 ms real
-    expect(long).toBeGreaterThan(short + 100);
+    const long = await ttft('word '.repeat(8000));
+    expect(long).toBeGreaterThan(short + 80);
     expect(long).toBeGreaterThan(short * 3);
   });
 
-  it('queues beyond max concurrency', async () => {
-    const { server, base } = await start({ maxConcurrency: 1, decodeMsPerToken: 100 });
-    const a = post(base, '/v1/completions', { model: MODEL, prompt: 'a', max_tokens: 3 });
-    const b = post(base, '/v1/completions', { model: MODEL, prompt: 'b', max_tokens: 3 });
-    await waitFor(() => server.engine.waiting === 1);
-    expect(server.engine.running).toBe(1);
+  it('queues beyond max-num-seqs', async () => {
+    const { server, base } = await start({ maxNumSeqs: 1, timeScale: 1 });
+    const a = post(base, '/v1/completions', { model: MODEL, prompt: 'a', max_tokens: 50 });
+    const b = post(base, '/v1/completions', { model: MODEL, prompt: 'b', max_tokens: 50 });
+    await waitFor(() => server.engine.running === 1 && server.engine.waiting === 1);
     const metrics = await (await fetch(base + '/metrics')).text();
-    expect(metrics).toContain(`vllm:num_requests_waiting{model_name="${MODEL}"} 1\n`);
+    expect(metrics).toContain(`vllm:num_requests_waiting{model_name="${MODEL}",engine="0"} 1\n`);
     await Promise.all([(await a).json(), (await b).json()]);
     expect(server.engine.running + server.engine.waiting).toBe(0);
   });
 
   it('client abort mid-stream cancels the generation', async () => {
-    const { server, base } = await start({ decodeMsPerToken: 100 });
+    const { server, base } = await start({ timeScale: 1 });
     const ctl = new AbortController();
     const res = await post(
       base,
@@ -411,12 +431,12 @@ describe('sim server', () => {
     await waitFor(() => server.engine.running === 0, 500);
     const text = await (await fetch(base + '/metrics')).text();
     expect(text).toContain(
-      `vllm:request_success_total{model_name="${MODEL}",finished_reason="abort"} 1\n`,
+      `vllm:request_success_total{model_name="${MODEL}",engine="0",finished_reason="abort"} 1\n`,
     );
   });
 
   it('client abort of a non-streaming request cancels too', async () => {
-    const { server, base } = await start({ decodeMsPerToken: 100 });
+    const { server, base } = await start({ timeScale: 1 });
     const ctl = new AbortController();
     const p = post(
       base,
@@ -431,7 +451,7 @@ describe('sim server', () => {
   });
 
   it('close() aborts in-flight generations and resolves', async () => {
-    const { server, base } = await start({ decodeMsPerToken: 1000 });
+    const { server, base } = await start({ timeScale: 1 });
     const res = await post(base, '/v1/completions', {
       model: MODEL,
       prompt: 'x',
@@ -451,6 +471,136 @@ describe('sim server', () => {
   });
 });
 
+describe('sim server: prefix cache and KV events', () => {
+  const longPrompt = Array.from({ length: 120 }, (_, i) => `w${i}`).join(' ');
+
+  it('serves the served model name, not the profile name', async () => {
+    const { server, base } = await start();
+    expect(server.servedModelName).toBe(MODEL);
+    expect(server.profileName).toBe('llama-3.1-8b');
+    const models = (await (await fetch(base + '/v1/models')).json()) as {
+      data: { id: string; root: string }[];
+    };
+    expect(models.data.map((m) => m.id)).toEqual([MODEL]);
+    expect(models.data[0]?.root).toBe('llama-3.1-8b');
+    const res = await post(base, '/v1/completions', { model: 'llama-3.1-8b', prompt: 'hi' });
+    expect(res.status).toBe(404);
+    await res.arrayBuffer();
+    // Without a served model name, the profile name is served.
+    const plain = await start({ servedModelName: undefined });
+    expect(plain.server.servedModelName).toBe('llama-3.1-8b');
+  });
+
+  it('reports cached_tokens for a repeated prompt', async () => {
+    const { base } = await start();
+    type Usage = {
+      usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } };
+    };
+    const req = { model: MODEL, prompt: longPrompt, max_tokens: 2, ignore_eos: true };
+    const first = (await (await post(base, '/v1/completions', req)).json()) as Usage;
+    expect(first.usage.prompt_tokens).toBe(120);
+    expect(first.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    const second = (await (await post(base, '/v1/completions', req)).json()) as Usage;
+    expect(second.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(96);
+    expect(second.usage.prompt_tokens_details.cached_tokens).toBeLessThan(120);
+
+    // Streaming usage chunk too.
+    const s = await post(base, '/v1/completions', {
+      ...req,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const { chunks } = await readSse(s);
+    const usage = chunks.at(-1)?.usage as unknown as Usage['usage'];
+    expect(usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(96);
+
+    // Without prefix caching nothing is ever cached.
+    const off = await start({ enablePrefixCaching: false });
+    await (await post(off.base, '/v1/completions', req)).json();
+    const again = (await (await post(off.base, '/v1/completions', req)).json()) as Usage;
+    expect(again.usage.prompt_tokens_details.cached_tokens).toBe(0);
+  });
+
+  it('streams KV events (BlockStored) on /kv/events to several subscribers', async () => {
+    const { server, base } = await start({ replicaIndex: 3 });
+    const subscribe = async () => {
+      const ctl = new AbortController();
+      const res = await fetch(base + '/kv/events', { signal: ctl.signal });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('text/event-stream');
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
+      let buf = '';
+      const batches: { ts: number; replica: number; events: Record<string, unknown>[] }[] = [];
+      const comments: string[] = [];
+      const pump = (async () => {
+        try {
+          for (;;) {
+            const r = await reader.read();
+            if (r.done) return;
+            buf += decoder.decode(r.value, { stream: true });
+            let i: number;
+            while ((i = buf.indexOf('\n\n')) !== -1) {
+              const ev = buf.slice(0, i);
+              buf = buf.slice(i + 2);
+              if (ev.startsWith(':')) comments.push(ev);
+              else if (ev.startsWith('data: ')) batches.push(JSON.parse(ev.slice(6)) as never);
+            }
+          }
+        } catch {
+          // aborted
+        }
+      })();
+      return { ctl, batches, comments, pump };
+    };
+    const a = await subscribe();
+    const b = await subscribe();
+    await waitFor(() => a.comments.length > 0 && b.comments.length > 0);
+
+    await (
+      await post(base, '/v1/completions', { model: MODEL, prompt: longPrompt, max_tokens: 2 })
+    ).json();
+    for (const sub of [a, b]) {
+      await waitFor(() => sub.batches.some((x) => x.events.some((e) => e.type === 'BlockStored')));
+      const stored = sub.batches
+        .flatMap((x) => x.events)
+        .filter((e) => e.type === 'BlockStored') as {
+        blockHashes: string[];
+        parentBlockHash: string | null;
+        tokenIds: number[];
+        blockSize: number;
+      }[];
+      expect(sub.batches.every((x) => x.replica === 3 && typeof x.ts === 'number')).toBe(true);
+      const hashes = stored.flatMap((e) => e.blockHashes);
+      expect(hashes.length).toBeGreaterThanOrEqual(7); // 120 prompt tokens, blocks of 16
+      expect(stored[0]?.parentBlockHash).toBeNull();
+      expect(stored[0]?.tokenIds.length).toBe((stored[0]?.blockHashes.length ?? 0) * 16);
+      expect(stored[0]?.blockSize).toBe(16);
+    }
+    a.ctl.abort();
+    b.ctl.abort();
+    await Promise.all([a.pump, b.pump]);
+    // Unsubscribed on close: the server keeps working and nobody leaks.
+    await waitFor(() => server.engine.running === 0);
+  });
+
+  it('sends a keepalive comment on /kv/events', async () => {
+    const { base } = await start({ kvKeepaliveMs: 50 });
+    const ctl = new AbortController();
+    const res = await fetch(base + '/kv/events', { signal: ctl.signal });
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    let text = '';
+    const decoder = new TextDecoder();
+    while (!text.includes(': keepalive\n\n')) {
+      const r = await reader.read();
+      if (r.done) break;
+      text += decoder.decode(r.value, { stream: true });
+    }
+    expect(text).toContain(': keepalive\n\n');
+    ctl.abort();
+  });
+});
+
 describe('sim main argument parsing', () => {
   it('parses flags', () => {
     const r = parseSimArgs([
@@ -459,17 +609,34 @@ describe('sim main argument parsing', () => {
       '--host',
       '0.0.0.0',
       '--model',
-      'm',
-      '--prefill-tps',
-      '5000',
-      '--decode-ms',
-      '2.5',
-      '--max-concurrency',
-      '8',
+      'llama-3.1-70b',
+      '--served-model-name',
+      'team-a/llama',
+      '--gpu',
+      'H200-141GB',
+      '--tp',
+      '4',
+      '--dtype',
+      'fp8',
+      '--calibration',
+      'default',
+      '--max-num-seqs',
+      '64',
+      '--max-num-batched-tokens',
+      '4096',
+      '--gpu-memory-utilization',
+      '0.85',
+      '--num-gpu-blocks-override',
+      '1000',
+      '--no-enable-prefix-caching',
       '--time-scale',
       '0.1',
       '--max-model-len',
       '2048',
+      '--replica-index',
+      '2',
+      '--seed',
+      '7',
     ]);
     expect(r).toEqual({
       kind: 'ok',
@@ -477,28 +644,80 @@ describe('sim main argument parsing', () => {
         port: 8001,
         host: '0.0.0.0',
         options: {
-          model: 'm',
-          prefillTokensPerSecond: 5000,
-          decodeMsPerToken: 2.5,
-          maxConcurrency: 8,
+          model: 'llama-3.1-70b',
+          servedModelName: 'team-a/llama',
+          gpu: 'H200-141GB',
+          tp: 4,
+          dtype: 'fp8',
+          calibration: 'default',
+          maxNumSeqs: 64,
+          maxNumBatchedTokens: 4096,
+          gpuMemoryUtilization: 0.85,
+          numGpuBlocksOverride: 1000,
+          enablePrefixCaching: false,
           timeScale: 0.1,
           maxModelLen: 2048,
+          replicaIndex: 2,
+          seed: 7,
         },
       },
+    });
+    expect(parseSimArgs([])).toEqual({
+      kind: 'ok',
+      config: { port: 8000, host: '127.0.0.1', options: {} },
     });
     expect(parseSimArgs(['--help']).kind).toBe('help');
   });
 
+  it('parses fault flags', () => {
+    const r = parseSimArgs([
+      '--fault-crash-after',
+      '3',
+      '--fault-hang',
+      '--fault-slow',
+      '2.5',
+      '--fault-error-rate',
+      '0.25',
+      '--fault-disconnect-after',
+      '10',
+      '--fault-disconnect-rate',
+      '0.5',
+      '--fault-xid',
+      '79',
+      '--fault-ecc-sbe',
+      '4',
+      '--fault-ecc-dbe',
+      '1',
+      '--fault-thermal',
+    ]);
+    expect(r.kind === 'ok' && r.config.options.faults).toEqual({
+      crash: { afterRequests: 3 },
+      hang: true,
+      slowFactor: 2.5,
+      errorRate: 0.25,
+      disconnect: { afterTokens: 10, rate: 0.5 },
+      gpu: { xid: 79, eccSbe: 4, eccDbe: 1, thermal: true },
+    });
+  });
+
   it('rejects bad flags', () => {
     for (const argv of [
-      [],
-      ['--model', 'm', '--port', 'abc'],
-      ['--model', 'm', '--port', '70000'],
-      ['--model', 'm', '--decode-ms', '-1'],
-      ['--model', 'm', '--time-scale', '0'],
-      ['--model', 'm', '--max-concurrency', '1.5'],
-      ['--model', 'm', '--bogus'],
-      ['--model', 'm', 'positional'],
+      ['--port', 'abc'],
+      ['--port', '70000'],
+      ['--time-scale', '0'],
+      ['--tp', '1.5'],
+      ['--dtype', 'int4'],
+      ['--gpu-memory-utilization', '1.5'],
+      ['--max-num-seqs', '0'],
+      ['--model', ''],
+      ['--fault-error-rate', '2'],
+      ['--fault-slow', '-1'],
+      ['--fault-disconnect-rate', '0.5'],
+      ['--prefill-tps', '5000'],
+      ['--decode-ms', '2'],
+      ['--max-concurrency', '8'],
+      ['--bogus'],
+      ['positional'],
     ]) {
       expect(parseSimArgs(argv).kind, argv.join(' ')).toBe('error');
     }
