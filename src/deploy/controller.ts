@@ -327,6 +327,7 @@ export class DeploymentController {
       launch: {
         servedModelName: spec.name,
         model: spec.model,
+        replicaIndex: idx,
         gpus,
         gpuType: spec.resources.gpuType,
         args,

@@ -76,6 +76,8 @@ export const simEngine: EngineAdapter = {
     const args = [simEntry(), '--host', ctx.host, '--port', String(ctx.port)];
     args.push('--model', ctx.model, '--served-model-name', ctx.servedModelName);
     args.push('--gpu', ctx.gpuType, '--tp', String(Math.max(1, ctx.gpus.length)));
+    args.push('--replica-index', String(ctx.replicaIndex));
+    if (ctx.gpus.length > 0) args.push('--gpu-indices', ctx.gpus.join(','));
     for (const [k, v] of Object.entries(ctx.args)) {
       if (k === 'enablePrefixCaching') {
         if (v === false) args.push('--no-enable-prefix-caching');

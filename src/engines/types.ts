@@ -8,6 +8,8 @@ export interface LaunchContext {
   model: string;
   host: string;
   port: number;
+  /** Index of the replica within its deployment. */
+  replicaIndex: number;
   /** GPU indices on the node; empty for CPU replicas. */
   gpus: number[];
   gpuType: string;

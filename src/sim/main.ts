@@ -36,6 +36,7 @@ Options:
   --max-model-len N              maximum context length in tokens
   --time-scale X                 real time = simulated time * X (default 1; 0.1 = ten times faster)
   --replica-index N              index of this replica (GPU indices in telemetry, KV events)
+  --gpu-indices I,J              node GPU indices this replica was placed on (telemetry)
   --seed N                       seed of fault draws (error rate, disconnect rate)
   -h, --help                     show this help
 
@@ -116,6 +117,7 @@ export function parseSimArgs(argv: readonly string[]): ParseResult {
         'max-model-len': { type: 'string' },
         'time-scale': { type: 'string' },
         'replica-index': { type: 'string' },
+        'gpu-indices': { type: 'string' },
         seed: { type: 'string' },
         'fault-crash-after': { type: 'string' },
         'fault-hang': { type: 'boolean' },
@@ -175,6 +177,16 @@ export function parseSimArgs(argv: readonly string[]): ParseResult {
     if (scale !== undefined) options.timeScale = scale;
     const replica = nonNegInt('replica-index', values['replica-index']);
     if (replica !== undefined) options.replicaIndex = replica;
+    const gpuIndices = values['gpu-indices'];
+    if (gpuIndices !== undefined) {
+      const list = gpuIndices.split(',').map((x) => Number(x.trim()));
+      if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 0)) {
+        throw new Error(
+          `--gpu-indices must be a comma-separated list of GPU indices (got '${gpuIndices}')`,
+        );
+      }
+      options.gpuIndices = list;
+    }
     const seed = nonNegInt('seed', values.seed);
     if (seed !== undefined) options.seed = seed;
 

@@ -45,6 +45,8 @@ export type SimServerOptions = EngineOptions & {
   servedModelName?: string;
   /** Index of this replica in its fleet (telemetry GPU indices, KV event stream). Default 0. */
   replicaIndex?: number;
+  /** Node GPU indices of this replica (telemetry reports these), one per TP rank. */
+  gpuIndices?: readonly number[];
   /** Faults active from the start. */
   faults?: FaultSpec;
   /** Seed of the fault draws (errorRate, disconnect rate). Default: random. */
@@ -395,6 +397,7 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
   const telemetry = new GpuTelemetry({
     replicaIndex,
     tp: facts.tp,
+    ...(options.gpuIndices ? { gpuIndices: options.gpuIndices } : {}),
     gpuType: facts.gpuType,
     memoryTotalBytes: facts.gpuMemoryBytes,
     memoryUsedBytesPerGpu: facts.usedBytesPerGpu,

@@ -73,6 +73,8 @@ export interface GpuTelemetryOptions {
   replicaIndex: number;
   /** GPUs of the replica (tensor parallelism). */
   tp: number;
+  /** The node's GPU indices this replica runs on (as placed); default replicaIndex × tp + i. */
+  gpuIndices?: readonly number[];
   /** GPU type, e.g. H100-80GB (a product name is derived from it when known). */
   gpuType: string;
   /** Memory of one GPU in bytes (default: from {@link GPU_BOARD_INFO}, else 80 GiB). */
@@ -169,7 +171,7 @@ export class GpuTelemetry {
       if (thermal) power = Math.min(power, powerLimitW * 0.6);
       const dbeFromXid = xids.filter((e) => e.code === 48).length;
       gpus.push({
-        index: replicaIndex * tp + i,
+        index: this.#o.gpuIndices?.[i] ?? replicaIndex * tp + i,
         uuid: this.#uuids[i] ?? '',
         name: this.#board.product,
         memory_total_mib: totalMib,

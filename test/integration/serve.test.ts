@@ -112,6 +112,32 @@ describe('OpenAI API through the gateway', () => {
     expect(asOperator.data.map((m) => m.id)).toContain('demo-llama-8b');
   });
 
+  it('reports cached prompt tokens when a replica sees a prompt again', async () => {
+    const prompt = 'You are a careful assistant for a shared GPU fleet. '.repeat(30) + 'Why?';
+    const cached = new Map<string, number[]>();
+    for (let i = 0; i < 4; i++) {
+      const res = await fetch(`${up.info.url}/v1/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${demoKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'demo-llama-8b', prompt, max_tokens: 1 }),
+      });
+      const body = (await res.json()) as {
+        usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } };
+      };
+      const replica = res.headers.get('x-inferplane-replica') ?? '?';
+      cached.set(replica, [
+        ...(cached.get(replica) ?? []),
+        body.usage.prompt_tokens_details.cached_tokens,
+      ]);
+    }
+    expect([...cached.keys()].sort()).toEqual(['0', '1']);
+    for (const [, [first, second]] of cached) {
+      expect(first).toBe(0);
+      expect(second).toBeGreaterThan(0);
+      expect(second! % 16).toBe(0); // whole KV blocks
+    }
+  });
+
   it('spreads requests over the ready replicas (round-robin)', async () => {
     const seen = new Set<string>();
     for (let i = 0; i < 4; i++) {
@@ -416,6 +442,16 @@ describe('control-plane API', () => {
     expect(d.body.events.map((e) => e.reason)).toEqual(
       expect.arrayContaining(['Created', 'Placed', 'Ready']),
     );
+
+    // Each engine reports GPU telemetry for the GPUs it was placed on.
+    for (const r of d.body.replicas) {
+      const t = (await (await fetch(`http://127.0.0.1:${r.port}/telemetry/gpus`)).json()) as {
+        gpus: Array<{ index: number; name: string; memory_used_mib: number }>;
+      };
+      expect(t.gpus.map((g) => g.index)).toEqual(r.gpus);
+      expect(t.gpus[0]!.name).toMatch(/H100/);
+      expect(t.gpus[0]!.memory_used_mib).toBeGreaterThan(15_000); // 8B bf16 weights alone
+    }
   });
 });
 
