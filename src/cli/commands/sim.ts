@@ -171,8 +171,8 @@ export function registerSim(program: Command, io: Io = processIo): void {
     .command('sim')
     .summary('run simulated engine replicas in this process')
     .description(
-      'run a fleet of simulated OpenAI-compatible engine replicas (vLLM-like timing model) in\n' +
-        'this process, each on its own port, until Ctrl-C. Each replica also serves /metrics,\n' +
+      'run a fleet of simulated OpenAI-compatible engine replicas (vLLM-like timing model) in ' +
+        'this process, each on its own port, until Ctrl-C. Each replica also serves /metrics, ' +
         '/kv/events, /telemetry/gpus and /admin/faults (fault injection; bind to loopback).',
     )
     .option('--model <profile>', 'model profile to simulate', 'llama-3.1-8b')
