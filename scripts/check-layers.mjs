@@ -32,7 +32,8 @@ const ALLOWED = {
     'api',
     'telemetry',
   ],
-  cli: ['core', 'platform', 'telemetry', 'sim'],
+  bench: ['core', 'sim'],
+  cli: ['core', 'platform', 'telemetry', 'sim', 'bench'],
 };
 
 function walk(dir) {
