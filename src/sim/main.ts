@@ -13,6 +13,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseFaultSpec, type FaultSpec } from './faults.js';
+import { onStopRequest } from './lifecycle.js';
 import { createSimServer, type SimServer, type SimServerOptions } from './server.js';
 
 export const USAGE = `Usage: node dist/sim/main.js [options]
@@ -315,42 +316,23 @@ export async function main(
     seed: server.faults.seed,
   });
 
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (reason: string) => {
-      if (stopping) return;
-      stopping = true;
-      log({ level: 'info', msg: 'shutting down', reason });
-      // Never hang on shutdown.
-      const force = setTimeout(() => resolve(0), 5000);
+  // Stop on SIGINT/SIGTERM, or when the platform that started us dies (stdin EOF).
+  const request = onStopRequest(env);
+  const reason = await request.stopped;
+  log({ level: 'info', msg: 'shutting down', reason });
+  // Never hang on shutdown.
+  let force: NodeJS.Timeout | undefined;
+  await Promise.race([
+    server.close(),
+    new Promise<void>((r) => {
+      force = setTimeout(r, 5000);
       force.unref();
-      void server.close().then(() => {
-        clearTimeout(force);
-        process.off('SIGTERM', onTerm);
-        process.off('SIGINT', onInt);
-        if (parentGuard) {
-          process.stdin.off('end', onStdinEnd);
-          process.stdin.off('close', onStdinEnd);
-          process.stdin.off('error', onStdinEnd);
-          process.stdin.pause();
-        }
-        log({ level: 'info', msg: 'stopped' });
-        resolve(0);
-      });
-    };
-    const onTerm = () => stop('SIGTERM');
-    const onInt = () => stop('SIGINT');
-    const onStdinEnd = () => stop('parent stdin closed');
-    process.on('SIGTERM', onTerm);
-    process.on('SIGINT', onInt);
-    const parentGuard = env.INFERPLANE_PARENT_STDIN === '1';
-    if (parentGuard) {
-      process.stdin.on('end', onStdinEnd);
-      process.stdin.on('close', onStdinEnd);
-      process.stdin.on('error', onStdinEnd);
-      process.stdin.resume(); // discard whatever the parent writes; we only care about EOF
-    }
-  });
+    }),
+  ]);
+  clearTimeout(force);
+  request.dispose();
+  log({ level: 'info', msg: 'stopped' });
+  return 0;
 }
 
 function isProcessEntry(): boolean {

@@ -292,78 +292,41 @@ describe('control-plane API', () => {
   });
 
   it('rejects a bad spec with the path of each bad field', async () => {
-    const res = await api<{ error: { code: string; details: Array<{ path: string }> } }>(
-      up.info.url,
-      ADMIN_KEY,
-      'PUT',
-      '/api/v1/deployments/bad',
-      {
-        name: 'bad',
-        tenant: 'demo',
-        model: 'm',
-        engine: { name: 'sim', args: { maxNumSeqs: -1 } },
-        replicas: -2,
-        resources: { gpus: 'one', gpuType: 'H100-80GB' },
-        extra: 1,
-      },
+    const valid = {
+      name: 'bad',
+      tenant: 'demo',
+      model: 'llama-3.1-8b',
+      engine: { name: 'sim', args: {} },
+      replicas: 1,
+      resources: { gpus: 1, gpuType: 'H100-80GB' },
+    };
+    const paths = async (spec: Record<string, unknown>): Promise<string[]> => {
+      const res = await api<{ error: { code: string; details: Array<{ path: string }> } }>(
+        up.info.url,
+        ADMIN_KEY,
+        'PUT',
+        '/api/v1/deployments/bad',
+        { ...valid, ...spec },
+      );
+      expect(res.status).toBe(400);
+      expect(res.body.error.code).toBe('IP_VALIDATION');
+      return res.body.error.details.map((d) => d.path);
+    };
+    const many = await paths({
+      replicas: -2,
+      resources: { gpus: 'one', gpuType: 'H100-80GB' },
+      extra: 1,
+    });
+    expect(many).toEqual(expect.arrayContaining(['replicas', 'resources.gpus']));
+    expect(many.some((p) => p === '(root)' || p === 'extra')).toBe(true);
+    expect(await paths({ engine: { name: 'sim', args: { maxNumSeqs: -1 } } })).toContain(
+      'engine.args.maxNumSeqs',
     );
-    expect(res.status).toBe(400);
-    expect(res.body.error.code).toBe('IP_VALIDATION');
-    const paths = res.body.error.details.map((d) => d.path);
-    expect(paths).toEqual(expect.arrayContaining(['replicas', 'resources.gpus']));
-    expect(paths.some((p) => p === '(root)' || p === 'extra')).toBe(true);
-
-    const badArgs = await api<{ error: { details: Array<{ path: string }> } }>(
-      up.info.url,
-      ADMIN_KEY,
-      'PUT',
-      '/api/v1/deployments/bad',
-      {
-        name: 'bad',
-        tenant: 'demo',
-        model: 'm',
-        engine: { name: 'sim', args: { maxNumSeqs: -1 } },
-        replicas: 1,
-        resources: { gpus: 1, gpuType: 'H100-80GB' },
-      },
-    );
-    expect(badArgs.status).toBe(400);
-    expect(badArgs.body.error.details.map((d) => d.path)).toContain('engine.args.maxNumSeqs');
-
-    const badEngine = await api<{ error: { details: Array<{ path: string }> } }>(
-      up.info.url,
-      ADMIN_KEY,
-      'PUT',
-      '/api/v1/deployments/bad',
-      {
-        name: 'bad',
-        tenant: 'demo',
-        model: 'm',
-        engine: { name: 'nope' },
-        replicas: 1,
-        resources: { gpus: 1, gpuType: 'H100-80GB' },
-      },
-    );
-    expect(badEngine.status).toBe(400);
-    expect(badEngine.body.error.details.map((d) => d.path)).toContain('engine.name');
-
+    expect(await paths({ engine: { name: 'nope' } })).toContain('engine.name');
     // The simulator needs a profile for the model it is asked to serve.
-    const badModel = await api<{ error: { code: string; details: Array<{ path: string }> } }>(
-      up.info.url,
-      ADMIN_KEY,
-      'PUT',
-      '/api/v1/deployments/bad',
-      {
-        name: 'bad',
-        tenant: 'demo',
-        model: 'gpt-17',
-        engine: { name: 'sim' },
-        replicas: 1,
-        resources: { gpus: 1, gpuType: 'H100-80GB' },
-      },
-    );
-    expect(badModel.status).toBe(400);
-    expect(badModel.body.error.details.map((d) => d.path)).toEqual(['model']);
+    expect(await paths({ model: 'gpt-17' })).toEqual(['model']);
+    // Nothing was stored.
+    expect((await api(up.info.url, ADMIN_KEY, 'GET', '/api/v1/deployments/bad')).status).toBe(404);
   });
 
   it('refuses placement with a clear reason when no GPUs are free', async () => {

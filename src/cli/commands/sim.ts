@@ -2,6 +2,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { parseFaultSpec } from '../../sim/faults.js';
 import { startSimFleet, type SimFleet, type SimFleetOptions } from '../../sim/fleet.js';
+import { onStopRequest } from '../../sim/lifecycle.js';
 import { processIo, type Io } from '../output.js';
 import { examples } from './common.js';
 
@@ -83,48 +84,6 @@ export function simFleetOptions(flags: SimFlags): SimFleetOptions {
   if (flags.seed !== undefined) o.seed = flags.seed;
   if (flags.faults !== undefined) o.faults = parseFaultSpec(JSON.parse(flags.faults));
   return o;
-}
-
-/** Resolves with a reason on SIGINT/SIGTERM (or stdin EOF with INFERPLANE_PARENT_STDIN=1). */
-function stopSignal(io: Io): { stopped: Promise<string>; dispose: () => void } {
-  let resolveStop!: (reason: string) => void;
-  const stopped = new Promise<string>((r) => {
-    resolveStop = r;
-  });
-  let count = 0;
-  const onSignal = (sig: string) => {
-    count++;
-    if (count > 1) {
-      io.err('forced exit\n');
-      process.exit(130);
-    }
-    resolveStop(sig);
-  };
-  const onInt = () => onSignal('SIGINT');
-  const onTerm = () => onSignal('SIGTERM');
-  const onStdinEnd = () => resolveStop('parent stdin closed');
-  process.on('SIGINT', onInt);
-  process.on('SIGTERM', onTerm);
-  const guard = io.env.INFERPLANE_PARENT_STDIN === '1';
-  if (guard) {
-    process.stdin.on('end', onStdinEnd);
-    process.stdin.on('close', onStdinEnd);
-    process.stdin.on('error', onStdinEnd);
-    process.stdin.resume();
-  }
-  return {
-    stopped,
-    dispose: () => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      if (guard) {
-        process.stdin.off('end', onStdinEnd);
-        process.stdin.off('close', onStdinEnd);
-        process.stdin.off('error', onStdinEnd);
-        process.stdin.pause();
-      }
-    },
-  };
 }
 
 /**
@@ -232,7 +191,12 @@ export function registerSim(program: Command, io: Io = processIo): void {
       ),
     )
     .action(async (flags: SimFlags) => {
-      const { stopped, dispose } = stopSignal(io);
+      const { stopped, dispose } = onStopRequest(io.env, {
+        onSecondSignal: () => {
+          io.err('forced exit\n');
+          process.exit(130);
+        },
+      });
       try {
         await runSimFleet(flags, io, () => stopped);
       } finally {
