@@ -2,6 +2,7 @@
 import { packageVersion } from '../core/version.js';
 import { Command, CommanderError } from 'commander';
 import { registerApply } from './commands/apply.js';
+import { registerBench } from './commands/bench.js';
 import { registerDelete } from './commands/delete.js';
 import { registerDescribe } from './commands/describe.js';
 import { registerGet } from './commands/get.js';
@@ -55,6 +56,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerTenant(program, io);
   registerKey(program, io);
   registerSim(program, io);
+  registerBench(program, io);
   return program;
 }
 
