@@ -1,7 +1,7 @@
 // `--search-max-rate` against a simulated engine whose capacity is known: one sequence at a time
 // (maxNumSeqs 1), 16 output tokens of ~6 ms each ≈ 0.1 s per request ≈ 10 requests/s. The search
 // must fail well above that capacity, pass well below it, and report a rate in between.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -76,3 +76,59 @@ it('finds the highest rate that meets the goodput SLOs by bisection', async () =
   expect(summary.max_rate!).toBeGreaterThanOrEqual(5);
   expect(summary.max_rate!).toBeLessThan(20);
 }, 60_000);
+
+it('replays a Mooncake trace: timestamps pace the sends, equal hash ids share KV blocks', async () => {
+  const trace = join(dir, 'trace.jsonl');
+  const rows = [
+    { timestamp: 0, input_length: 1100, output_length: 4, hash_ids: [1, 2, 3] },
+    { timestamp: 200, input_length: 1100, output_length: 4, hash_ids: [1, 2, 4] },
+    { timestamp: 400, input_length: 600, output_length: 4, hash_ids: [1, 5] },
+    { timestamp: 600, input_length: 1100, output_length: 4, hash_ids: [1, 2, 3] },
+  ];
+  writeFileSync(trace, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const out = join(dir, 'trace-run');
+  const started = Date.now();
+  const code = await run(
+    [
+      'node',
+      'inferplane',
+      'bench',
+      '--url',
+      url,
+      '--model',
+      'm',
+      '--endpoint',
+      'completions',
+      '--trace',
+      trace,
+      '--trace-speed',
+      '2',
+      '--no-report',
+      '--artifacts-dir',
+      out,
+    ],
+    io,
+  );
+  expect(code).toBe(0);
+  // 600 ms of trace at speed 2: the last send is ~300 ms after the first.
+  expect(Date.now() - started).toBeGreaterThanOrEqual(280);
+  const records = readFileSync(join(out, 'profile_export.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map(
+      (l) =>
+        JSON.parse(l) as {
+          metadata: { request_start_ns: number; cached_tokens?: number | null };
+          metrics: { input_sequence_length?: { value: number } };
+        },
+    );
+  expect(records).toHaveLength(4);
+  const starts = records.map((r) => r.metadata.request_start_ns).sort((a, b) => a - b);
+  expect((starts[3]! - starts[0]!) / 1e6).toBeGreaterThanOrEqual(280);
+  expect(records.map((r) => r.metrics.input_sequence_length?.value).sort()).toEqual(
+    [1100, 1100, 1100, 600].sort(),
+  );
+  // Requests 2–4 reuse block 1 (512 tokens) of request 1; request 4 repeats request 1 entirely.
+  const cached = records.map((r) => r.metadata.cached_tokens ?? 0);
+  expect(cached.filter((c) => c >= 512).length).toBeGreaterThanOrEqual(3);
+});
