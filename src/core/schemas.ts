@@ -1,6 +1,7 @@
 // Shared zod schemas; types are inferred from them, JSON Schema is exported for the OpenAPI document.
 import { z } from 'zod';
 import { InferplaneError, type ErrorDetail } from './errors.js';
+import { ROUTING_POLICIES } from './types.js';
 
 /** DNS-1123 label: lower-case letters, digits and '-', starting and ending alphanumeric. */
 export const NameSchema = z
@@ -13,6 +14,24 @@ export const NameSchema = z
   });
 
 export const EngineArgValueSchema = z.union([z.string(), z.number(), z.boolean()]);
+
+const WeightSchema = z.number().min(0).max(100).optional();
+
+export const RoutingSpecSchema = z.strictObject({
+  policy: z
+    .enum(ROUTING_POLICIES)
+    .optional()
+    .describe('round-robin, least-loaded or prefix-aware (default: prefix-aware).'),
+  weights: z
+    .strictObject({
+      prefix: WeightSchema,
+      queue: WeightSchema,
+      kv: WeightSchema,
+      affinity: WeightSchema,
+    })
+    .optional()
+    .describe("Overrides of the policy's scorer weights (each 0..100)."),
+});
 
 export const DeploymentSpecSchema = z
   .strictObject({
@@ -32,6 +51,9 @@ export const DeploymentSpecSchema = z
       gpus: z.int().min(0).max(64).describe('GPUs per replica.'),
       gpuType: z.string().min(1).max(64).describe('GPU type to place on, e.g. H100-80GB.'),
     }),
+    routing: RoutingSpecSchema.optional().describe(
+      'How the gateway picks a replica; changing it does not restart replicas.',
+    ),
   })
   .describe('A deployment: a model served by an engine on N replicas.');
 

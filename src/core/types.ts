@@ -47,6 +47,24 @@ export interface RouteEndpoint {
   url: string;
 }
 
+/** How the gateway picks a replica for a deployment (see src/gateway/routing/pipeline.ts). */
+export const ROUTING_POLICIES = ['round-robin', 'least-loaded', 'prefix-aware'] as const;
+export type RoutingPolicy = (typeof ROUTING_POLICIES)[number];
+
+export interface RoutingWeights {
+  prefix: number;
+  queue: number;
+  kv: number;
+  affinity: number;
+}
+
+export interface RouteRouting {
+  /** Default: prefix-aware. */
+  policy?: RoutingPolicy;
+  /** Overrides of the policy's default scorer weights. */
+  weights?: Partial<RoutingWeights>;
+}
+
 export interface RouteModel {
   /** The model name clients send (the deployment name). */
   model: string;
@@ -57,6 +75,8 @@ export interface RouteModel {
   createdAt: string;
   /** Ready endpoints only. */
   endpoints: RouteEndpoint[];
+  /** Routing policy of the deployment; absent: prefix-aware with default weights. */
+  routing?: RouteRouting;
 }
 
 /** What the control plane sends the gateway; the gateway never reads the store. */

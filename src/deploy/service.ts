@@ -89,7 +89,9 @@ export class DeploymentService {
           'Updated',
           templateChanged
             ? `spec updated to generation ${row.generation}; replicas will be replaced`
-            : `replicas ${old?.replicas ?? 0} → ${spec.replicas}`,
+            : old?.replicas !== spec.replicas
+              ? `replicas ${old?.replicas ?? 0} → ${spec.replicas}`
+              : 'routing updated; replicas unchanged',
         );
       } else {
         row = {
@@ -248,6 +250,7 @@ export class DeploymentService {
         engine: spec.engine.name,
         createdAt: r.created_at,
         endpoints,
+        ...(spec.routing ? { routing: spec.routing } : {}),
       };
     });
   }

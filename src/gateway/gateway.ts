@@ -11,7 +11,10 @@ import { hashApiKey } from '../core/ids.js';
 import type { KeyEntry, RouteEndpoint, RouteModel, RoutingSnapshot } from '../core/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { RoundRobinPicker, type Picker } from './routing/picker.js';
+import type { PickRequest, Picker, RouteReceipt } from './routing/picker.js';
+import { RoutingPipeline, policyOf } from './routing/pipeline.js';
+import type { PrefixIndexOptions } from './routing/prefix-index.js';
+import { SignalScraper, type EngineSignals } from './routing/signals.js';
 
 export interface GatewayOptions {
   metrics: Metrics;
@@ -25,6 +28,18 @@ export interface GatewayOptions {
   idleTimeoutMs?: number;
   /** Seconds clients are told to wait when no replica is ready. */
   retryAfterS?: number;
+  /** Engine-signal scraping and the default pipeline's knobs. */
+  routing?: {
+    /** Metrics poll period per endpoint (ms). Default 100. */
+    scrapeIntervalMs?: number;
+    /** Per-scrape timeout (ms). Default 500. */
+    scrapeTimeoutMs?: number;
+    /** Signals older than this make a replica count as saturated (ms). Default 2000. */
+    staleMs?: number;
+    /** Tie-break random source (seeded in tests). */
+    random?: () => number;
+    index?: PrefixIndexOptions;
+  };
 }
 
 interface Compiled {
@@ -42,12 +57,31 @@ const UPSTREAM_PATH: Record<InferenceKind, string> = {
 export class Gateway {
   private snap: Compiled = { version: 0, keys: new Map(), models: new Map() };
   private readonly picker: Picker;
+  /** The default picker (undefined when one was injected). */
+  readonly pipeline: RoutingPipeline | undefined;
+  readonly signals: SignalScraper;
+  /** replica id → model, for the per-replica signal gauges. */
+  private replicaModel = new Map<string, string>();
   private readonly dispatcher: Agent;
   private readonly maxBodyBytes: number;
   private readonly retryAfterS: number;
 
   constructor(private readonly o: GatewayOptions) {
-    this.picker = o.picker ?? new RoundRobinPicker();
+    const r = o.routing ?? {};
+    this.signals = new SignalScraper({
+      ...(r.scrapeIntervalMs !== undefined ? { intervalMs: r.scrapeIntervalMs } : {}),
+      ...(r.scrapeTimeoutMs !== undefined ? { timeoutMs: r.scrapeTimeoutMs } : {}),
+      ...(r.staleMs !== undefined ? { staleMs: r.staleMs } : {}),
+      onScrape: (id, s) => this.observeSignals(id, s),
+    });
+    this.pipeline = o.picker
+      ? undefined
+      : new RoutingPipeline({
+          signals: this.signals,
+          ...(r.index ? { index: r.index } : {}),
+          ...(r.random ? { random: r.random } : {}),
+        });
+    this.picker = o.picker ?? this.pipeline!;
     this.maxBodyBytes = o.maxBodyBytes ?? 16 * 1024 * 1024;
     this.retryAfterS = o.retryAfterS ?? 2;
     this.dispatcher = new Agent({
@@ -65,6 +99,39 @@ export class Gateway {
       keys: new Map(snapshot.keys.map((k) => [k.hash, k])),
       models: new Map(snapshot.models.map((m) => [m.model, m])),
     };
+    const endpoints: RouteEndpoint[] = [];
+    const replicaModel = new Map<string, string>();
+    for (const m of snapshot.models) {
+      for (const e of m.endpoints) {
+        endpoints.push(e);
+        replicaModel.set(e.replicaId, m.model);
+      }
+    }
+    for (const [id, model] of this.replicaModel) {
+      if (replicaModel.get(id) === model) continue;
+      const labels = { model, replica: id };
+      this.o.metrics.replicaWaiting.remove(labels);
+      this.o.metrics.replicaKvUtilization.remove(labels);
+      this.o.metrics.replicaSignalAge.remove(labels);
+    }
+    this.replicaModel = replicaModel;
+    this.signals.sync(endpoints);
+    this.pipeline?.sync(snapshot);
+  }
+
+  private observeSignals(replicaId: string, s: EngineSignals | undefined): void {
+    if (s) this.pipeline?.noteScrape(replicaId);
+    const model = this.replicaModel.get(replicaId);
+    if (model === undefined) return;
+    const labels = { model, replica: replicaId };
+    const v = this.signals.view(replicaId);
+    if (s) {
+      this.o.metrics.replicaWaiting.set(labels, s.waiting);
+      this.o.metrics.replicaKvUtilization.set(labels, s.kvUtilization);
+    }
+    // Never scraped: report the staleness limit's worth of age rather than Infinity.
+    const age = Number.isFinite(v.ageMs) ? v.ageMs : this.signals.staleMs * 2;
+    this.o.metrics.replicaSignalAge.set(labels, age / 1000);
   }
 
   get snapshotVersion(): number {
@@ -72,6 +139,7 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
+    await this.signals.close();
     await this.dispatcher.close();
   }
 
@@ -153,7 +221,12 @@ export class Gateway {
           { details: [{ path: 'model', message: 'unknown model' }] },
         );
       }
-      return await this.proxy(c, kind, route, raw, reqId, started);
+      const pickReq: PickRequest = { exclude: new Set<string>() };
+      if (this.picker.needsPrompt?.(route)) pickReq.prompt = promptParts(body.parsed, kind);
+      const session = c.req.header('x-session-id');
+      if (session) pickReq.sessionId = session;
+      const debug = c.req.header('x-inferplane-debug') === 'route';
+      return await this.proxy(c, kind, route, raw, reqId, started, pickReq, debug);
     } catch (e) {
       const err = toInferplaneError(e);
       if (!(e instanceof ProxyRefusal)) {
@@ -179,6 +252,8 @@ export class Gateway {
     raw: string,
     reqId: string,
     started: bigint,
+    pickReq: PickRequest,
+    debug: boolean,
   ): Promise<Response> {
     const tenant = route.tenantName;
     const log = this.o.logger.child({ reqId, tenant, model: route.model });
@@ -191,11 +266,21 @@ export class Gateway {
 
     let upstream: Awaited<ReturnType<typeof request>> | undefined;
     let endpoint: RouteEndpoint | undefined;
+    let receipt: RouteReceipt | undefined;
     const tried = new Set<string>();
+    const req: PickRequest = { ...pickReq, exclude: tried };
+    const policy = policyOf(route);
     try {
       // A connect failure (the replica died since the last snapshot) is retried once elsewhere.
       for (let attempt = 0; attempt < 2 && !upstream; attempt++) {
-        endpoint = this.picker.pick(route, tried);
+        const t0 = process.hrtime.bigint();
+        const decision = this.picker.pick(route, req);
+        this.o.metrics.routingDecision.observe(
+          { model: route.model, policy: decision?.receipt.policy ?? policy },
+          Number(process.hrtime.bigint() - t0) / 1e9,
+        );
+        endpoint = decision?.endpoint;
+        receipt = decision?.receipt;
         if (!endpoint) {
           if (attempt === 0) {
             throw new InferplaneError(
@@ -216,6 +301,7 @@ export class Gateway {
             signal: c.req.raw.signal,
           });
         } catch (e) {
+          this.picker.release?.(endpoint.replicaId);
           if (c.req.raw.signal.aborted) {
             throw new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request');
           }
@@ -255,6 +341,7 @@ export class Gateway {
       if (finished) return;
       finished = true;
       inflight.dec();
+      this.picker.release?.(endpoint.replicaId);
       done(status);
       log.info(
         {
@@ -281,6 +368,7 @@ export class Gateway {
       'x-request-id': reqId,
       'x-inferplane-replica': String(endpoint.index),
     };
+    if (debug && receipt) headers['x-inferplane-route'] = JSON.stringify(receipt);
     if (streaming) {
       headers['cache-control'] = 'no-cache';
       headers['x-accel-buffering'] = 'no';
@@ -316,6 +404,45 @@ class ProxyRefusal extends Error {
 
 interface InferenceBody {
   model: string;
+  /** The parsed body (for the prompt text, read only when routing needs it). */
+  parsed: Record<string, unknown>;
+}
+
+/**
+ * The prompt for prefix hashing, as parts to read in order (no concatenated copy of a long
+ * prompt): the completion prompt, or the chat messages flattened deterministically — `<role>\n`,
+ * the text parts of the content, `\n` — for each message.
+ */
+export function promptParts(body: Record<string, unknown>, kind: InferenceKind): string[] {
+  if (kind === 'completions') {
+    const p = body.prompt;
+    if (typeof p === 'string') return [p];
+    if (Array.isArray(p)) return [p.map((x) => (typeof x === 'string' ? x : String(x))).join('\n')];
+    return [];
+  }
+  const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : [];
+  const out: string[] = [];
+  for (const m of messages) {
+    if (typeof m !== 'object' || m === null) continue;
+    const msg = m as { role?: unknown; content?: unknown };
+    out.push(`<${typeof msg.role === 'string' ? msg.role : '?'}>\n`);
+    const content = msg.content;
+    if (typeof content === 'string') out.push(content);
+    else if (Array.isArray(content)) {
+      for (const part of content as unknown[]) {
+        const p = part as { type?: unknown; text?: unknown } | null;
+        if (p && typeof p.text === 'string') out.push(p.text);
+        else if (p && typeof p.type === 'string') out.push(`[${p.type}]`);
+      }
+    }
+    out.push('\n');
+  }
+  return out;
+}
+
+/** The flattened prompt as one string (what `promptParts` hashes as). */
+export function promptText(body: Record<string, unknown>, kind: InferenceKind): string {
+  return promptParts(body, kind).join('');
 }
 
 /** Light validation at the edge: what routing needs; engines validate the rest. */
@@ -350,7 +477,7 @@ export function parseInferenceBody(raw: string, kind: InferenceKind): InferenceB
       details: [{ path: 'stream', message: 'must be a boolean' }],
     });
   }
-  return { model: b.model };
+  return { model: b.model, parsed: b };
 }
 
 interface RelayHooks {

@@ -45,6 +45,31 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['model', 'kind'] as const,
       registers: [registry],
     }),
+    routingDecision: new Histogram({
+      name: 'inferplane_gateway_routing_decision_seconds',
+      help: 'Time the endpoint picker took per decision (prefix hashing included).',
+      labelNames: ['model', 'policy'] as const,
+      buckets: [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2.5e-3, 1e-2],
+      registers: [registry],
+    }),
+    replicaWaiting: new Gauge({
+      name: 'inferplane_replica_waiting',
+      help: 'Requests waiting in the engine queue, as last scraped by the gateway.',
+      labelNames: ['model', 'replica'] as const,
+      registers: [registry],
+    }),
+    replicaKvUtilization: new Gauge({
+      name: 'inferplane_replica_kv_utilization',
+      help: 'Engine KV-cache utilization (0..1), as last scraped by the gateway.',
+      labelNames: ['model', 'replica'] as const,
+      registers: [registry],
+    }),
+    replicaSignalAge: new Gauge({
+      name: 'inferplane_replica_signal_age_seconds',
+      help: 'Age of the engine signals the gateway routes on (stale beyond the limit).',
+      labelNames: ['model', 'replica'] as const,
+      registers: [registry],
+    }),
     replicas: new Gauge({
       name: 'inferplane_replicas',
       help: 'Replicas by deployment and state.',

@@ -119,6 +119,19 @@ describe('deployments', () => {
     expect(d.events.map((e) => e.reason)).toContain('ScaledDown');
   });
 
+  it('changes routing without restarting replicas; the route carries it', async () => {
+    const before = await service.describe('web', OP);
+    const routing = { policy: 'least-loaded' as const, weights: { kv: 2 } };
+    const out = await service.apply(spec({ replicas: 1, routing }), OP);
+    expect(out.result).toBe('updated');
+    expect(out.deployment.generation).toBe(1);
+    const after = await service.describe('web', OP);
+    expect(after.replicas.map((r) => r.pid)).toEqual(before.replicas.map((r) => r.pid));
+    expect((await service.routes()).find((r) => r.model === 'web')?.routing).toEqual(routing);
+    await service.apply(spec({ replicas: 1 }), OP);
+    expect((await service.routes()).find((r) => r.model === 'web')?.routing).toBeUndefined();
+  });
+
   it('replaces replicas when the template changes', async () => {
     const before = await service.describe('web', OP);
     const out = await service.apply(

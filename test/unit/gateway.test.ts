@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../../src/core/ids.js';
-import type { RoutingSnapshot } from '../../src/core/types.js';
+import type { RouteModel, RoutingSnapshot } from '../../src/core/types.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { createSimServer, type SimServer } from '../../src/sim/server.js';
 import { createLogger } from '../../src/telemetry/logger.js';
@@ -23,7 +23,12 @@ let metrics: ReturnType<typeof createMetrics>;
 
 function snapshot(): RoutingSnapshot {
   const ep = (url: string, i: number) => ({ replicaId: `r${i}`, index: i, url });
-  const model = (name: string, tenantId: string, endpoints: ReturnType<typeof ep>[]) => ({
+  const model = (
+    name: string,
+    tenantId: string,
+    endpoints: ReturnType<typeof ep>[],
+    routing?: RouteModel['routing'],
+  ) => ({
     model: name,
     deployment: name,
     tenantId,
@@ -31,6 +36,7 @@ function snapshot(): RoutingSnapshot {
     engine: 'sim',
     createdAt: new Date(0).toISOString(),
     endpoints,
+    ...(routing ? { routing } : {}),
   });
   return {
     version: 1,
@@ -41,8 +47,12 @@ function snapshot(): RoutingSnapshot {
     models: [
       model('m', 'a', [ep(simUrl, 0)]),
       model('down', 'a', []),
-      // replica 0 refuses connections (nothing listens on port 1), replica 1 serves.
-      model('flaky', 'a', [ep('http://127.0.0.1:1', 0), ep(sim2Url, 1)]),
+      // replica 0 refuses connections (nothing listens on port 1), replica 1 serves. Round-robin,
+      // so that replica 0 keeps being tried (prefix-aware routing would avoid it: its metrics
+      // never answer, so it counts as saturated) and the retry path is exercised.
+      model('flaky', 'a', [ep('http://127.0.0.1:1', 0), ep(sim2Url, 1)], {
+        policy: 'round-robin',
+      }),
       model('dies', 'a', [ep(dyingUrl, 0)]),
     ],
   };

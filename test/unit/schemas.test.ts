@@ -49,6 +49,19 @@ describe('DeploymentSpecSchema', () => {
     );
   });
 
+  it('accepts an optional routing policy with weights, strictly', () => {
+    const spec = parseOrThrow(
+      DeploymentSpecSchema,
+      { ...good, routing: { policy: 'prefix-aware', weights: { prefix: 3 } } },
+      'spec',
+    );
+    expect(spec.routing).toEqual({ policy: 'prefix-aware', weights: { prefix: 3 } });
+    expect(parseOrThrow(DeploymentSpecSchema, good, 'spec').routing).toBeUndefined();
+    expect(details({ ...good, routing: { policy: 'random' } })).toEqual(['routing.policy']);
+    expect(details({ ...good, routing: { weights: { prefx: 1 } } })).toEqual(['routing.weights']);
+    expect(details({ ...good, routing: { weights: { kv: -1 } } })).toEqual(['routing.weights.kv']);
+  });
+
   it('rejects unknown fields, so typos do not pass silently', () => {
     expect(details({ ...good, replica: 3 })).toContain('(root)');
     expect(details({ ...good, resources: { ...good.resources, gpu: 1 } })).toContain('resources');

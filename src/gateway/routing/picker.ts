@@ -1,24 +1,76 @@
-// Endpoint picker. Round-robin for now; the full pipeline (filters → scorers → picker, prefix
-// index, decision receipts) plugs in behind this interface.
-import type { RouteEndpoint, RouteModel } from '../../core/types.js';
+// The endpoint-picker seam: the gateway asks a Picker for a replica and gets a decision with its
+// receipt. The default is the pipeline (filters → scorers → picker) of ./pipeline.ts; tests may
+// inject another one.
+import type { RouteEndpoint, RouteModel, RoutingPolicy } from '../../core/types.js';
 
-export interface Picker {
-  /** Picks a ready endpoint of `route`, skipping replica ids in `exclude`. */
-  pick(route: RouteModel, exclude: ReadonlySet<string>): RouteEndpoint | undefined;
+export interface ReplicaScores {
+  prefix: number;
+  queue: number;
+  kv: number;
+  affinity: number;
+  total: number;
 }
 
+/** Why a replica was picked: returned with every decision, sent back on `x-inferplane-debug: route`. */
+export interface RouteReceipt {
+  policy: RoutingPolicy;
+  replica: string;
+  index: number;
+  scores: Record<string, ReplicaScores>;
+  matchedBlocks: number;
+  promptBlocks: number;
+  decisionMicros: number;
+}
+
+export interface RouteDecision {
+  endpoint: RouteEndpoint;
+  receipt: RouteReceipt;
+}
+
+/** One request's routing inputs; `hashes` is filled by the picker and reused on a retry. */
+export interface PickRequest {
+  /** Replica ids to skip (already failed for this request). */
+  exclude: ReadonlySet<string>;
+  /** The prompt text (in parts, read in order), when the picker asked for it (`needsPrompt`). */
+  prompt?: string | readonly string[];
+  /** Session id (header `x-session-id`) for affinity. */
+  sessionId?: string;
+  hashes?: Uint32Array;
+}
+
+export interface Picker {
+  /** Picks a ready endpoint of `route`, skipping replica ids in `req.exclude`. */
+  pick(route: RouteModel, req: PickRequest): RouteDecision | undefined;
+  /** Whether the prompt text is needed for this route (prefix hashing). */
+  needsPrompt?(route: RouteModel): boolean;
+  /** The request sent to `replicaId` finished (or failed to connect). */
+  release?(replicaId: string): void;
+}
+
+/** Plain rotation, with a receipt; kept for tests and as the simplest policy. */
 export class RoundRobinPicker implements Picker {
   private readonly next = new Map<string, number>();
 
-  pick(route: RouteModel, exclude: ReadonlySet<string>): RouteEndpoint | undefined {
+  pick(route: RouteModel, req: PickRequest): RouteDecision | undefined {
     const eps = route.endpoints;
     if (eps.length === 0) return undefined;
     const start = this.next.get(route.model) ?? 0;
     for (let i = 0; i < eps.length; i++) {
       const ep = eps[(start + i) % eps.length]!;
-      if (exclude.has(ep.replicaId)) continue;
+      if (req.exclude.has(ep.replicaId)) continue;
       this.next.set(route.model, (start + i + 1) % eps.length);
-      return ep;
+      return {
+        endpoint: ep,
+        receipt: {
+          policy: 'round-robin',
+          replica: ep.replicaId,
+          index: ep.index,
+          scores: {},
+          matchedBlocks: 0,
+          promptBlocks: 0,
+          decisionMicros: 0,
+        },
+      };
     }
     return undefined;
   }
