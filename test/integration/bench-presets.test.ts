@@ -5,14 +5,14 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PRESETS } from '../../src/bench/workloads.js';
 import { run } from '../../src/cli/program.js';
 import type { Io } from '../../src/cli/output.js';
 import { startSimFleet, type SimFleet } from '../../src/sim/fleet.js';
+import { CHROMIUM, HAS_CHROMIUM, launchChromium } from '../helpers/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const PLOTS = ['ttft', 'itl', 'throughput', 'concurrency', 'ttft-over-time'];
 
 let fleet: SimFleet;
@@ -30,20 +30,8 @@ beforeAll(async () => {
     timeScale: 0.02,
   });
   dir = mkdtempSync(join(tmpdir(), 'inferplane-presets-'));
-  if (existsSync(CHROMIUM)) {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+  if (HAS_CHROMIUM) {
+    browser = await launchChromium();
   }
 });
 

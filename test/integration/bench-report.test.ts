@@ -1,17 +1,14 @@
 // Opens a written report in headless Chromium (Debian's /usr/bin/chromium, no downloaded
 // browser): every plot is visible and drawn, and a full-page screenshot is a real picture.
-import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { writeHtmlReport } from '../../src/bench/report.js';
 import { syntheticRun } from '../fixtures/bench/synthetic.js';
+import { CHROMIUM, HAS_CHROMIUM, launchChromium } from '../helpers/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const HAS_CHROMIUM = existsSync(CHROMIUM);
 const PLOTS = ['ttft', 'itl', 'throughput', 'concurrency', 'ttft-over-time'];
 
 interface PixelStats {
@@ -30,19 +27,7 @@ describe('bench report in a browser', () => {
     'renders every plot visibly and screenshots to a non-trivial PNG (needs /usr/bin/chromium)',
     async () => {
       const dir = await mkdtemp(join(tmpdir(), 'bench-report-browser-'));
-      const browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: [
-          '--headless',
-          '--no-sandbox',
-          '--disable-gpu',
-          '--disable-quic',
-          '--no-first-run',
-          '--disable-background-networking',
-          '--disable-component-update',
-          '--disable-sync',
-        ],
-      });
+      const browser = await launchChromium();
       try {
         const run = syntheticRun({ count: 1500, concurrency: 16, errorRate: 0.02, seed: 11 });
         await writeFile(
