@@ -21,7 +21,8 @@
 // RQ_DEBUG=1 also prints each run's requests per replica and the gateway's in-flight counts after.
 // Negative control: unique prompts (no shared prefix) with least-loaded and prefix-aware; the
 // prefix-aware TTFT p90 should be within 5% of least-loaded's.
-import { spawn } from 'node:child_process';
+import { spawnSimFleet } from './lib/fleet.mjs';
+
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,42 +81,15 @@ watchdog.unref();
 const children = new Set();
 
 async function startFleet() {
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin/inferplane.js'),
-      'sim',
-      '--replicas',
-      String(REPLICAS),
-      '--base-port',
-      '0',
-      '--json',
-      '--num-gpu-blocks-override',
-      String(BLOCKS),
-      '--time-scale',
-      String(SCALE),
-    ],
-    { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, INFERPLANE_PARENT_STDIN: '1' } },
-  );
+  const { child, info, exited } = await spawnSimFleet([
+    '--replicas',
+    String(REPLICAS),
+    '--num-gpu-blocks-override',
+    String(BLOCKS),
+    '--time-scale',
+    String(SCALE),
+  ]);
   children.add(child);
-  const exited = new Promise((resolve) => child.once('exit', () => resolve()));
-  const info = await new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('fleet did not start within 30 s')), 30_000);
-    child.stdout.on('data', (d) => {
-      buf += d.toString('utf8');
-      const nl = buf.indexOf('\n');
-      if (nl === -1) return;
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(buf.slice(0, nl)));
-      } catch (err) {
-        reject(err);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`fleet exited early (${code})`)));
-  });
-  child.stdout.resume();
   return {
     info,
     async stop() {

@@ -19,13 +19,13 @@
 //
 // It stops by itself: new requests stop at the deadline, in-flight ones are dropped, the fleet
 // gets SIGTERM (SIGKILL after 5 s), and a watchdog exits if anything hangs.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawnSimFleet } from './lib/fleet.mjs';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TOKENIZER = new URL('../dist/sim/tokenizer.js', import.meta.url);
 if (!existsSync(fileURLToPath(TOKENIZER))) {
   console.error('bench/sim-cpu: dist/ is missing; run `npx tsc -p tsconfig.build.json` first');
@@ -105,52 +105,30 @@ function cpuSeconds(pid) {
 
 // SIM_CPU_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the fleet process.
 const nodeArgs = (process.env.SIM_CPU_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-child = spawn(
-  process.execPath,
-  [
-    ...nodeArgs,
-    `${ROOT}bin/inferplane.js`,
-    'sim',
-    '--replicas',
-    String(REPLICAS),
-    '--base-port',
-    '0',
-    '--json',
-    '--model',
-    args.model,
-    '--gpu',
-    args.gpu,
-    '--time-scale',
-    String(TIME_SCALE),
-  ],
-  { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, INFERPLANE_PARENT_STDIN: '1' } },
-);
-const childExited = new Promise((resolve) =>
-  child.once('exit', (code, sig) => resolve(sig ?? code)),
-);
-
-const fleet = await new Promise((resolve, reject) => {
-  let buf = '';
-  const timer = setTimeout(() => reject(new Error('fleet did not start within 30 s')), 30_000);
-  child.stdout.on('data', (d) => {
-    buf += d.toString('utf8');
-    const nl = buf.indexOf('\n');
-    if (nl === -1) return;
-    clearTimeout(timer);
-    try {
-      resolve(JSON.parse(buf.slice(0, nl)));
-    } catch (err) {
-      reject(err);
-    }
-  });
-  child.once('exit', (code) => reject(new Error(`fleet exited early (${code})`)));
-}).catch(async (err) => {
+let fleet;
+let childExited;
+try {
+  ({
+    child,
+    info: fleet,
+    exited: childExited,
+  } = await spawnSimFleet(
+    [
+      '--replicas',
+      String(REPLICAS),
+      '--model',
+      args.model,
+      '--gpu',
+      args.gpu,
+      '--time-scale',
+      String(TIME_SCALE),
+    ],
+    nodeArgs,
+  ));
+} catch (err) {
   console.error(`bench/sim-cpu: ${err.message}`);
-  child.kill('SIGKILL');
-  await childExited;
   process.exit(1);
-});
-child.stdout.resume();
+}
 const MODEL = fleet.model;
 const urls = fleet.replicas.map((r) => new URL(r.url));
 console.log(

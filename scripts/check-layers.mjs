@@ -9,7 +9,7 @@ const SRC = resolve(import.meta.dirname, '..', 'src');
 const ALLOWED = {
   core: [],
   store: ['core'],
-  sim: [],
+  sim: ['core'],
   engines: ['core', 'sim'],
   telemetry: ['core'],
   tenancy: ['core', 'store'],

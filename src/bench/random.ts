@@ -1,4 +1,5 @@
 /** Seeded pseudo-random numbers (mulberry32) and the distributions the benchmark draws from. */
+import { seededRandom } from '../core/random.js';
 
 /** 32-bit mix of a seed and a stream index (murmur3 finalizer). */
 export function mixSeed(seed: number, stream: number): number {
@@ -12,19 +13,12 @@ export function mixSeed(seed: number, stream: number): number {
 }
 
 export class Rng {
-  private s: number;
   private spare: number | null = null;
+  /** Uniform in [0, 1). */
+  readonly next: () => number;
 
   constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = seededRandom(seed);
   }
 
   /** Integer in [0, n). */

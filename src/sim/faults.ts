@@ -30,6 +30,7 @@
  * Randomness (errorRate, disconnect rate) comes from a seeded generator, so a given seed always
  * picks the same requests.
  */
+import { seededRandom } from '../core/random.js';
 import { z } from 'zod';
 
 /** Xid codes a simulated GPU can report, with the driver's description. */
@@ -110,17 +111,7 @@ export interface XidEvent {
   message: string;
 }
 
-/** Small fast seeded PRNG (mulberry32): uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /** What to do with an arriving generation request. */
 export type ArrivalDecision = 'crash' | 'hang' | 'error' | 'serve';

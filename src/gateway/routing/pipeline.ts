@@ -22,6 +22,7 @@
 // KV 90 % full, up to L < 36 (KV fills with running work, so L is the real limit). Beyond that —
 // clearly overloaded — the request spills to an idle replica, which then learns the prefix too
 // (hot prefixes spread over several replicas instead of melting one). least-loaded: queue 2, kv 1.
+import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {
   RouteEndpoint,
@@ -57,17 +58,7 @@ export function weightsOf(route: RouteModel): RoutingWeights {
   return { ...DEFAULT_WEIGHTS[policyOf(route)], ...route.routing?.weights };
 }
 
-/** A small seeded PRNG (mulberry32) for reproducible tie-breaks. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /**
  * The KV scorer is flat (1) up to 1 − KV_KNEE utilization and falls linearly to 0 at 100 %: a
