@@ -21,6 +21,7 @@ export const ERRORS = {
   IP_METHOD_NOT_ALLOWED: { status: 405, retryable: false, openaiType: 'invalid_request_error' },
   IP_TENANT_EXISTS: { status: 409, retryable: false, openaiType: 'invalid_request_error' },
   IP_CONFLICT: { status: 409, retryable: false, openaiType: 'invalid_request_error' },
+  IP_RATE_LIMITED: { status: 429, retryable: true, openaiType: 'rate_limit_exceeded' },
   IP_PAYLOAD_TOO_LARGE: { status: 413, retryable: false, openaiType: 'invalid_request_error' },
   IP_UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, openaiType: 'invalid_request_error' },
   /** The client went away before the response was complete (nginx's 499). */
@@ -30,6 +31,7 @@ export const ERRORS = {
   IP_UPSTREAM_UNAVAILABLE: { status: 502, retryable: true, openaiType: 'api_error' },
   IP_UPSTREAM_TIMEOUT: { status: 504, retryable: true, openaiType: 'api_error' },
   IP_INTERNAL: { status: 500, retryable: false, openaiType: 'api_error' },
+  IP_OVERLOADED: { status: 503, retryable: true, openaiType: 'service_unavailable' },
   IP_SHUTTING_DOWN: { status: 503, retryable: true, openaiType: 'service_unavailable' },
 } as const satisfies Record<string, ErrorDef>;
 

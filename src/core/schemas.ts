@@ -60,7 +60,17 @@ export const DeploymentSpecSchema = z
 export type DeploymentSpec = z.infer<typeof DeploymentSpecSchema>;
 export type DeploymentSpecInput = z.input<typeof DeploymentSpecSchema>;
 
-export const TenantCreateSchema = z.strictObject({ name: NameSchema });
+/** Per-tenant gateway limits (see TenantLimits in types.ts); an absent field means unlimited. */
+export const TenantLimitsSchema = z.strictObject({
+  requestsPerSecond: z.number().positive().max(1e6).optional(),
+  tokensPerMinute: z.int().positive().max(1e12).optional(),
+  maxConcurrency: z.int().positive().max(1e6).optional(),
+});
+
+export const TenantCreateSchema = z.strictObject({
+  name: NameSchema,
+  limits: TenantLimitsSchema.optional(),
+});
 export const KeyCreateSchema = z.strictObject({
   description: z.string().max(200).optional(),
 });

@@ -45,6 +45,8 @@ export interface RouteEndpoint {
   index: number;
   /** Engine base URL, e.g. http://127.0.0.1:41234 */
   url: string;
+  /** The model version this replica serves (canaries: several versions behind one model). */
+  version?: string;
 }
 
 /** How the gateway picks a replica for a deployment (see src/gateway/routing/pipeline.ts). */
@@ -77,6 +79,28 @@ export interface RouteModel {
   endpoints: RouteEndpoint[];
   /** Routing policy of the deployment; absent: prefix-aware with default weights. */
   routing?: RouteRouting;
+  /**
+   * Traffic split across versions (canary), version → weight (any non-negative scale). Applied
+   * before the picker: a version is drawn by weight among those with a usable endpoint, then the
+   * pipeline scores that version's endpoints. Absent: all endpoints compete as one version.
+   */
+  versionWeights?: Record<string, number>;
+}
+
+/** Per-tenant limits the gateway enforces; an absent field means unlimited. */
+export interface TenantLimits {
+  /** Sustained requests per second (token bucket; burst of max(1, requestsPerSecond)). */
+  requestsPerSecond?: number;
+  /** Prompt + completion tokens per minute: estimated at admission, corrected from `usage`. */
+  tokensPerMinute?: number;
+  /** Requests in flight at once. */
+  maxConcurrency?: number;
+}
+
+export interface TenantRoute {
+  id: string;
+  name: string;
+  limits: TenantLimits;
 }
 
 /** What the control plane sends the gateway; the gateway never reads the store. */
@@ -84,4 +108,6 @@ export interface RoutingSnapshot {
   version: number;
   keys: KeyEntry[];
   models: RouteModel[];
+  /** Tenants with their limits (absent or missing tenant: unlimited). */
+  tenants?: TenantRoute[];
 }

@@ -31,6 +31,8 @@ export interface RouteDecision {
 export interface PickRequest {
   /** Replica ids to skip (already failed for this request). */
   exclude: ReadonlySet<string>;
+  /** Further filter (the gateway's circuit breakers): a replica is a candidate only if true. */
+  allow?: (replicaId: string) => boolean;
   /** The prompt text (in parts, read in order), when the picker asked for it (`needsPrompt`). */
   prompt?: string | readonly string[];
   /** Session id (header `x-session-id`) for affinity. */
@@ -41,6 +43,11 @@ export interface PickRequest {
 export interface Picker {
   /** Picks a ready endpoint of `route`, skipping replica ids in `req.exclude`. */
   pick(route: RouteModel, req: PickRequest): RouteDecision | undefined;
+  /**
+   * Whether every candidate endpoint of `route` is saturated (the request should wait in the
+   * gateway's queue rather than be sent now). Absent: never saturated.
+   */
+  saturated?(route: RouteModel, req: PickRequest): boolean;
   /** Whether the prompt text is needed for this route (prefix hashing). */
   needsPrompt?(route: RouteModel): boolean;
   /** The request sent to `replicaId` finished (or failed to connect). */
