@@ -7,6 +7,9 @@
  * - `POST /v1/completions`, `POST /v1/chat/completions` — OpenAI-compatible generation (streaming
  *   or not); `model` must be the served model name. `usage.prompt_tokens_details.cached_tokens`
  *   is the number of prompt tokens served from the engine's prefix cache.
+ * - `POST /v1/embeddings` — OpenAI-compatible embeddings: each input is a prefill-only request of
+ *   the engine (so it queues and costs like one); the vector is a deterministic, L2-normalised
+ *   feature hash of the tokens (`dimensions`, default 384; `encoding_format` float or base64).
  * - `GET /health` (200 `{"status":"ok"}`; hangs while a `hang` fault is on), `GET /v1/models`,
  *   `GET /metrics` (vLLM metric names).
  * - `GET /kv/events` — server-sent events, one per KV-cache event batch of the engine:
@@ -276,6 +279,67 @@ function parseChat(body: Json, servedModel: string): ParsedRequest {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
+
+interface EmbeddingsRequest {
+  inputs: number[][];
+  dimensions: number;
+  encoding: 'float' | 'base64';
+}
+
+export const DEFAULT_EMBEDDING_DIMENSIONS = 384;
+
+function parseEmbeddings(body: Json, servedModel: string): EmbeddingsRequest {
+  const model = body.model ?? servedModel;
+  if (typeof model !== 'string') throw badRequest(`'model' must be a string`, 'model');
+  if (model !== servedModel)
+    throw new ApiError(404, `The model \`${model}\` does not exist.`, 'model', 'model_not_found');
+  const input = body.input;
+  let inputs: number[][];
+  const isIds = (v: unknown): v is number[] =>
+    Array.isArray(v) && v.every((x) => Number.isInteger(x) && (x as number) >= 0);
+  if (typeof input === 'string') inputs = [tokenize(input)];
+  else if (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === 'string'))
+    inputs = (input as string[]).map((x) => tokenize(x));
+  else if (isIds(input) && input.length > 0) inputs = [input];
+  else if (Array.isArray(input) && input.length > 0 && input.every(isIds))
+    inputs = input as number[][];
+  else
+    throw badRequest(
+      "'input' must be a string, an array of strings, or token ids (an array or arrays of integers)",
+      'input',
+    );
+  if (inputs.length > 2048) throw badRequest("'input' may hold at most 2048 items", 'input');
+  if (inputs.some((ids) => ids.length === 0))
+    throw badRequest("'input' items must not be empty", 'input');
+  const dimensions = optInt(body, 'dimensions', 1) ?? DEFAULT_EMBEDDING_DIMENSIONS;
+  if (dimensions > 4096) throw badRequest("'dimensions' must be at most 4096", 'dimensions');
+  const enc = body.encoding_format ?? 'float';
+  if (enc !== 'float' && enc !== 'base64')
+    throw badRequest("'encoding_format' must be 'float' or 'base64'", 'encoding_format');
+  return { inputs, dimensions, encoding: enc };
+}
+
+/**
+ * A deterministic embedding: each token adds ±1 to 4 hashed coordinates (feature hashing), then
+ * the vector is L2-normalised. Texts sharing tokens get similar vectors.
+ */
+export function embedTokens(ids: readonly number[], dimensions: number): Float32Array {
+  const v = new Float32Array(dimensions);
+  for (const id of ids) {
+    let h = (Math.imul(id + 1, 0x9e3779b1) ^ 0x85ebca6b) >>> 0;
+    for (let k = 0; k < 4; k++) {
+      h ^= h >>> 16;
+      h = Math.imul(h, 0x7feb352d) >>> 0;
+      h ^= h >>> 15;
+      v[h % dimensions]! += h & 0x80000000 ? -1 : 1;
+    }
+  }
+  let norm = 0;
+  for (const x of v) norm += x * x;
+  norm = Math.sqrt(norm) || 1;
+  for (let i = 0; i < v.length; i++) v[i] = v[i]! / norm;
+  return v;
+}
 
 function sendJson(
   res: http.ServerResponse,
@@ -572,6 +636,9 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
         if (method === 'GET') sendJson(res, 200, faultState());
         else await handleFaultPost(req, res);
         return;
+      case '/v1/embeddings':
+        await handleEmbeddings(req, res);
+        return;
       default:
         await handleGenerate(req, res, path === '/v1/chat/completions' ? 'chat' : 'completion');
     }
@@ -650,6 +717,114 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
       clearInterval(keepalive);
       unsubscribe();
     });
+  }
+
+  async function handleEmbeddings(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<void> {
+    const decision = faults.onArrival();
+    if (decision === 'crash') {
+      park(req);
+      crash('fault: crash after requests');
+      return;
+    }
+    if (decision === 'hang') {
+      park(req);
+      return;
+    }
+    let raw: Buffer;
+    try {
+      raw = await readBody(req);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        sendError(
+          res,
+          new ApiError(413, `Request body exceeds ${MAX_BODY_BYTES} bytes`, null, 'body_too_large'),
+          { connection: 'close' },
+        );
+      } else res.destroy();
+      return;
+    }
+    let parsed: EmbeddingsRequest;
+    try {
+      let body: unknown;
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        throw badRequest('Request body is not valid JSON', null);
+      }
+      if (!isObject(body)) throw badRequest('Request body must be a JSON object', null);
+      parsed = parseEmbeddings(body, model);
+      for (const ids of parsed.inputs) {
+        if (ids.length > maxModelLen)
+          throw badRequest(
+            `This model's maximum context length is ${maxModelLen} tokens. However, an input has ${ids.length} tokens.`,
+            'input',
+          );
+      }
+    } catch (err) {
+      if (err instanceof ApiError) {
+        sendError(res, err);
+        return;
+      }
+      throw err;
+    }
+    if (closing) {
+      sendError(res, new ApiError(503, 'Server is shutting down', null, null, 'server_error'));
+      return;
+    }
+    if (faults.shouldError()) {
+      sendError(
+        res,
+        new ApiError(
+          500,
+          'Simulated engine failure (fault injection: errorRate)',
+          null,
+          'simulated_fault',
+          'server_error',
+        ),
+      );
+      return;
+    }
+    const headerId = req.headers['x-request-id'];
+    const base = typeof headerId === 'string' && headerId.length > 0 ? headerId : 'emb-' + hexId();
+    const handles = parsed.inputs.map((ids, i) =>
+      engine.submit({
+        id: `${base}-${i}`,
+        promptTokens: ids.length,
+        promptTokenIds: ids,
+        maxTokens: 0,
+      }),
+    );
+    res.on('close', () => {
+      if (!res.writableFinished) for (const h of handles) h.cancel();
+    });
+    const finished = await Promise.all(handles.map((h) => h.done));
+    if (finished.some((f) => f.finishReason === 'abort')) {
+      if (!res.writableEnded) res.destroy();
+      return;
+    }
+    const promptTokens = parsed.inputs.reduce((n, ids) => n + ids.length, 0);
+    sendJson(
+      res,
+      200,
+      {
+        object: 'list',
+        model,
+        data: parsed.inputs.map((ids, index) => {
+          const v = embedTokens(ids, parsed.dimensions);
+          return {
+            object: 'embedding',
+            index,
+            embedding:
+              parsed.encoding === 'base64' ? Buffer.from(v.buffer).toString('base64') : [...v],
+          };
+        }),
+        usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+      },
+      typeof headerId === 'string' ? { 'x-request-id': headerId } : {},
+    );
   }
 
   async function handleGenerate(
@@ -887,6 +1062,7 @@ const ROUTES: Record<string, readonly string[] | undefined> = {
   '/metrics': ['GET'],
   '/v1/completions': ['POST'],
   '/v1/chat/completions': ['POST'],
+  '/v1/embeddings': ['POST'],
   '/kv/events': ['GET'],
   '/telemetry/gpus': ['GET'],
   '/admin/faults': ['GET', 'POST'],

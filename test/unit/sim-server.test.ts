@@ -150,6 +150,60 @@ describe('sim server', () => {
     expect(again.choices[0]?.text).toBe(body.choices[0]?.text);
   });
 
+  it('serves /v1/embeddings: deterministic normalised vectors, usage, base64, bad input', async () => {
+    const { base } = await start();
+    const res = await post(base, '/v1/embeddings', {
+      model: MODEL,
+      input: ['the quick brown fox', 'the quick brown fox jumps', 'lorem ipsum dolor'],
+      dimensions: 64,
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      object: string;
+      model: string;
+      data: { object: string; index: number; embedding: number[] }[];
+      usage: { prompt_tokens: number; total_tokens: number };
+    };
+    expect(body.object).toBe('list');
+    expect(body.model).toBe(MODEL);
+    expect(body.data.map((d) => d.index)).toEqual([0, 1, 2]);
+    const [a, b, c] = body.data.map((d) => d.embedding);
+    expect(a).toHaveLength(64);
+    const dot = (x: number[], y: number[]) => x.reduce((s, v, i) => s + v * y[i]!, 0);
+    expect(dot(a!, a!)).toBeCloseTo(1, 5);
+    // Texts sharing tokens are closer than unrelated ones.
+    expect(dot(a!, b!)).toBeGreaterThan(dot(a!, c!));
+    expect(body.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(body.usage.total_tokens).toBe(body.usage.prompt_tokens);
+    // Same input, same vector; base64 carries the float32 bytes.
+    const again = (await (
+      await post(base, '/v1/embeddings', {
+        model: MODEL,
+        input: 'the quick brown fox',
+        dimensions: 64,
+        encoding_format: 'base64',
+      })
+    ).json()) as { data: { embedding: string }[] };
+    const buf = Buffer.from(again.data[0]!.embedding, 'base64');
+    const floats = [...new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4)];
+    expect(floats).toEqual(a);
+    for (const bad of [
+      { model: MODEL },
+      { model: MODEL, input: [] },
+      { model: MODEL, input: [1, 'x'] },
+      { model: MODEL, input: 'x', dimensions: 0 },
+      { model: MODEL, input: 'x', encoding_format: 'int8' },
+    ]) {
+      const r = await post(base, '/v1/embeddings', bad);
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { error: { type: string } }).error.type).toBe(
+        'invalid_request_error',
+      );
+    }
+    const wrong = await post(base, '/v1/embeddings', { model: 'nope', input: 'x' });
+    expect(wrong.status).toBe(404);
+  });
+
   it('answers a non-streaming chat completion, 16 tokens by default', async () => {
     const { base } = await start();
     const res = await post(base, '/v1/chat/completions', {
