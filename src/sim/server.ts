@@ -299,10 +299,9 @@ function parseEmbeddings(body: Json, servedModel: string): EmbeddingsRequest {
     Array.isArray(v) && v.every((x) => Number.isInteger(x) && (x as number) >= 0);
   if (typeof input === 'string') inputs = [tokenize(input)];
   else if (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === 'string'))
-    inputs = (input as string[]).map((x) => tokenize(x));
+    inputs = input.map((x) => tokenize(x));
   else if (isIds(input) && input.length > 0) inputs = [input];
-  else if (Array.isArray(input) && input.length > 0 && input.every(isIds))
-    inputs = input as number[][];
+  else if (Array.isArray(input) && input.length > 0 && input.every(isIds)) inputs = input;
   else
     throw badRequest(
       "'input' must be a string, an array of strings, or token ids (an array or arrays of integers)",
