@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { toInferplaneError } from '../core/errors.js';
-import { resolveConfig } from '../platform/config.js';
+import { resolveConfig, tracingFromEnv } from '../platform/config.js';
 import { startPlatform } from '../platform/platform.js';
 import { createLogger } from '../telemetry/logger.js';
 import { packageVersion } from '../core/version.js';
@@ -19,6 +19,7 @@ interface UpFlags {
   logStderr?: boolean;
   rotateAdminKey?: boolean;
   json?: boolean;
+  otlpEndpoint?: string;
 }
 
 function int(name: string) {
@@ -52,11 +53,17 @@ export function registerUp(program: Command): void {
     .option('--log-stderr', 'write JSON logs to stderr instead of <state-dir>/logs/inferplane.log')
     .option('--rotate-admin-key', 'generate a new operator key (when the printed one was lost)')
     .option('--json', 'print one JSON line with the URLs and keys once ready (for scripts)')
+    .option(
+      '--otlp-endpoint <url>',
+      'export request traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT)',
+    )
     .addHelpText(
       'after',
       `
 Environment:
   INFERPLANE_ADMIN_KEY   operator key to accept (else one is generated and printed once)
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER_ARG
+                         trace export (W3C traceparent is propagated either way)
 
 Examples:
   inferplane up
@@ -80,6 +87,10 @@ async function up(flags: UpFlags): Promise<void> {
     logLevel: flags.logLevel as 'info',
     rotateAdminKey: flags.rotateAdminKey ?? false,
     ...(process.env.INFERPLANE_ADMIN_KEY ? { adminKey: process.env.INFERPLANE_ADMIN_KEY } : {}),
+    tracing: {
+      ...tracingFromEnv(process.env),
+      ...(flags.otlpEndpoint ? { otlpEndpoint: flags.otlpEndpoint } : {}),
+    },
   });
   const logFile = join(config.stateDir, 'logs', 'inferplane.log');
   const logger = createLogger({
