@@ -1,0 +1,534 @@
+#!/usr/bin/env node
+// Gateway overhead vs nginx (issue acceptance: against a zero-latency upstream, the gateway's
+// requests/s ≥ 0.5× nginx's — Debian's nginx, round-robin proxy — on the same upstream and
+// machine; added latency at half the gateway's maximum rate ≤ 0.5 ms p50 and ≤ 2 ms p99 vs direct).
+//
+// One run, everything on 127.0.0.1, everything side by side:
+//   upstream  zero-latency OpenAI answers on 2 ports (nginx `return 200`, or --upstream node)
+//   nginx     Debian's nginx, worker_processes 1, round-robin upstream block with keepalive,
+//             proxy_http_version 1.1, proxy_buffering off, access log on
+//   gateway   src/gateway mounted as platform.ts mounts it (bench/lib/gateway-server.mjs, from
+//             dist/: `npm run build` first), models bench-rr (round-robin) and bench-pa
+//             (prefix-aware, the default policy) on the same two upstream ports
+// Closed loop (wrk, 1 thread, N connections): max requests/s of direct, nginx, gateway, in
+// interleaved rounds (order rotated each round), medians reported. Then an open loop at a fixed
+// rate = half the gateway's max (bench/lib/openloop.mjs, a raw-socket generator in its own process):
+// latency p50/p99 direct vs gateway, interleaved; added latency = per-round (gateway − direct),
+// median over rounds.
+//
+//   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
+//        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
+//
+// --variant adds another gateway build (e.g. an experiment worktree's bench/lib/gateway-server.mjs,
+// which loads that worktree's dist/) to every comparison, side by side with this one.
+// Needs nginx and wrk: apt-get install -y nginx-light wrk.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  cpuMs,
+  findTool,
+  freePort,
+  proxyHttpConfig,
+  startNginx,
+  upstreamHttpConfig,
+} from './lib/nginx.mjs';
+import { runOpenLoop } from './lib/openloop.mjs';
+import { runWrk } from './lib/wrk.mjs';
+
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+
+// ---- options ---------------------------------------------------------------------------------
+function parseArgs(argv) {
+  const o = {
+    duration: 5,
+    connections: [16, 64],
+    rounds: 3,
+    json: false,
+    upstream: 'nginx',
+    rateFraction: 0.5,
+    cpuProf: undefined,
+    variants: [],
+    prefixAware: true,
+    warmup: 2,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--duration') o.duration = Number(val());
+    else if (a === '--connections') o.connections = val().split(',').map(Number);
+    else if (a === '--rounds') o.rounds = Number(val());
+    else if (a === '--json') o.json = true;
+    else if (a === '--upstream') o.upstream = val();
+    else if (a === '--rate-fraction') o.rateFraction = Number(val());
+    else if (a === '--cpu-prof') o.cpuProf = resolve(val());
+    else if (a === '--no-prefix-aware') o.prefixAware = false;
+    else if (a === '--warmup') o.warmup = Number(val());
+    else if (a === '--variant') {
+      const v = val();
+      const eq = v.indexOf('=');
+      if (eq <= 0) throw new Error('--variant NAME=PATH');
+      o.variants.push({ name: v.slice(0, eq), script: resolve(v.slice(eq + 1)) });
+    } else if (a === '--smoke') {
+      o.duration = 1;
+      o.connections = [8];
+      o.rounds = 1;
+      o.warmup = 1;
+      o.prefixAware = false;
+    } else if (a === '--help' || a === '-h') {
+      console.log(
+        'node bench/gateway-overhead.mjs [--duration S] [--connections 16,64] [--rounds N] [--json]\n' +
+          '  [--upstream nginx|node] [--rate-fraction 0.5] [--warmup S] [--no-prefix-aware] [--smoke]\n' +
+          '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]...',
+      );
+      process.exit(0);
+    } else throw new Error(`unknown option ${a}`);
+  }
+  if (!(o.duration > 0) || !(o.rounds >= 1) || o.connections.some((c) => !(c >= 1))) {
+    throw new Error('--duration, --rounds and --connections must be positive');
+  }
+  if (!['nginx', 'node'].includes(o.upstream)) throw new Error('--upstream nginx|node');
+  return o;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const log = (s) => (opts.json ? process.stderr.write(s + '\n') : console.log(s));
+
+// ---- fixtures --------------------------------------------------------------------------------
+const KEY = 'ip-bench-0123456789abcdef0123456789abcdef';
+const COMPLETION = JSON.stringify({
+  id: 'chatcmpl-bench',
+  object: 'chat.completion',
+  created: 1700000000,
+  model: 'bench',
+  choices: [
+    {
+      index: 0,
+      message: { role: 'assistant', content: 'Hello! How can I help you today?' },
+      finish_reason: 'stop',
+    },
+  ],
+  usage: { prompt_tokens: 12, completion_tokens: 9, total_tokens: 21 },
+});
+const METRICS = [
+  '# HELP vllm:num_requests_running Number of requests in model execution batches.',
+  '# TYPE vllm:num_requests_running gauge',
+  'vllm:num_requests_running{model_name="bench"} 0',
+  '# HELP vllm:num_requests_waiting Number of requests waiting to be processed.',
+  '# TYPE vllm:num_requests_waiting gauge',
+  'vllm:num_requests_waiting{model_name="bench"} 0',
+  '# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.',
+  '# TYPE vllm:kv_cache_usage_perc gauge',
+  'vllm:kv_cache_usage_perc{model_name="bench"} 0.0',
+  '# TYPE vllm:prefix_cache_queries_total counter',
+  'vllm:prefix_cache_queries_total{model_name="bench"} 0',
+  '# TYPE vllm:prefix_cache_hits_total counter',
+  'vllm:prefix_cache_hits_total{model_name="bench"} 0',
+  '# TYPE vllm:cache_config_info gauge',
+  'vllm:cache_config_info{block_size="16",num_gpu_blocks="8192"} 1',
+  '',
+].join('\n');
+const bodyFor = (model) =>
+  JSON.stringify({
+    model,
+    messages: [
+      { role: 'system', content: 'You are a helpful assistant.' },
+      { role: 'user', content: 'Hello, how are you?' },
+    ],
+    max_tokens: 16,
+  });
+const HEADERS = { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` };
+
+// ---- cleanup ---------------------------------------------------------------------------------
+const cleanups = [];
+const abort = new AbortController();
+let cleaning;
+function cleanup() {
+  cleaning ??= (async () => {
+    abort.abort();
+    for (const f of cleanups.reverse()) {
+      try {
+        await f();
+      } catch {
+        /* best effort */
+      }
+    }
+  })();
+  return cleaning;
+}
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    log(`\n${sig}: stopping everything`);
+    void cleanup().then(() => process.exit(130));
+  });
+}
+
+/** Spawns `node [nodeArgs] script '<json>'` and waits for its first stdout line (JSON). */
+async function spawnNode(script, arg, nodeArgs = [], env = {}) {
+  const child = spawn(process.execPath, [...nodeArgs, script, JSON.stringify(arg)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
+  const exited = new Promise((r) => child.once('exit', (code, sig) => r(sig ?? code)));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(t);
+  };
+  cleanups.push(stop);
+  const info = await new Promise((res, rej) => {
+    let buf = '';
+    const timer = setTimeout(() => rej(new Error(`${script} did not start in 30 s`)), 30_000);
+    child.stdout.on('data', (d) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      child.stdout.removeAllListeners('data');
+      child.stdout.resume();
+      try {
+        res(JSON.parse(buf.slice(0, nl)));
+      } catch (e) {
+        rej(e);
+      }
+    });
+    void exited.then((c) => rej(new Error(`${script} exited early (${c})`)));
+  });
+  return { child, info, stop, pid: child.pid };
+}
+
+const median = (xs) => {
+  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+async function probe(port, body) {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: HEADERS,
+    body,
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`probe of :${port} answered ${res.status}: ${text}`);
+  const j = JSON.parse(text);
+  if (!j.choices?.[0]?.message) throw new Error(`probe of :${port}: unexpected body ${text}`);
+  return res.headers.get('x-inferplane-replica');
+}
+
+// ---- main ------------------------------------------------------------------------------------
+async function main() {
+  const nginxBin = findTool('nginx');
+  const wrkBin = findTool('wrk');
+  if (!nginxBin || !wrkBin) {
+    throw new Error(
+      `needs ${[!nginxBin && 'nginx', !wrkBin && 'wrk'].filter(Boolean).join(' and ')}: apt-get install -y nginx-light wrk`,
+    );
+  }
+  const work = mkdtempSync(join(tmpdir(), 'inferplane-gw-overhead-'));
+  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+
+  // Upstream: two listeners.
+  const upPorts = [await freePort(), await freePort()];
+  const upstreamPids = [];
+  if (opts.upstream === 'nginx') {
+    const up = await startNginx({
+      name: 'upstream',
+      nginx: nginxBin,
+      ports: upPorts,
+      http: upstreamHttpConfig({ ports: upPorts, json: COMPLETION, metrics: METRICS }),
+    });
+    cleanups.push(up.stop);
+    upstreamPids.push(...up.workerPids());
+  } else {
+    const up = await spawnNode(join(HERE, 'lib', 'upstream-node.mjs'), {
+      ports: upPorts,
+      json: COMPLETION,
+      metrics: METRICS,
+    });
+    upstreamPids.push(up.pid);
+  }
+
+  // nginx, round-robin proxy.
+  const proxyPort = await freePort();
+  const proxy = await startNginx({
+    name: 'proxy',
+    nginx: nginxBin,
+    ports: [proxyPort],
+    http: (dir) => proxyHttpConfig({ port: proxyPort, upstreamPorts: upPorts, dir }),
+  });
+  cleanups.push(proxy.stop);
+  const proxyPids = proxy.workerPids();
+
+  // Gateways: this repo's build, plus any --variant.
+  const builds = [
+    { name: 'gateway', script: join(HERE, 'lib', 'gateway-server.mjs') },
+    ...opts.variants.map((v) => ({ name: `gateway[${v.name}]`, script: v.script })),
+  ];
+  const gateways = [];
+  for (const b of builds) {
+    const nodeArgs = opts.cpuProf
+      ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProf, '--cpu-prof-name', `${b.name}.cpuprofile`]
+      : [];
+    const g = await spawnNode(
+      b.script,
+      { upstreamPorts: upPorts, key: KEY, logFile: join(work, `${b.name}.log`) },
+      nodeArgs,
+    );
+    gateways.push({ ...b, port: g.info.port, pid: g.pid, stop: g.stop });
+  }
+  // Let the signal scraper (100 ms period) see both replicas before prefix-aware traffic.
+  await new Promise((r) => setTimeout(r, 500));
+
+  const targets = [
+    { name: 'direct', port: upPorts[0], body: bodyFor('bench-rr'), pids: () => upstreamPids },
+    { name: 'nginx', port: proxyPort, body: bodyFor('bench-rr'), pids: () => proxyPids },
+  ];
+  for (const g of gateways) {
+    targets.push({
+      name: `${g.name} rr`,
+      gateway: g.name,
+      policy: 'round-robin',
+      port: g.port,
+      body: bodyFor('bench-rr'),
+      pids: () => [g.pid],
+    });
+  }
+  if (opts.prefixAware) {
+    for (const g of gateways) {
+      targets.push({
+        name: `${g.name} prefix`,
+        gateway: g.name,
+        policy: 'prefix-aware',
+        port: g.port,
+        body: bodyFor('bench-pa'),
+        pids: () => [g.pid],
+      });
+    }
+  }
+  for (const t of targets) {
+    const seen = new Set();
+    for (let i = 0; i < 4; i++) seen.add(await probe(t.port, t.body));
+    if (t.gateway) t.replicasSeen = [...seen].filter((x) => x !== null).length;
+  }
+  log(
+    `upstream: ${opts.upstream} on :${upPorts.join(', :')}; nginx ${nginxBin} on :${proxyPort}; ` +
+      gateways.map((g) => `${g.name} on :${g.port}`).join(', ') +
+      `; wrk ${wrkBin}, 1 thread; ${opts.rounds} round(s) × ${opts.duration} s`,
+  );
+
+  const wrk = (t, connections, durationS) =>
+    runWrk({
+      wrk: wrkBin,
+      url: `http://127.0.0.1:${t.port}/v1/chat/completions`,
+      connections,
+      durationS,
+      body: t.body,
+      headers: HEADERS,
+      signal: abort.signal,
+    });
+  const cpuOf = (t) => t.pids().reduce((a, p) => a + cpuMs(p), 0);
+
+  // Warmup (JIT, connection pools).
+  if (opts.warmup > 0) {
+    for (const t of targets) await wrk(t, Math.max(...opts.connections), opts.warmup);
+  }
+
+  // Closed loop, interleaved rounds.
+  const closed = {}; // connections → target → [runs]
+  for (const c of opts.connections) {
+    closed[c] = Object.fromEntries(targets.map((t) => [t.name, []]));
+    for (let r = 0; r < opts.rounds; r++) {
+      const order = targets.map((_, i) => targets[(i + r) % targets.length]);
+      for (const t of order) {
+        const cpu0 = cpuOf(t);
+        const w = await wrk(t, c, opts.duration);
+        const cpu = cpuOf(t) - cpu0;
+        closed[c][t.name].push({ ...w, cpuUsPerReq: (cpu * 1000) / Math.max(1, w.requests) });
+        if (!opts.json) {
+          process.stdout.write(
+            `  c=${c} round ${r + 1} ${t.name.padEnd(24)} ${w.rps.toFixed(0).padStart(7)} req/s` +
+              `  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms` +
+              (w.errorCount ? `  ERRORS ${JSON.stringify(w.errors)}` : '') +
+              '\n',
+          );
+        }
+      }
+    }
+  }
+  const closedSummary = {};
+  for (const c of opts.connections) {
+    closedSummary[c] = {};
+    for (const t of targets) {
+      const runs = closed[c][t.name];
+      closedSummary[c][t.name] = {
+        rps: median(runs.map((x) => x.rps)),
+        rpsRuns: runs.map((x) => Math.round(x.rps)),
+        p50Ms: median(runs.map((x) => x.latencyUs.p50 / 1000)),
+        p99Ms: median(runs.map((x) => x.latencyUs.p99 / 1000)),
+        cpuUsPerReq: median(runs.map((x) => x.cpuUsPerReq)),
+        errors: runs.reduce((a, x) => a + x.errorCount, 0),
+      };
+    }
+  }
+  const best = (name) => Math.max(...opts.connections.map((c) => closedSummary[c][name].rps));
+  const ratioAt = (c, name) => closedSummary[c][name].rps / closedSummary[c].nginx.rps;
+
+  // Open loop at half the gateway's max rate: direct vs each gateway target, interleaved.
+  const gwMax = best('gateway rr');
+  const rate = Math.max(50, Math.round(gwMax * opts.rateFraction));
+  const openTargets = targets.filter((t) => t.name !== 'nginx');
+  const open = Object.fromEntries(openTargets.map((t) => [t.name, []]));
+  for (let r = 0; r < opts.rounds; r++) {
+    const order = openTargets.map((_, i) => openTargets[(i + r) % openTargets.length]);
+    for (const t of order) {
+      const o = await runOpenLoop(
+        {
+          port: t.port,
+          path: '/v1/chat/completions',
+          body: t.body,
+          headers: HEADERS,
+          rate,
+          durationS: opts.duration,
+          warmupS: Math.min(1, opts.duration / 2),
+          preopen: 32,
+          maxConnections: 512,
+        },
+        { signal: abort.signal },
+      );
+      open[t.name].push(o);
+      if (!opts.json) {
+        process.stdout.write(
+          `  open ${rate}/s round ${r + 1} ${t.name.padEnd(24)} achieved ${o.achievedRps.toFixed(0)}/s` +
+            `  p50 ${o.serviceMs.p50.toFixed(3)} ms  p99 ${o.serviceMs.p99.toFixed(3)} ms` +
+            `  (from intended: p99 ${o.intendedMs.p99.toFixed(3)} ms)` +
+            (o.errors || o.non2xx ? `  ERRORS ${o.errors} non2xx ${o.non2xx}` : '') +
+            '\n',
+        );
+      }
+    }
+  }
+  const openSummary = {};
+  for (const t of openTargets) {
+    const runs = open[t.name];
+    const d = open.direct;
+    openSummary[t.name] = {
+      p50Ms: median(runs.map((x) => x.serviceMs.p50)),
+      p99Ms: median(runs.map((x) => x.serviceMs.p99)),
+      intendedP99Ms: median(runs.map((x) => x.intendedMs.p99)),
+      achievedRps: median(runs.map((x) => x.achievedRps)),
+      errors: runs.reduce((a, x) => a + x.errors + x.non2xx, 0),
+      addedP50Ms: median(runs.map((x, i) => x.serviceMs.p50 - d[i].serviceMs.p50)),
+      addedP99Ms: median(runs.map((x, i) => x.serviceMs.p99 - d[i].serviceMs.p99)),
+    };
+  }
+
+  // ---- report ----
+  const cMax = opts.connections.reduce((a, c) =>
+    closedSummary[c]['gateway rr'].rps > closedSummary[a]['gateway rr'].rps ? c : a,
+  );
+  const ratio = ratioAt(cMax, 'gateway rr');
+  const verdictRatio = ratio >= 0.5;
+  const added = openSummary['gateway rr'];
+  const verdictLatency = added.addedP50Ms <= 0.5 && added.addedP99Ms <= 2;
+  const result = {
+    machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
+    options: {
+      duration: opts.duration,
+      connections: opts.connections,
+      rounds: opts.rounds,
+      upstream: opts.upstream,
+      rateFraction: opts.rateFraction,
+    },
+    closed: closedSummary,
+    open: { rate, targets: openSummary },
+    verdict: {
+      ratio,
+      ratioConnections: cMax,
+      ratioPass: verdictRatio,
+      addedP50Ms: added.addedP50Ms,
+      addedP99Ms: added.addedP99Ms,
+      latencyPass: verdictLatency,
+    },
+  };
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(result) + '\n');
+    return result;
+  }
+  const f0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : '-');
+  const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const f3 = (x) => (Number.isFinite(x) ? x.toFixed(3) : '-');
+  console.log(
+    `\nclosed loop (wrk, medians of ${opts.rounds} interleaved round(s) × ${opts.duration} s)`,
+  );
+  console.log(
+    `${'target'.padEnd(26)}${'conns'.padStart(6)}${'req/s'.padStart(9)}${'×nginx'.padStart(8)}` +
+      `${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'cpu µs/req'.padStart(12)}${'errors'.padStart(8)}`,
+  );
+  for (const c of opts.connections) {
+    for (const t of targets) {
+      const s = closedSummary[c][t.name];
+      console.log(
+        `${t.name.padEnd(26)}${String(c).padStart(6)}${f0(s.rps).padStart(9)}` +
+          `${f2(s.rps / closedSummary[c].nginx.rps).padStart(8)}${f2(s.p50Ms).padStart(9)}` +
+          `${f2(s.p99Ms).padStart(9)}${f0(s.cpuUsPerReq).padStart(12)}${String(s.errors).padStart(8)}`,
+      );
+    }
+  }
+  console.log(
+    `\nopen loop at ${rate} req/s (${opts.rateFraction} × gateway rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s)`,
+  );
+  console.log(
+    `${'target'.padEnd(26)}${'req/s'.padStart(8)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}` +
+      `${'+p50 ms'.padStart(9)}${'+p99 ms'.padStart(9)}${'p99*'.padStart(9)}${'errors'.padStart(8)}`,
+  );
+  for (const t of openTargets) {
+    const s = openSummary[t.name];
+    console.log(
+      `${t.name.padEnd(26)}${f0(s.achievedRps).padStart(8)}${f3(s.p50Ms).padStart(9)}${f3(s.p99Ms).padStart(9)}` +
+        `${(t.name === 'direct' ? '-' : f3(s.addedP50Ms)).padStart(9)}${(t.name === 'direct' ? '-' : f3(s.addedP99Ms)).padStart(9)}` +
+        `${f3(s.intendedP99Ms).padStart(9)}${String(s.errors).padStart(8)}`,
+    );
+  }
+  console.log('(p99*: from the intended send time, coordinated-omission corrected)\n');
+  const upHeadroom = closedSummary[cMax].direct.rps / closedSummary[cMax].nginx.rps;
+  console.log(
+    `upstream direct ${f0(closedSummary[cMax].direct.rps)} req/s = ${f2(upHeadroom)}× nginx's rate at c=${cMax} (above 1: the upstream is not the proxies' bottleneck)`,
+  );
+  console.log(
+    `gateway/nginx rps ratio = ${ratio.toFixed(2)} (target ≥ 0.5) at c=${cMax}: ${verdictRatio ? 'PASS' : 'FAIL'}`,
+  );
+  if (opts.prefixAware) {
+    console.log(
+      `  prefix-aware policy: gateway/nginx = ${ratioAt(cMax, 'gateway prefix').toFixed(2)}; added p50 = ${f3(openSummary['gateway prefix'].addedP50Ms)} ms, p99 = ${f3(openSummary['gateway prefix'].addedP99Ms)} ms`,
+    );
+  }
+  for (const g of gateways.slice(1)) {
+    console.log(
+      `  ${g.name}: gateway/nginx = ${ratioAt(cMax, `${g.name} rr`).toFixed(2)}; added p50 = ${f3(openSummary[`${g.name} rr`].addedP50Ms)} ms, p99 = ${f3(openSummary[`${g.name} rr`].addedP99Ms)} ms`,
+    );
+  }
+  console.log(
+    `added latency p50 = ${f3(added.addedP50Ms)} ms (target ≤ 0.5), p99 = ${f3(added.addedP99Ms)} ms (target ≤ 2): ${verdictLatency ? 'PASS' : 'FAIL'}`,
+  );
+  return result;
+}
+
+try {
+  await main();
+  await cleanup();
+  process.exit(0);
+} catch (e) {
+  console.error(`gateway-overhead: ${e instanceof Error ? e.message : String(e)}`);
+  await cleanup();
+  process.exit(1);
+}

@@ -1,0 +1,86 @@
+// The gateway alone, mounted exactly as src/platform/platform.ts mounts it (Gateway + Hono app at
+// /v1 + @hono/node-server, keepAliveTimeout 65 s, JSON logs at info level to a file, as
+// `inferplane up` does), fed a routing snapshot instead of the control plane's: one key and two
+// models on the same upstream endpoints, `bench-rr` (round-robin) and `bench-pa` (the default
+// policy, prefix-aware). Built code from ../../dist (run `npm run build` first).
+//
+// Run as a child: `node gateway-server.mjs '<json>'` with { upstreamPorts, key, port?, logFile?,
+// logLevel? }; prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin closes
+// (a graceful exit, so `node --cpu-prof` writes its profile).
+import { serve } from '@hono/node-server';
+import { Hono } from 'hono';
+
+const DIST = new URL('../../dist/', import.meta.url);
+const { Gateway } = await import(new URL('gateway/gateway.js', DIST).href);
+const { hashApiKey } = await import(new URL('core/ids.js', DIST).href);
+const { createLogger } = await import(new URL('telemetry/logger.js', DIST).href);
+const { createMetrics } = await import(new URL('telemetry/metrics.js', DIST).href);
+
+export const MODELS = { 'round-robin': 'bench-rr', 'prefix-aware': 'bench-pa' };
+
+const opts = JSON.parse(process.argv[2] ?? '{}');
+const logger = createLogger({
+  level: opts.logLevel ?? 'info',
+  ...(opts.logFile ? { destination: opts.logFile } : {}),
+});
+const metrics = createMetrics();
+const gateway = new Gateway({ metrics, logger });
+
+const tenant = { id: 'tenant-bench', name: 'bench' };
+const createdAt = new Date().toISOString();
+gateway.update({
+  version: 1,
+  keys: [
+    {
+      hash: hashApiKey(opts.key),
+      keyId: 'key-bench',
+      role: 'tenant',
+      tenantId: tenant.id,
+      tenantName: tenant.name,
+    },
+  ],
+  tenants: [{ id: tenant.id, name: tenant.name, limits: {} }],
+  models: Object.entries(MODELS).map(([policy, model]) => ({
+    model,
+    deployment: model,
+    tenantId: tenant.id,
+    tenantName: tenant.name,
+    engine: 'sim',
+    createdAt,
+    routing: { policy },
+    endpoints: opts.upstreamPorts.map((p, i) => ({
+      replicaId: `${model}-r${i}`,
+      index: i,
+      url: `http://127.0.0.1:${p}`,
+    })),
+  })),
+});
+
+const app = new Hono();
+app.route('/v1', gateway.routes());
+app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+const server = await new Promise((resolve, reject) => {
+  const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: '127.0.0.1' }, () =>
+    resolve(s),
+  );
+  s.once('error', reject);
+});
+server.keepAliveTimeout = 65_000;
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  server.closeAllConnections();
+  await new Promise((r) => server.close(() => r()));
+  await gateway.close();
+  logger.flush();
+  process.exit(0);
+};
+process.on('SIGTERM', () => void stop());
+process.on('SIGINT', () => void stop());
+process.stdin.on('end', () => void stop());
+process.stdin.resume();
+
+process.stdout.write(JSON.stringify({ port: server.address().port, pid: process.pid }) + '\n');

@@ -1,0 +1,47 @@
+// Smoke run of bench/gateway-overhead.mjs (upstream, nginx, gateway, wrk and the open-loop
+// generator all start, answer and stop). Asserts the report's shape, never a speed: performance
+// is judged by the bench's side-by-side ratios, not by a test. Skips when nginx or wrk is missing.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { expect, it } from 'vitest';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+
+function findTool(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
+  return dirs
+    .filter(Boolean)
+    .map((d) => join(d, name))
+    .find((p) => existsSync(p));
+}
+
+const missing = ['nginx', 'wrk'].filter((t) => !findTool(t));
+const skip = missing.length > 0 ? `${missing.join(' and ')} not installed` : false;
+
+it.skipIf(skip)(
+  `gateway-overhead smoke run reports direct, nginx and gateway${skip ? ` (skipped: ${skip})` : ''}`,
+  async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [join(ROOT, 'bench', 'gateway-overhead.mjs'), '--smoke', '--json'],
+      { cwd: ROOT, timeout: 60_000 },
+    );
+    const r = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {
+      closed: Record<string, Record<string, { rps: number; errors: number }>>;
+      open: { rate: number; targets: Record<string, { p50Ms: number; errors: number }> };
+      verdict: { ratio: number; addedP50Ms: number; addedP99Ms: number };
+    };
+    const c = r.closed['8'];
+    for (const t of ['direct', 'nginx', 'gateway rr']) {
+      expect(c?.[t]?.rps).toBeGreaterThan(0);
+      expect(c?.[t]?.errors).toBe(0);
+    }
+    expect(r.open.rate).toBeGreaterThan(0);
+    expect(r.open.targets['gateway rr']?.errors).toBe(0);
+    expect(Number.isFinite(r.verdict.ratio)).toBe(true);
+    expect(Number.isFinite(r.verdict.addedP50Ms)).toBe(true);
+  },
+  90_000,
+);
