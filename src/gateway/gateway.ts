@@ -1,33 +1,68 @@
-// The gateway: the OpenAI surface every inference request crosses. It authenticates the key,
-// resolves the model to a deployment the key may reach, picks a ready replica and proxies the
-// request, relaying streamed chunks as they arrive. It never reads the store: it serves from the
-// last routing snapshot the control plane pushed.
+// The gateway: the OpenAI surface every inference request crosses. Per request: authenticate the
+// key → tenant limits (429) → model → wait in the model's fair queue while every replica is
+// saturated (503 beyond it) → pick a replica (version split, breakers, routing pipeline) → proxy,
+// relaying streamed chunks as they arrive; a connect failure or a 5xx before the first byte is
+// retried once on another replica. It never reads the store: it serves from the last routing
+// snapshot the control plane pushed.
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { hashApiKey } from '../core/ids.js';
-import type { KeyEntry, RouteEndpoint, RouteModel, RoutingSnapshot } from '../core/types.js';
+import type {
+  KeyEntry,
+  RouteEndpoint,
+  RouteModel,
+  RoutingSnapshot,
+  TenantLimits,
+} from '../core/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import type { PickRequest, Picker, RouteReceipt } from './routing/picker.js';
+import { createTracing, type RequestTrace, type Tracing } from '../telemetry/tracing.js';
+import {
+  UPSTREAM_PATH,
+  clientWantsStreamUsage,
+  parseInferenceBody,
+  promptParts,
+  withStreamUsage,
+  type InferenceBody,
+  type InferenceKind,
+} from './body.js';
+import { CircuitBreakers, type BreakerState } from './breaker.js';
+import { FairWaitQueue } from './fair-queue.js';
+import { TenantLimiter, estimateTokens, type Admission } from './limits.js';
+import { relay, type Usage } from './relay.js';
+import type { PickRequest, Picker, RouteDecision, RouteReceipt } from './routing/picker.js';
 import { RoutingPipeline, policyOf } from './routing/pipeline.js';
 import type { PrefixIndexOptions } from './routing/prefix-index.js';
 import { SignalScraper, type EngineSignals } from './routing/signals.js';
+
+export { parseInferenceBody, promptParts, promptText } from './body.js';
+export { relay } from './relay.js';
 
 export interface GatewayOptions {
   metrics: Metrics;
   logger: Logger;
   picker?: Picker;
+  /** Traces (W3C propagation always; OTLP export when configured). */
+  tracing?: Tracing;
   /** Largest request body accepted (bytes). */
   maxBodyBytes?: number;
-  /** Upstream timeouts (ms): connect, until response headers (covers prefill), idle between chunks. */
+  /**
+   * Upstream timeouts (ms): connect; first byte (until the response headers: covers queueing and
+   * prefill for streams, the whole generation for non-streamed requests); idle between chunks.
+   */
   connectTimeoutMs?: number;
   headersTimeoutMs?: number;
   idleTimeoutMs?: number;
   /** Seconds clients are told to wait when no replica is ready. */
   retryAfterS?: number;
+  /** Per-replica circuit breakers. */
+  breaker?: { failureThreshold?: number; openMs?: number; maxOpenMs?: number };
+  /** The per-model queue requests wait in while every replica is saturated. */
+  queue?: { maxDepth?: number; maxWaitMs?: number };
+  /** Clock for limits and breakers (ms; tests). */
+  now?: () => number;
   /** Engine-signal scraping and the default pipeline's knobs. */
   routing?: {
     /** Metrics poll period per endpoint (ms). Default 100. */
@@ -46,25 +81,43 @@ interface Compiled {
   version: number;
   keys: Map<string, KeyEntry>;
   models: Map<string, RouteModel>;
+  limits: Map<string, TenantLimits>;
 }
 
-type InferenceKind = 'chat' | 'completions';
-const UPSTREAM_PATH: Record<InferenceKind, string> = {
-  chat: '/v1/chat/completions',
-  completions: '/v1/completions',
-};
+const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
+
+/** One request's bookkeeping, settled exactly once (metrics, limits, trace, log). */
+interface Ctx {
+  kind: InferenceKind;
+  started: bigint;
+  reqId: string;
+  tenant: string;
+  model: string;
+  trace: RequestTrace;
+  admission: (Admission & { ok: true }) | undefined;
+  settled: boolean;
+}
+
+/** A refusal from the proxy step that already carries response headers (rate-limit ones). */
+const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
 export class Gateway {
-  private snap: Compiled = { version: 0, keys: new Map(), models: new Map() };
+  private snap: Compiled = { version: 0, keys: new Map(), models: new Map(), limits: new Map() };
   private readonly picker: Picker;
   /** The default picker (undefined when one was injected). */
   readonly pipeline: RoutingPipeline | undefined;
   readonly signals: SignalScraper;
-  /** replica id → model, for the per-replica signal gauges. */
+  readonly limiter: TenantLimiter;
+  readonly breakers: CircuitBreakers;
+  private readonly tracing: Tracing;
+  /** replica id → model, for the per-replica gauges. */
   private replicaModel = new Map<string, string>();
+  private readonly queues = new Map<string, FairWaitQueue>();
+  private queueTimer: NodeJS.Timeout | undefined;
   private readonly dispatcher: Agent;
   private readonly maxBodyBytes: number;
   private readonly retryAfterS: number;
+  private readonly allowReplica = (id: string): boolean => this.breakers.allow(id);
 
   constructor(private readonly o: GatewayOptions) {
     const r = o.routing ?? {};
@@ -82,6 +135,14 @@ export class Gateway {
           ...(r.random ? { random: r.random } : {}),
         });
     this.picker = o.picker ?? this.pipeline!;
+    this.tracing = o.tracing ?? createTracing({});
+    const now = o.now ? { now: o.now } : {};
+    this.limiter = new TenantLimiter(now);
+    this.breakers = new CircuitBreakers({
+      ...o.breaker,
+      ...now,
+      onChange: (id, state) => this.observeBreaker(id, state),
+    });
     this.maxBodyBytes = o.maxBodyBytes ?? 16 * 1024 * 1024;
     this.retryAfterS = o.retryAfterS ?? 2;
     this.dispatcher = new Agent({
@@ -94,10 +155,13 @@ export class Gateway {
 
   /** Installs a new routing snapshot (atomically: requests see the old or the new one). */
   update(snapshot: RoutingSnapshot): void {
+    const limits = new Map<string, TenantLimits>();
+    for (const t of snapshot.tenants ?? []) limits.set(t.id, t.limits);
     this.snap = {
       version: snapshot.version,
       keys: new Map(snapshot.keys.map((k) => [k.hash, k])),
       models: new Map(snapshot.models.map((m) => [m.model, m])),
+      limits,
     };
     const endpoints: RouteEndpoint[] = [];
     const replicaModel = new Map<string, string>();
@@ -113,10 +177,24 @@ export class Gateway {
       this.o.metrics.replicaWaiting.remove(labels);
       this.o.metrics.replicaKvUtilization.remove(labels);
       this.o.metrics.replicaSignalAge.remove(labels);
+      this.o.metrics.breakerState.remove(labels);
     }
     this.replicaModel = replicaModel;
+    this.breakers.retain(new Set(replicaModel.keys()));
+    this.limiter.retain(new Set(limits.keys()));
+    for (const [model, q] of this.queues) {
+      if (this.snap.models.has(model)) continue;
+      q.clear(
+        new InferplaneError('IP_MODEL_NOT_FOUND', `The model \`${model}\` was removed.`, {
+          details: [{ path: 'model', message: 'removed while queued' }],
+        }),
+      );
+      this.queues.delete(model);
+      this.o.metrics.queueDepth.remove({ model });
+    }
     this.signals.sync(endpoints);
     this.pipeline?.sync(snapshot);
+    this.pumpQueues();
   }
 
   private observeSignals(replicaId: string, s: EngineSignals | undefined): void {
@@ -132,6 +210,16 @@ export class Gateway {
     // Never scraped: report the staleness limit's worth of age rather than Infinity.
     const age = Number.isFinite(v.ageMs) ? v.ageMs : this.signals.staleMs * 2;
     this.o.metrics.replicaSignalAge.set(labels, age / 1000);
+    // Fresh signals may show room: let a queued request of this model try.
+    if (s) this.grantIfRoom(model);
+  }
+
+  private observeBreaker(replicaId: string, state: BreakerState): void {
+    const model = this.replicaModel.get(replicaId) ?? '(unknown)';
+    const labels = { model, replica: replicaId };
+    this.o.metrics.breakerState.set(labels, BREAKER_VALUE[state]);
+    if (state === 'open') this.o.metrics.breakerOpened.inc(labels);
+    this.o.logger.warn({ model, replica: replicaId, breaker: state }, 'circuit breaker changed');
   }
 
   get snapshotVersion(): number {
@@ -139,18 +227,24 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
+    if (this.queueTimer) clearInterval(this.queueTimer);
+    for (const q of this.queues.values()) {
+      q.clear(new InferplaneError('IP_SHUTTING_DOWN', 'The gateway is shutting down.'));
+    }
     await this.signals.close();
     await this.dispatcher.close();
+    await this.tracing.shutdown();
   }
 
   /** The OpenAI routes, to mount at `/v1`. */
   routes(): Hono {
     const app = new Hono();
-    app.get('/models', (c) => this.handle(c, () => this.listModels(c)));
-    app.post('/chat/completions', (c) => this.handle(c, () => this.infer(c, 'chat')));
-    app.post('/completions', (c) => this.handle(c, () => this.infer(c, 'completions')));
+    app.get('/models', (c) => this.handle(() => this.listModels(c)));
+    app.post('/chat/completions', (c) => this.handle(() => this.infer(c, 'chat')));
+    app.post('/completions', (c) => this.handle(() => this.infer(c, 'completions')));
+    app.post('/embeddings', (c) => this.handle(() => this.infer(c, 'embeddings')));
     app.all('*', (c) =>
-      this.handle(c, () => {
+      this.handle(() => {
         throw new InferplaneError(
           'IP_NOT_FOUND',
           `no such endpoint: ${c.req.method} ${c.req.path}`,
@@ -160,13 +254,15 @@ export class Gateway {
     return app;
   }
 
-  private async handle(c: Context, fn: () => Promise<Response> | Response): Promise<Response> {
+  private async handle(fn: () => Promise<Response> | Response): Promise<Response> {
     try {
       return await fn();
     } catch (e) {
-      const err = toInferplaneError(e);
-      if (err.status >= 500) this.o.logger.error({ err: e }, 'gateway error');
-      return errorResponse(err);
+      const err = toInferplaneError(e instanceof HeaderedError ? e.error : e);
+      if (err.status >= 500 && !(e instanceof InferplaneError) && !(e instanceof HeaderedError)) {
+        this.o.logger.error({ err: e }, 'gateway error');
+      }
+      return errorResponse(err, e instanceof HeaderedError ? e.headers : undefined);
     }
   }
 
@@ -202,18 +298,49 @@ export class Gateway {
     return c.json({ object: 'list', data });
   }
 
+  /** Settles a request once: metrics, the tenant's limits (with the real token count), trace. */
+  private settle(ctx: Ctx, status: number, usage?: Usage): void {
+    if (ctx.settled) return;
+    ctx.settled = true;
+    const labels = { tenant: ctx.tenant, model: ctx.model, code: String(status) };
+    this.o.metrics.requests.inc(labels);
+    this.o.metrics.requestDuration.observe(
+      labels,
+      Number(process.hrtime.bigint() - ctx.started) / 1e9,
+    );
+    ctx.admission?.release(usage ? usage.promptTokens + usage.completionTokens : undefined);
+    ctx.trace.end({ httpStatus: status });
+  }
+
   private async infer(c: Context, kind: InferenceKind): Promise<Response> {
-    const started = process.hrtime.bigint();
     const reqId = c.req.header('x-request-id') ?? randomUUID();
-    // Requests refused before routing are counted too, with bounded label values.
-    let tenantLabel = '(unauthenticated)';
-    let route: RouteModel | undefined;
+    const ctx: Ctx = {
+      kind,
+      started: process.hrtime.bigint(),
+      reqId,
+      // Requests refused before routing are counted too, with bounded label values.
+      tenant: '(unauthenticated)',
+      model: '(unknown)',
+      trace: this.tracing.startRequest(
+        `POST ${UPSTREAM_PATH[kind]}`,
+        c.req.header('traceparent'),
+        c.req.header('tracestate'),
+        {
+          'http.request.method': 'POST',
+          'url.path': UPSTREAM_PATH[kind],
+          'inferplane.request_id': reqId,
+        },
+      ),
+      admission: undefined,
+      settled: false,
+    };
+    let rlHeaders: Record<string, string> | undefined;
     try {
       const key = this.authenticate(c);
-      tenantLabel = key.tenantName ?? '(operator)';
+      ctx.tenant = key.tenantName ?? '(operator)';
       const raw = await this.readBody(c);
       const body = parseInferenceBody(raw, kind);
-      route = this.snap.models.get(body.model);
+      const route = this.snap.models.get(body.model);
       if (!route || !this.visible(key, route)) {
         throw new InferplaneError(
           'IP_MODEL_NOT_FOUND',
@@ -221,154 +348,333 @@ export class Gateway {
           { details: [{ path: 'model', message: 'unknown model' }] },
         );
       }
-      const pickReq: PickRequest = { exclude: new Set<string>() };
-      if (this.picker.needsPrompt?.(route)) pickReq.prompt = promptParts(body.parsed, kind);
-      const session = c.req.header('x-session-id');
-      if (session) pickReq.sessionId = session;
-      const debug = c.req.header('x-inferplane-debug') === 'route';
-      return await this.proxy(c, kind, route, raw, reqId, started, pickReq, debug);
+      ctx.model = route.model;
+      ctx.trace.setAttributes({ 'inferplane.tenant': ctx.tenant, 'inferplane.model': route.model });
+      // Limits are the calling tenant's; an operator key has none.
+      if (key.tenantId !== null) {
+        const admission = this.limiter.admit(
+          key.tenantId,
+          this.snap.limits.get(key.tenantId),
+          estimateTokens(body.parsed, kind),
+        );
+        if (Object.keys(admission.headers).length > 0) rlHeaders = { ...admission.headers };
+        if (!admission.ok) {
+          this.o.metrics.rateLimited.inc({ tenant: ctx.tenant, limit: limitKind(admission.error) });
+          throw admission.error;
+        }
+        ctx.admission = admission;
+      }
+      const res = await this.proxy(c, ctx, route, key, raw, body);
+      if (rlHeaders) for (const [k, v] of Object.entries(rlHeaders)) res.headers.set(k, v);
+      return res;
     } catch (e) {
       const err = toInferplaneError(e);
-      if (!(e instanceof ProxyRefusal)) {
-        const labels = {
-          tenant: tenantLabel,
-          model: route?.model ?? '(unknown)',
-          code: String(err.status),
-        };
-        this.o.metrics.requests.inc(labels);
-        this.o.metrics.requestDuration.observe(
-          labels,
-          Number(process.hrtime.bigint() - started) / 1e9,
+      this.settle(ctx, err.status);
+      if (err.status >= 500 || err.status === 499) {
+        this.o.logger.info(
+          { reqId, tenant: ctx.tenant, model: ctx.model, status: err.status, code: err.code },
+          'request failed',
         );
       }
-      throw e instanceof ProxyRefusal ? e.error : err;
+      throw rlHeaders ? new HeaderedError(err, rlHeaders) : err;
     }
+  }
+
+  /** Waits in the model's queue while every candidate replica is saturated. */
+  private async waitForRoom(
+    route: RouteModel,
+    tenantKey: string,
+    req: PickRequest,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (!this.picker.saturated?.(route, req)) return;
+    const q = this.queueOf(route.model);
+    const t0 = performance.now();
+    try {
+      await q.wait(tenantKey, signal);
+      this.o.metrics.queueWait.observe(
+        { model: route.model, outcome: 'granted' },
+        (performance.now() - t0) / 1000,
+      );
+    } catch (e) {
+      const outcome =
+        e instanceof InferplaneError && e.code === 'IP_CLIENT_CLOSED' ? 'cancelled' : 'overloaded';
+      this.o.metrics.queueWait.observe(
+        { model: route.model, outcome },
+        (performance.now() - t0) / 1000,
+      );
+      throw e;
+    }
+  }
+
+  private queueOf(model: string): FairWaitQueue {
+    let q = this.queues.get(model);
+    if (!q) {
+      const gauge = this.o.metrics.queueDepth.labels({ model });
+      q = new FairWaitQueue({
+        maxDepth: this.o.queue?.maxDepth ?? 256,
+        maxWaitMs: this.o.queue?.maxWaitMs ?? 30_000,
+        retryAfterS: this.retryAfterS,
+        ...(this.o.now ? { now: this.o.now } : {}),
+        onDepth: (d) => gauge.set(d),
+      });
+      this.queues.set(model, q);
+    }
+    if (!this.queueTimer) {
+      // A backstop for capacity that frees without a release here (signals, breakers closing).
+      this.queueTimer = setInterval(() => this.pumpQueues(), 50);
+      this.queueTimer.unref();
+    }
+    return q;
+  }
+
+  /** Lets one waiter of `model` through when a replica has room. */
+  private grantIfRoom(model: string): void {
+    const q = this.queues.get(model);
+    if (!q || q.depth === 0) return;
+    const route = this.snap.models.get(model);
+    if (!route) return;
+    // A fresh request each time: the picker may note a drawn version on it.
+    if (!this.picker.saturated?.(route, { exclude: NO_EXCLUDE, allow: this.allowReplica })) {
+      q.grant(1);
+    }
+  }
+
+  private pumpQueues(): void {
+    let waiting = false;
+    for (const [model, q] of this.queues) {
+      if (q.depth === 0) continue;
+      waiting = true;
+      this.grantIfRoom(model);
+    }
+    if (!waiting && this.queueTimer) {
+      clearInterval(this.queueTimer);
+      this.queueTimer = undefined;
+    }
+  }
+
+  private pickTimed(route: RouteModel, req: PickRequest): RouteDecision | undefined {
+    const t0 = process.hrtime.bigint();
+    const decision = this.picker.pick(route, req);
+    this.o.metrics.routingDecision.observe(
+      { model: route.model, policy: decision?.receipt.policy ?? policyOf(route) },
+      Number(process.hrtime.bigint() - t0) / 1e9,
+    );
+    return decision;
   }
 
   private async proxy(
     c: Context,
-    kind: InferenceKind,
+    ctx: Ctx,
     route: RouteModel,
+    key: KeyEntry,
     raw: string,
-    reqId: string,
-    started: bigint,
-    pickReq: PickRequest,
-    debug: boolean,
+    body: InferenceBody,
   ): Promise<Response> {
-    const tenant = route.tenantName;
-    const log = this.o.logger.child({ reqId, tenant, model: route.model });
-    const labels = { tenant, model: route.model };
-    const done = (code: number): void => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.o.metrics.requests.inc({ ...labels, code: String(code) });
-      this.o.metrics.requestDuration.observe({ ...labels, code: String(code) }, seconds);
-    };
+    const signal = c.req.raw.signal;
+    const log = this.o.logger.child({
+      reqId: ctx.reqId,
+      tenant: ctx.tenant,
+      model: route.model,
+      traceId: ctx.trace.traceId,
+    });
+    const tried = new Set<string>();
+    const req: PickRequest = { exclude: tried, allow: this.allowReplica };
+    if (this.picker.needsPrompt?.(route)) req.prompt = promptParts(body.parsed, ctx.kind);
+    const session = c.req.header('x-session-id');
+    if (session) req.sessionId = session;
+    const debug = c.req.header('x-inferplane-debug') === 'route';
+    const injected = ctx.kind === 'embeddings' ? undefined : withStreamUsage(raw, body);
+    const upstreamBody = injected ?? raw;
+    const stripUsage = injected !== undefined && !clientWantsStreamUsage(body);
+
+    if (route.endpoints.length === 0) {
+      throw new InferplaneError(
+        'IP_NO_READY_REPLICA',
+        `No ready replica for model ${route.model}; retry shortly.`,
+        { retryAfterS: this.retryAfterS },
+      );
+    }
+    await this.waitForRoom(route, key.tenantId ?? '(operator)', req, signal);
 
     let upstream: Awaited<ReturnType<typeof request>> | undefined;
-    let endpoint: RouteEndpoint | undefined;
-    let receipt: RouteReceipt | undefined;
-    const tried = new Set<string>();
-    const req: PickRequest = { ...pickReq, exclude: tried };
-    const policy = policyOf(route);
-    try {
-      // A connect failure (the replica died since the last snapshot) is retried once elsewhere.
-      for (let attempt = 0; attempt < 2 && !upstream; attempt++) {
-        const t0 = process.hrtime.bigint();
-        const decision = this.picker.pick(route, req);
-        this.o.metrics.routingDecision.observe(
-          { model: route.model, policy: decision?.receipt.policy ?? policy },
-          Number(process.hrtime.bigint() - t0) / 1e9,
-        );
-        endpoint = decision?.endpoint;
-        receipt = decision?.receipt;
-        if (!endpoint) {
-          if (attempt === 0) {
-            throw new InferplaneError(
-              'IP_NO_READY_REPLICA',
-              `No ready replica for model ${route.model}; retry shortly.`,
-              { retryAfterS: this.retryAfterS },
-            );
-          }
-          break;
-        }
-        tried.add(endpoint.replicaId);
-        try {
-          upstream = await request(endpoint.url + UPSTREAM_PATH[kind], {
-            method: 'POST',
-            dispatcher: this.dispatcher,
-            headers: { 'content-type': 'application/json', 'x-request-id': reqId },
-            body: raw,
-            signal: c.req.raw.signal,
-          });
-        } catch (e) {
-          this.picker.release?.(endpoint.replicaId);
-          if (c.req.raw.signal.aborted) {
-            throw new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request');
-          }
-          this.o.metrics.upstreamErrors.inc({ model: route.model, kind: connectKind(e) });
-          log.warn({ replica: endpoint.index, err: errMessage(e) }, 'upstream request failed');
-          if (e instanceof undiciErrors.HeadersTimeoutError) {
-            throw new InferplaneError(
-              'IP_UPSTREAM_TIMEOUT',
-              `replica ${endpoint.index} of ${route.model} sent no response in time`,
-              { cause: e },
-            );
-          }
-          if (!isConnectError(e)) throw upstreamError(e);
-        }
-      }
-      if (!upstream || !endpoint) {
+    let decision: RouteDecision | undefined = this.pickTimed(route, req);
+    let retried = false;
+    for (;;) {
+      if (!decision && tried.size === 0) {
         throw new InferplaneError(
-          'IP_UPSTREAM_UNAVAILABLE',
-          `No replica of ${route.model} could be reached; retry shortly.`,
+          'IP_NO_READY_REPLICA',
+          `Every replica of ${route.model} is failing (circuit breakers open); retry shortly.`,
           { retryAfterS: this.retryAfterS },
         );
       }
-    } catch (e) {
-      const err = toInferplaneError(e);
-      done(err.status);
-      log.info({ status: err.status, code: err.code }, 'request failed');
-      throw new ProxyRefusal(err);
+      if (!decision) {
+        throw new InferplaneError(
+          'IP_UPSTREAM_UNAVAILABLE',
+          `No replica of ${route.model} could be reached (${tried.size} tried; the others are failing); retry shortly.`,
+          { retryAfterS: this.retryAfterS },
+        );
+      }
+      const ep = decision.endpoint;
+      tried.add(ep.replicaId);
+      if (!this.breakers.acquire(ep.replicaId)) {
+        // A half-open replica whose single probe is already out: choose again.
+        this.picker.release?.(ep.replicaId);
+        decision = this.pickTimed(route, req);
+        continue;
+      }
+      const span = ctx.trace.startUpstream({
+        'inferplane.replica': ep.index,
+        'inferplane.replica_id': ep.replicaId,
+        'inferplane.version': ep.version ?? 'default',
+        'server.address': ep.url,
+        'inferplane.attempt': retried ? 2 : 1,
+      });
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        'x-request-id': ctx.reqId,
+        traceparent: span.traceparent,
+      };
+      if (span.tracestate) headers.tracestate = span.tracestate;
+      try {
+        upstream = await request(ep.url + UPSTREAM_PATH[ctx.kind], {
+          method: 'POST',
+          dispatcher: this.dispatcher,
+          headers,
+          body: upstreamBody,
+          signal,
+        });
+      } catch (e) {
+        this.picker.release?.(ep.replicaId);
+        if (signal.aborted) {
+          this.breakers.cancel(ep.replicaId);
+          span.end({ error: 'client closed' });
+          throw new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request');
+        }
+        this.breakers.onFailure(ep.replicaId);
+        span.end({ error: errMessage(e) });
+        this.o.metrics.upstreamErrors.inc({ model: route.model, kind: connectKind(e) });
+        log.warn({ replica: ep.index, err: errMessage(e) }, 'upstream request failed');
+        if (e instanceof undiciErrors.HeadersTimeoutError) {
+          throw new InferplaneError(
+            'IP_UPSTREAM_TIMEOUT',
+            `replica ${ep.index} of ${route.model} sent no response in time`,
+            { cause: e },
+          );
+        }
+        if (!isConnectError(e) || retried) throw upstreamError(e);
+        // Refused or reset before anything was sent back: once more, elsewhere.
+        retried = true;
+        this.o.metrics.retries.inc({ model: route.model, reason: 'connect' });
+        decision = this.pickTimed(route, req);
+        continue;
+      }
+      if (upstream.statusCode >= 500) {
+        this.breakers.onFailure(ep.replicaId);
+        this.o.metrics.upstreamErrors.inc({ model: route.model, kind: 'status_5xx' });
+        if (!retried) {
+          const next = this.pickTimed(route, req);
+          if (next) {
+            log.warn(
+              { replica: ep.index, status: upstream.statusCode },
+              'upstream answered 5xx; retrying on another replica',
+            );
+            upstream.body.dump().catch(() => undefined);
+            this.picker.release?.(ep.replicaId);
+            span.end({ httpStatus: upstream.statusCode });
+            this.o.metrics.retries.inc({ model: route.model, reason: 'status_5xx' });
+            retried = true;
+            upstream = undefined;
+            decision = next;
+            continue;
+          }
+        }
+      } else {
+        this.breakers.onSuccess(ep.replicaId);
+      }
+      return this.respond(ctx, route, decision, upstream, span, stripUsage, debug, retried, log);
     }
+  }
 
+  private respond(
+    ctx: Ctx,
+    route: RouteModel,
+    decision: RouteDecision,
+    upstream: Awaited<ReturnType<typeof request>>,
+    span: ReturnType<RequestTrace['startUpstream']>,
+    stripUsage: boolean,
+    debug: boolean,
+    retried: boolean,
+    log: Logger,
+  ): Response {
+    const ep = decision.endpoint;
+    const receipt: RouteReceipt = decision.receipt;
     const status = upstream.statusCode;
     const contentType = headerValue(upstream.headers['content-type']) ?? 'application/json';
     const streaming = contentType.startsWith('text/event-stream');
+    const version = ep.version ?? 'default';
+    const rl = { tenant: ctx.tenant, model: route.model, version, replica: String(ep.index) };
+    const itl = streaming ? this.o.metrics.itl.labels(rl) : undefined;
     const inflight = this.o.metrics.inflight.labels({ model: route.model });
     inflight.inc();
-    let finished = false;
-    const finish = (outcome: string): void => {
-      if (finished) return;
-      finished = true;
-      inflight.dec();
-      this.picker.release?.(endpoint.replicaId);
-      done(status);
-      log.info(
-        {
-          status,
-          replica: endpoint.index,
-          outcome,
-          ms: Number(process.hrtime.bigint() - started) / 1e6,
-        },
-        'request done',
-      );
-    };
+    const elapsed = (): number => Number(process.hrtime.bigint() - ctx.started) / 1e9;
     const body$ = relay(upstream.body, {
       streaming,
-      onFirstByte: () =>
-        this.o.metrics.ttft.observe(labels, Number(process.hrtime.bigint() - started) / 1e9),
-      onEnd: finish,
+      stripUsage,
+      onFirstByte: () => {
+        const s = elapsed();
+        this.o.metrics.ttft.observe({ tenant: ctx.tenant, model: route.model }, s);
+        if (streaming) {
+          this.o.metrics.streamTtft.observe(rl, s);
+          span.event('first_token');
+          ctx.trace.event('first_token');
+        }
+      },
+      ...(itl ? { onGap: (s: number) => itl.observe(s) } : {}),
+      onEnd: (outcome, usage) => {
+        inflight.dec();
+        this.picker.release?.(ep.replicaId);
+        const seconds = elapsed();
+        this.o.metrics.e2e.observe(rl, seconds);
+        if (usage) {
+          const tl = { tenant: ctx.tenant, model: route.model, version };
+          this.o.metrics.tokens.inc({ ...tl, kind: 'prompt' }, usage.promptTokens);
+          this.o.metrics.tokens.inc({ ...tl, kind: 'completion' }, usage.completionTokens);
+          if (usage.cachedTokens > 0)
+            this.o.metrics.tokens.inc({ ...tl, kind: 'cached' }, usage.cachedTokens);
+        }
+        const code = outcome === 'cancelled' ? 499 : status;
+        span.end(outcome === 'ok' ? { httpStatus: status } : { error: outcome });
+        this.settle(ctx, code, usage);
+        this.grantIfRoom(route.model);
+        log.info(
+          {
+            status: code,
+            replica: ep.index,
+            version,
+            outcome,
+            retried,
+            ms: seconds * 1000,
+            ...(usage
+              ? { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens }
+              : {}),
+          },
+          'request done',
+        );
+      },
       onError: (e) => {
+        this.breakers.onFailure(ep.replicaId);
         this.o.metrics.upstreamErrors.inc({ model: route.model, kind: 'mid_stream' });
-        log.warn({ err: errMessage(e), replica: endpoint.index }, 'upstream failed mid-response');
+        log.warn({ err: errMessage(e), replica: ep.index }, 'upstream failed mid-response');
       },
     });
     const headers: Record<string, string> = {
       'content-type': contentType,
-      'x-request-id': reqId,
-      'x-inferplane-replica': String(endpoint.index),
+      'x-request-id': ctx.reqId,
+      'x-inferplane-replica': String(ep.index),
     };
-    if (debug && receipt) headers['x-inferplane-route'] = JSON.stringify(receipt);
+    if (ep.version !== undefined) headers['x-inferplane-version'] = ep.version;
+    if (debug) headers['x-inferplane-route'] = JSON.stringify(receipt);
     if (streaming) {
       headers['cache-control'] = 'no-cache';
       headers['x-accel-buffering'] = 'no';
@@ -395,151 +701,25 @@ export class Gateway {
   }
 }
 
-/** A failure already counted by `proxy` (so `infer` does not count it twice). */
-class ProxyRefusal extends Error {
-  constructor(readonly error: InferplaneError) {
+/** An error answered with extra headers (x-ratelimit-* on refusals after admission). */
+class HeaderedError extends Error {
+  constructor(
+    readonly error: InferplaneError,
+    readonly headers: Record<string, string>,
+  ) {
     super(error.message);
   }
 }
 
-interface InferenceBody {
-  model: string;
-  /** The parsed body (for the prompt text, read only when routing needs it). */
-  parsed: Record<string, unknown>;
+function limitKind(err: InferplaneError): string {
+  const m = err.message;
+  if (m.includes('concurren')) return 'concurrency';
+  if (m.includes('token')) return 'tokens';
+  return 'requests';
 }
 
-/**
- * The prompt for prefix hashing, as parts to read in order (no concatenated copy of a long
- * prompt): the completion prompt, or the chat messages flattened deterministically — `<role>\n`,
- * the text parts of the content, `\n` — for each message.
- */
-export function promptParts(body: Record<string, unknown>, kind: InferenceKind): string[] {
-  if (kind === 'completions') {
-    const p = body.prompt;
-    if (typeof p === 'string') return [p];
-    if (Array.isArray(p)) return [p.map((x) => (typeof x === 'string' ? x : String(x))).join('\n')];
-    return [];
-  }
-  const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : [];
-  const out: string[] = [];
-  for (const m of messages) {
-    if (typeof m !== 'object' || m === null) continue;
-    const msg = m as { role?: unknown; content?: unknown };
-    out.push(`<${typeof msg.role === 'string' ? msg.role : '?'}>\n`);
-    const content = msg.content;
-    if (typeof content === 'string') out.push(content);
-    else if (Array.isArray(content)) {
-      for (const part of content as unknown[]) {
-        const p = part as { type?: unknown; text?: unknown } | null;
-        if (p && typeof p.text === 'string') out.push(p.text);
-        else if (p && typeof p.type === 'string') out.push(`[${p.type}]`);
-      }
-    }
-    out.push('\n');
-  }
-  return out;
-}
-
-/** The flattened prompt as one string (what `promptParts` hashes as). */
-export function promptText(body: Record<string, unknown>, kind: InferenceKind): string {
-  return promptParts(body, kind).join('');
-}
-
-/** Light validation at the edge: what routing needs; engines validate the rest. */
-export function parseInferenceBody(raw: string, kind: InferenceKind): InferenceBody {
-  let body: unknown;
-  try {
-    body = JSON.parse(raw);
-  } catch {
-    throw new InferplaneError('IP_BAD_REQUEST', 'The request body is not valid JSON.');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new InferplaneError('IP_BAD_REQUEST', 'The request body must be a JSON object.');
-  }
-  const b = body as Record<string, unknown>;
-  if (typeof b.model !== 'string' || b.model === '') {
-    throw new InferplaneError('IP_VALIDATION', 'you must provide a model parameter', {
-      details: [{ path: 'model', message: 'required string' }],
-    });
-  }
-  if (kind === 'chat' && (!Array.isArray(b.messages) || b.messages.length === 0)) {
-    throw new InferplaneError('IP_VALIDATION', "'messages' must be a non-empty array", {
-      details: [{ path: 'messages', message: 'required non-empty array' }],
-    });
-  }
-  if (kind === 'completions' && typeof b.prompt !== 'string' && !Array.isArray(b.prompt)) {
-    throw new InferplaneError('IP_VALIDATION', "'prompt' must be a string or an array", {
-      details: [{ path: 'prompt', message: 'required' }],
-    });
-  }
-  if (b.stream !== undefined && typeof b.stream !== 'boolean') {
-    throw new InferplaneError('IP_VALIDATION', "'stream' must be a boolean", {
-      details: [{ path: 'stream', message: 'must be a boolean' }],
-    });
-  }
-  return { model: b.model, parsed: b };
-}
-
-interface RelayHooks {
-  streaming: boolean;
-  onFirstByte: () => void;
-  onEnd: (outcome: 'ok' | 'error' | 'cancelled') => void;
-  onError: (e: unknown) => void;
-}
-
-/**
- * Relays an upstream body chunk by chunk (no buffering). If the client goes away, the upstream
- * body is destroyed, which closes the upstream connection and cancels the engine's work. If the
- * upstream dies mid-stream, an SSE client gets an error event and a clean end, never a hang.
- */
-export function relay(body: Readable, hooks: RelayHooks): ReadableStream<Uint8Array> {
-  const it: AsyncIterator<Buffer, undefined> = body[Symbol.asyncIterator]();
-  let first = true;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          const next = await it.next();
-          if (next.done) {
-            hooks.onEnd('ok');
-            controller.close();
-            return;
-          }
-          if (first) {
-            first = false;
-            hooks.onFirstByte();
-          }
-          controller.enqueue(next.value);
-        } catch (e) {
-          hooks.onError(e);
-          hooks.onEnd('error');
-          if (hooks.streaming) {
-            const event = {
-              error: {
-                message: 'The model replica failed while streaming; the response is incomplete.',
-                type: 'api_error',
-                param: null,
-                code: 'IP_UPSTREAM_UNAVAILABLE',
-              },
-            };
-            controller.enqueue(Buffer.from(`data: ${JSON.stringify(event)}\n\ndata: [DONE]\n\n`));
-            controller.close();
-          } else {
-            controller.error(e);
-          }
-        }
-      },
-      cancel() {
-        body.destroy();
-        hooks.onEnd('cancelled');
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
-export function errorResponse(err: InferplaneError): Response {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
+export function errorResponse(err: InferplaneError, extra?: Record<string, string>): Response {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...extra };
   if (err.retryAfterS !== undefined) headers['retry-after'] = String(err.retryAfterS);
   return new Response(JSON.stringify(err.toOpenAI()), { status: err.status, headers });
 }
@@ -555,6 +735,7 @@ function isConnectError(e: unknown): boolean {
 }
 
 function connectKind(e: unknown): string {
+  if (e instanceof undiciErrors.HeadersTimeoutError) return 'first_byte_timeout';
   return isConnectError(e) ? 'connect' : 'request';
 }
 
