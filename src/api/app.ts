@@ -2,7 +2,12 @@
 import { Hono, type Context } from 'hono';
 import type { ListResponse, NodeSummary } from '../core/api-types.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
-import { KeyCreateSchema, TenantCreateSchema, parseOrThrow } from '../core/schemas.js';
+import {
+  KeyCreateSchema,
+  TenantCreateSchema,
+  TenantPatchSchema,
+  parseOrThrow,
+} from '../core/schemas.js';
 import type { DeploymentService } from '../deploy/service.js';
 import type { Inventory } from '../schedule/inventory.js';
 import { bearerToken, type Principal, type TenancyService } from '../tenancy/tenancy.js';
@@ -97,10 +102,26 @@ export function createApi(deps: ApiDeps): Hono<Env> {
   });
   app.post('/tenants', async (c) => {
     operatorOnly(c);
-    const { name } = parseOrThrow(TenantCreateSchema, await jsonBody(c), 'tenant');
-    const tenant = await deps.tenancy.createTenant(name);
+    const { name, limits } = parseOrThrow(TenantCreateSchema, await jsonBody(c), 'tenant');
+    const tenant = await deps.tenancy.createTenant(name, limits);
     deps.onChange();
     return c.json({ tenant }, 201);
+  });
+  app.get('/tenants/:name', async (c) => {
+    const name = c.req.param('name');
+    const p = c.get('principal');
+    // A tenant key sees only its own tenant; others read as not found (as for deployments).
+    if (p.kind === 'tenant' && p.tenantName !== name) {
+      throw new InferplaneError('IP_TENANT_NOT_FOUND', `tenant ${name} not found`);
+    }
+    return c.json({ tenant: await deps.tenancy.getTenant(name) });
+  });
+  app.patch('/tenants/:name', async (c) => {
+    operatorOnly(c);
+    const { limits } = parseOrThrow(TenantPatchSchema, await jsonBody(c), 'tenant');
+    const tenant = await deps.tenancy.setLimits(c.req.param('name'), limits);
+    deps.onChange();
+    return c.json({ tenant });
   });
   app.post('/tenants/:name/keys', async (c) => {
     const name = c.req.param('name');

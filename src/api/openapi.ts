@@ -1,6 +1,12 @@
 // The OpenAPI 3.1 document of the control-plane API; request schemas come from the zod schemas.
 import { z } from 'zod';
-import { DeploymentSpecSchema, KeyCreateSchema, TenantCreateSchema } from '../core/schemas.js';
+import {
+  DeploymentSpecSchema,
+  KeyCreateSchema,
+  TenantCreateSchema,
+  TenantLimitsSchema,
+  TenantPatchSchema,
+} from '../core/schemas.js';
 
 const ErrorBody = {
   type: 'object',
@@ -40,6 +46,22 @@ const errors = {
 };
 
 const ok = (description: string) => ({ description, content: { 'application/json': {} } });
+const tenantBody = (description: string) => ({
+  description,
+  content: {
+    'application/json': {
+      schema: {
+        type: 'object',
+        properties: { tenant: { $ref: '#/components/schemas/Tenant' } },
+        required: ['tenant'],
+      },
+    },
+  },
+});
+const forbidden = {
+  description: 'Needs an operator key',
+  content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+};
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
 
 let cached: Record<string, unknown> | undefined;
@@ -61,6 +83,18 @@ export function openApiDocument(version: string): Record<string, unknown> {
         Error: ErrorBody,
         DeploymentSpec: z.toJSONSchema(DeploymentSpecSchema, { io: 'input' }),
         TenantCreate: z.toJSONSchema(TenantCreateSchema, { io: 'input' }),
+        TenantPatch: z.toJSONSchema(TenantPatchSchema, { io: 'input' }),
+        TenantLimits: z.toJSONSchema(TenantLimitsSchema, { io: 'output' }),
+        Tenant: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            name: { type: 'string' },
+            createdAt: { type: 'string', format: 'date-time' },
+            limits: { $ref: '#/components/schemas/TenantLimits' },
+          },
+          required: ['id', 'name', 'createdAt', 'limits'],
+        },
         KeyCreate: z.toJSONSchema(KeyCreateSchema, { io: 'input' }),
       },
     },
@@ -121,7 +155,34 @@ export function openApiDocument(version: string): Record<string, unknown> {
               'application/json': { schema: { $ref: '#/components/schemas/TenantCreate' } },
             },
           },
-          responses: { '201': ok('Created'), '409': { description: 'Exists' }, ...errors },
+          responses: {
+            '201': tenantBody('Created'),
+            '403': forbidden,
+            '409': { description: 'Exists' },
+            ...errors,
+          },
+        },
+      },
+      '/tenants/{name}': {
+        parameters: [nameParam],
+        get: {
+          summary: 'A tenant and its gateway limits (a tenant key sees only its own)',
+          responses: { '200': tenantBody('The tenant'), ...errors },
+        },
+        patch: {
+          summary:
+            "Change a tenant's gateway limits (operator): a number sets a field, null clears it (unlimited), an absent field is kept",
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': { schema: { $ref: '#/components/schemas/TenantPatch' } },
+            },
+          },
+          responses: {
+            '200': tenantBody('The tenant with its resulting limits'),
+            '403': forbidden,
+            ...errors,
+          },
         },
       },
       '/tenants/{name}/keys': {

@@ -1,5 +1,6 @@
 // The control-plane API contract (`/api/v1` answers): the server builds these, the CLI reads them.
 import type { DeploymentSpec } from './schemas.js';
+import type { TenantLimits } from './types.js';
 
 export interface DeploymentSummary {
   name: string;
@@ -55,12 +56,16 @@ export interface TenantSummary {
   createdAt: string;
   keys: number;
   deployments: number;
+  /** Gateway limits; an absent field means unlimited. */
+  limits: TenantLimits;
 }
 
 export interface Tenant {
   id: string;
   name: string;
   createdAt: string;
+  /** Gateway limits; an absent field means unlimited. */
+  limits: TenantLimits;
 }
 
 export interface CreatedKey {

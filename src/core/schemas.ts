@@ -71,6 +71,19 @@ export const TenantCreateSchema = z.strictObject({
   name: NameSchema,
   limits: TenantLimitsSchema.optional(),
 });
+
+/** A change to a tenant's limits: a number sets the field, null clears it, absent keeps it. */
+export const TenantLimitsPatchSchema = z.strictObject({
+  requestsPerSecond: TenantLimitsSchema.shape.requestsPerSecond.unwrap().nullable().optional(),
+  tokensPerMinute: TenantLimitsSchema.shape.tokensPerMinute.unwrap().nullable().optional(),
+  maxConcurrency: TenantLimitsSchema.shape.maxConcurrency.unwrap().nullable().optional(),
+});
+export type TenantLimitsPatch = z.infer<typeof TenantLimitsPatchSchema>;
+
+/** Body of PATCH /api/v1/tenants/{name}. */
+export const TenantPatchSchema = z.strictObject({
+  limits: TenantLimitsPatchSchema,
+});
 export const KeyCreateSchema = z.strictObject({
   description: z.string().max(200).optional(),
 });

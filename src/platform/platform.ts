@@ -83,12 +83,7 @@ export async function startPlatform(
     publishing = (async () => {
       do {
         republish = false;
-        const snap: RoutingSnapshot = {
-          version: ++snapshotVersion,
-          keys: await tenancy.keyEntries(),
-          models: await deployments.routes(),
-        };
-        gateway.update(snap);
+        gateway.update(await buildRoutingSnapshot(++snapshotVersion, tenancy, deployments));
       } while (republish);
     })()
       .catch((e: unknown) => logger.error({ err: e }, 'routing snapshot failed'))
@@ -226,6 +221,23 @@ function listen(app: Hono, config: PlatformConfig): Promise<Server> {
     }) as Server;
     const onError = (e: NodeJS.ErrnoException): void => {
       s.close();
+/**
+ * One routing snapshot from the store: keys, model routes and every tenant with its limits.
+ * Republished (via `publish`) after key, tenant, limits, deployment and replica changes.
+ */
+export async function buildRoutingSnapshot(
+  version: number,
+  tenancy: Pick<TenancyService, 'keyEntries' | 'tenantRoutes'>,
+  deployments: Pick<DeploymentService, 'routes'>,
+): Promise<RoutingSnapshot> {
+  return {
+    version,
+    keys: await tenancy.keyEntries(),
+    models: await deployments.routes(),
+    tenants: await tenancy.tenantRoutes(),
+  };
+}
+
       if (e.code === 'EADDRINUSE') {
         reject(
           new InferplaneError(

@@ -76,6 +76,15 @@ const migrations: Record<string, Migration> = {
       void sql; // keep the import for later raw migrations
     },
   },
+  // Per-tenant gateway limits (TenantLimits as JSON; '{}' = unlimited).
+  '0002_tenant_limits': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema
+        .alterTable('tenants')
+        .addColumn('limits', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

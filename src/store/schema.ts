@@ -6,6 +6,8 @@ export interface TenantTable {
   id: string;
   name: string;
   created_at: string;
+  /** TenantLimits as JSON ('{}': unlimited); added by migration 0002. */
+  limits: Generated<string>;
 }
 
 export interface ApiKeyTable {

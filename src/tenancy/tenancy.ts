@@ -2,9 +2,14 @@
 import { InferplaneError } from '../core/errors.js';
 import { hashApiKey, keyPrefix, newApiKey, newId } from '../core/ids.js';
 import { isoNow } from '../core/clock.js';
-import { NameSchema, parseOrThrow } from '../core/schemas.js';
+import {
+  NameSchema,
+  TenantLimitsPatchSchema,
+  TenantLimitsSchema,
+  parseOrThrow,
+} from '../core/schemas.js';
 import type { CreatedKey, Tenant, TenantSummary } from '../core/api-types.js';
-import type { KeyEntry } from '../core/types.js';
+import type { KeyEntry, TenantLimits, TenantRoute } from '../core/types.js';
 import type { Db } from '../store/db.js';
 
 export type Principal =
@@ -14,13 +19,23 @@ export type Principal =
 export class TenancyService {
   constructor(private readonly db: Db) {}
 
-  async createTenant(name: string): Promise<Tenant> {
+  /** Creates a tenant; `limits` (optional) is validated with TenantLimitsSchema. */
+  async createTenant(name: string, limits?: unknown): Promise<Tenant> {
     parseOrThrow(NameSchema, name, 'tenant name', 'name');
+    const parsed: TenantLimits =
+      limits === undefined
+        ? {}
+        : parseOrThrow(TenantLimitsSchema, limits, 'tenant limits', 'limits');
     const existing = await this.findTenant(name);
     if (existing) throw new InferplaneError('IP_TENANT_EXISTS', `tenant ${name} already exists`);
-    const tenant = { id: newId('ten'), name, created_at: isoNow() };
+    const tenant = {
+      id: newId('ten'),
+      name,
+      created_at: isoNow(),
+      limits: JSON.stringify(canonicalLimits(parsed)),
+    };
     await this.db.insertInto('tenants').values(tenant).execute();
-    return { id: tenant.id, name, createdAt: tenant.created_at };
+    return { id: tenant.id, name, createdAt: tenant.created_at, limits: canonicalLimits(parsed) };
   }
 
   async findTenant(name: string): Promise<Tenant | undefined> {
@@ -29,7 +44,49 @@ export class TenancyService {
       .selectAll()
       .where('name', '=', name)
       .executeTakeFirst();
-    return row ? { id: row.id, name: row.name, createdAt: row.created_at } : undefined;
+    return row
+      ? { id: row.id, name: row.name, createdAt: row.created_at, limits: parseLimits(row.limits) }
+      : undefined;
+  }
+
+  /**
+   * Changes a tenant's limits: a number sets a field, null clears it (unlimited), an absent
+   * field is kept. Returns the tenant with its resulting limits. The caller republishes the
+   * routing snapshot (the API's onChange), as for keys.
+   */
+  async setLimits(name: string, patch: unknown): Promise<Tenant> {
+    const p = parseOrThrow(TenantLimitsPatchSchema, patch, 'tenant limits', 'limits');
+    return this.db.transaction().execute(async (trx) => {
+      const row = await trx
+        .selectFrom('tenants')
+        .selectAll()
+        .where('name', '=', name)
+        .executeTakeFirst();
+      if (!row) throw new InferplaneError('IP_TENANT_NOT_FOUND', `tenant ${name} not found`);
+      const next: TenantLimits = { ...parseLimits(row.limits) };
+      for (const field of LIMIT_FIELDS) {
+        const v = p[field];
+        if (v === null) delete next[field];
+        else if (v !== undefined) next[field] = v;
+      }
+      const limits = canonicalLimits(next);
+      await trx
+        .updateTable('tenants')
+        .set({ limits: JSON.stringify(limits) })
+        .where('id', '=', row.id)
+        .execute();
+      return { id: row.id, name: row.name, createdAt: row.created_at, limits };
+    });
+  }
+
+  /** Every tenant with its limits, for the gateway's routing snapshot. */
+  async tenantRoutes(): Promise<TenantRoute[]> {
+    const rows = await this.db
+      .selectFrom('tenants')
+      .select(['id', 'name', 'limits'])
+      .orderBy('name')
+      .execute();
+    return rows.map((r) => ({ id: r.id, name: r.name, limits: parseLimits(r.limits) }));
   }
 
   async getTenant(name: string): Promise<Tenant> {
@@ -45,6 +102,7 @@ export class TenancyService {
         't.id',
         't.name',
         't.created_at',
+        't.limits',
         eb
           .selectFrom('api_keys as k')
           .whereRef('k.tenant_id', '=', 't.id')
@@ -65,6 +123,7 @@ export class TenancyService {
       createdAt: r.created_at,
       keys: Number(r.keys ?? 0),
       deployments: Number(r.deployments ?? 0),
+      limits: parseLimits(r.limits),
     }));
   }
 
@@ -155,6 +214,38 @@ export class TenancyService {
       tenantName: row.name ?? '',
     };
   }
+}
+
+const LIMIT_FIELDS = ['requestsPerSecond', 'tokensPerMinute', 'maxConcurrency'] as const;
+
+/** The limits with their fields in a fixed order (stable JSON, stable snapshots). */
+function canonicalLimits(l: TenantLimits): TenantLimits {
+  const out: TenantLimits = {};
+  for (const field of LIMIT_FIELDS) {
+    const v = l[field];
+    if (v !== undefined) out[field] = v;
+  }
+  return out;
+}
+
+/**
+ * Reads the stored limits column. Rows are written validated; should one not parse (edited by
+ * hand), its bad fields are dropped (unlimited) rather than failing every read and snapshot.
+ */
+export function parseLimits(text: string): TenantLimits {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return {};
+  }
+  if (typeof raw !== 'object' || raw === null) return {};
+  const out: TenantLimits = {};
+  for (const field of LIMIT_FIELDS) {
+    const v = TenantLimitsSchema.shape[field].safeParse((raw as Record<string, unknown>)[field]);
+    if (v.success && v.data !== undefined) out[field] = v.data;
+  }
+  return out;
 }
 
 /** Bearer token from an Authorization header (also accepts a bare key). */

@@ -275,6 +275,90 @@ describe('other commands', () => {
     expect(again.err).toBe('error: tenant "demo" exists (IP_TENANT_EXISTS)\n');
   });
 
+  it('tenant create --rps/--tpm and tenant limits send limits; none sends null', async () => {
+    const tenant = (limits: unknown) => ({
+      tenant: { id: 't1', name: 'demo', createdAt: 'x', limits },
+    });
+    const api = await fakeApi({
+      'POST /api/v1/tenants': () => [201, tenant({ requestsPerSecond: 5, tokensPerMinute: 60000 })],
+      'PATCH /api/v1/tenants/demo': () => [
+        200,
+        tenant({ requestsPerSecond: 5, maxConcurrency: 4 }),
+      ],
+    });
+    const created = await cli([
+      'tenant',
+      'create',
+      'demo',
+      '--rps',
+      '5',
+      '--tpm',
+      '60k',
+      '--url',
+      api.url,
+    ]);
+    expect(created).toEqual({
+      code: 0,
+      out: 'tenant/demo created (limits: 5 rps, 60k tpm)\n',
+      err: '',
+    });
+    expect(JSON.parse(api.requests[0]!.body)).toEqual({
+      name: 'demo',
+      limits: { requestsPerSecond: 5, tokensPerMinute: 60000 },
+    });
+    const changed = await cli([
+      'tenant',
+      'limits',
+      'demo',
+      '--tpm',
+      'none',
+      '--max-concurrency',
+      '4',
+      '--url',
+      api.url,
+    ]);
+    expect(changed).toEqual({ code: 0, out: 'tenant/demo limits: 5 rps, 4 conc\n', err: '' });
+    expect(api.requests[1]!.method).toBe('PATCH');
+    expect(JSON.parse(api.requests[1]!.body)).toEqual({
+      limits: { tokensPerMinute: null, maxConcurrency: 4 },
+    });
+    const bad = await cli(['tenant', 'limits', 'demo', '--rps', 'lots', '--url', api.url]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('expected a positive number');
+    expect(api.requests).toHaveLength(2);
+  });
+
+  it('get tenants shows a LIMITS column', async () => {
+    const body = {
+      items: [
+        {
+          id: 't1',
+          name: 'a',
+          createdAt: '2025-01-02T00:00:00Z',
+          keys: 1,
+          deployments: 0,
+          limits: {},
+        },
+        {
+          id: 't2',
+          name: 'b',
+          createdAt: '2025-01-02T00:00:00Z',
+          keys: 0,
+          deployments: 2,
+          limits: { requestsPerSecond: 5, tokensPerMinute: 60000, maxConcurrency: 4 },
+        },
+      ],
+    };
+    const api = await fakeApi({ 'GET /api/v1/tenants': () => [200, body] });
+    const r = await cli(['get', 'tenants', '--url', api.url]);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe(
+      'NAME   KEYS   DEPLOYMENTS   LIMITS                   AGE\n' +
+        'a      1      0             -                        10m\n' +
+        'b      0      2             5 rps, 60k tpm, 4 conc   10m\n',
+    );
+  });
+
   it('key create shows the key once', async () => {
     const api = await fakeApi({
       'POST /api/v1/tenants/demo/keys': () => [

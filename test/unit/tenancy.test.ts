@@ -62,6 +62,18 @@ describe('TenancyService', () => {
     expect(entries.filter((e) => e.role === 'operator')).toHaveLength(1);
   });
 
+  it('creates tenants unlimited by default; setLimits merges, null clears', async () => {
+    expect((await tenancy.createTenant('a')).limits).toEqual({});
+    expect(
+      (await tenancy.setLimits('a', { requestsPerSecond: 5, maxConcurrency: 2 })).limits,
+    ).toEqual({ requestsPerSecond: 5, maxConcurrency: 2 });
+    expect((await tenancy.setLimits('a', { requestsPerSecond: null })).limits).toEqual({
+      maxConcurrency: 2,
+    });
+    expect(await code(tenancy.setLimits('a', { maxConcurrency: 0 }))).toBe('IP_VALIDATION');
+    expect(await code(tenancy.setLimits('b', { maxConcurrency: 1 }))).toBe('IP_TENANT_NOT_FOUND');
+  });
+
   it('counts keys and deployments per tenant', async () => {
     await tenancy.createTenant('a');
     await tenancy.createTenant('b');

@@ -8,8 +8,9 @@ import type {
 } from '../../core/api-types.js';
 import { CliError } from '../errors.js';
 import { formatJson, processIo, type Io } from '../output.js';
-import { deploymentsTable, nodesTable, tenantsTable } from '../render.js';
+import { deploymentsTable, nodesTable } from '../render.js';
 import { clientFor, examples, resourceParser, SINGULAR, type ResourceKind } from './common.js';
+import { tenantsTable } from './tenant.js';
 
 interface GetOptions {
   json?: boolean;
@@ -34,6 +35,7 @@ export function registerGet(program: Command, io: Io = processIo): void {
       examples(
         'inferplane get deployments',
         'inferplane get dep team-a-llama-8b',
+        "inferplane get tenants              # with each tenant's gateway LIMITS",
         'inferplane get nodes --json',
       ),
     )
