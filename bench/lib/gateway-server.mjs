@@ -1,5 +1,6 @@
-// The gateway alone, mounted exactly as src/platform/platform.ts mounts it (Gateway + Hono app at
-// /v1 + @hono/node-server, keepAliveTimeout 65 s, JSON logs at info level to a file, as
+// The gateway alone, mounted exactly as src/platform/platform.ts mounts it (node:http server: the
+// inference routes to Gateway.handleNode, the rest to a Hono app with the gateway at /v1,
+// keepAliveTimeout 65 s, JSON logs at info level to a file, as
 // `inferplane up` does), fed a routing snapshot instead of the control plane's: one key and two
 // models on the same upstream endpoints, `bench-rr` (round-robin) and `bench-pa` (the default
 // policy, prefix-aware). Built code from ../../dist (run `npm run build` first).
@@ -7,7 +8,8 @@
 // Run as a child: `node gateway-server.mjs '<json>'` with { upstreamPorts, key, port?, logFile?,
 // logLevel? }; prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin closes
 // (a graceful exit, so `node --cpu-prof` writes its profile).
-import { serve } from '@hono/node-server';
+import { createServer } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 
 const DIST = new URL('../../dist/', import.meta.url);
@@ -60,11 +62,13 @@ const app = new Hono();
 app.route('/v1', gateway.routes());
 app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
-const server = await new Promise((resolve, reject) => {
-  const s = serve({ fetch: app.fetch, port: opts.port ?? 0, hostname: '127.0.0.1' }, () =>
-    resolve(s),
-  );
-  s.once('error', reject);
+const hono = getRequestListener(app.fetch);
+const server = createServer((req, res) => {
+  if (!gateway.handleNode(req, res)) void hono(req, res);
+});
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
 });
 server.keepAliveTimeout = 65_000;
 

@@ -6,7 +6,6 @@ import type {
   DeploymentSummary,
   NodeSummary,
   Replica,
-  TenantSummary,
 } from '../core/api-types.js';
 import { formatAge, formatFields, formatTable, oneLine, truncate } from './output.js';
 
@@ -32,13 +31,6 @@ export function deploymentsTable(items: readonly DeploymentSummary[], now: Date)
       d.phase,
       formatAge(d.createdAt, now),
     ]),
-  );
-}
-
-export function tenantsTable(items: readonly TenantSummary[], now: Date): string {
-  return formatTable(
-    ['NAME', 'KEYS', 'DEPLOYMENTS', 'AGE'],
-    items.map((t) => [t.name, String(t.keys), String(t.deployments), formatAge(t.createdAt, now)]),
   );
 }
 

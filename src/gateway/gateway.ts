@@ -4,7 +4,14 @@
 // relaying streamed chunks as they arrive; a connect failure or a 5xx before the first byte is
 // retried once on another replica. It never reads the store: it serves from the last routing
 // snapshot the control plane pushed.
+//
+// Two front doors share one core (`infer`): `handleNode` serves the inference routes straight on
+// node:http (the serving path: no Web Request/Response conversion, non-streamed answers written
+// in one call, streams piped with backpressure), and `routes()` is a Hono app (model listing,
+// 404s, and in-process use in tests).
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { Agent, errors as undiciErrors, request } from 'undici';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
@@ -18,7 +25,12 @@ import type {
 } from '../core/types.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { createTracing, type RequestTrace, type Tracing } from '../telemetry/tracing.js';
+import {
+  createTracing,
+  type RequestTrace,
+  type Tracing,
+  type UpstreamTrace,
+} from '../telemetry/tracing.js';
 import {
   UPSTREAM_PATH,
   clientWantsStreamUsage,
@@ -31,8 +43,8 @@ import {
 import { CircuitBreakers, type BreakerState } from './breaker.js';
 import { FairWaitQueue } from './fair-queue.js';
 import { TenantLimiter, estimateTokens, type Admission } from './limits.js';
-import { relay, type Usage } from './relay.js';
-import type { PickRequest, Picker, RouteDecision, RouteReceipt } from './routing/picker.js';
+import { StreamWatcher, pipeToNode, relayWatched, type Usage } from './relay.js';
+import type { PickRequest, Picker, RouteDecision } from './routing/picker.js';
 import { RoutingPipeline, policyOf } from './routing/pipeline.js';
 import type { PrefixIndexOptions } from './routing/prefix-index.js';
 import { SignalScraper, type EngineSignals } from './routing/signals.js';
@@ -48,6 +60,8 @@ export interface GatewayOptions {
   tracing?: Tracing;
   /** Largest request body accepted (bytes). */
   maxBodyBytes?: number;
+  /** Largest non-streamed upstream answer relayed (bytes); beyond it the answer is a 502. */
+  maxResponseBytes?: number;
   /**
    * Upstream timeouts (ms): connect; first byte (until the response headers: covers queueing and
    * prefill for streams, the whole generation for non-streamed requests); idle between chunks.
@@ -85,8 +99,24 @@ interface Compiled {
 }
 
 const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
+const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
-/** One request's bookkeeping, settled exactly once (metrics, limits, trace, log). */
+/** What a front door gives the core. */
+interface Incoming {
+  /** A request header (lowercase name). */
+  header(name: string): string | undefined;
+  /** The body as text; throws IP_PAYLOAD_TOO_LARGE beyond `max` bytes. */
+  body(max: number): Promise<string>;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+}
+
+/** What the core answers: a whole body, or an upstream stream to relay through its watcher. */
+type Outgoing =
+  | { status: number; headers: Record<string, string>; body: Buffer | string }
+  | { status: number; headers: Record<string, string>; stream: Readable; watcher: StreamWatcher };
+
+/** One request's bookkeeping, settled exactly once (metrics, limits, trace). */
 interface Ctx {
   kind: InferenceKind;
   started: bigint;
@@ -98,8 +128,20 @@ interface Ctx {
   settled: boolean;
 }
 
-/** A refusal from the proxy step that already carries response headers (rate-limit ones). */
-const NO_EXCLUDE: ReadonlySet<string> = new Set();
+/** Per-(tenant, model, version, replica) metric children, resolved once. */
+interface Series {
+  ttftByte: { observe(v: number): void };
+  ttft: { observe(v: number): void };
+  itl: { observe(v: number): void };
+  e2e: { observe(v: number): void };
+  inflight: { inc(): void; dec(): void };
+}
+
+const ROUTE_KIND: Record<string, InferenceKind | undefined> = {
+  '/v1/chat/completions': 'chat',
+  '/v1/completions': 'completions',
+  '/v1/embeddings': 'embeddings',
+};
 
 export class Gateway {
   private snap: Compiled = { version: 0, keys: new Map(), models: new Map(), limits: new Map() };
@@ -114,8 +156,10 @@ export class Gateway {
   private replicaModel = new Map<string, string>();
   private readonly queues = new Map<string, FairWaitQueue>();
   private queueTimer: NodeJS.Timeout | undefined;
+  private readonly series = new Map<string, Series>();
   private readonly dispatcher: Agent;
   private readonly maxBodyBytes: number;
+  private readonly maxResponseBytes: number;
   private readonly retryAfterS: number;
   private readonly allowReplica = (id: string): boolean => this.breakers.allow(id);
 
@@ -144,6 +188,7 @@ export class Gateway {
       onChange: (id, state) => this.observeBreaker(id, state),
     });
     this.maxBodyBytes = o.maxBodyBytes ?? 16 * 1024 * 1024;
+    this.maxResponseBytes = o.maxResponseBytes ?? 256 * 1024 * 1024;
     this.retryAfterS = o.retryAfterS ?? 2;
     this.dispatcher = new Agent({
       keepAliveTimeout: 30_000,
@@ -180,6 +225,7 @@ export class Gateway {
       this.o.metrics.breakerState.remove(labels);
     }
     this.replicaModel = replicaModel;
+    this.series.clear();
     this.breakers.retain(new Set(replicaModel.keys()));
     this.limiter.retain(new Set(limits.keys()));
     for (const [model, q] of this.queues) {
@@ -236,39 +282,81 @@ export class Gateway {
     await this.tracing.shutdown();
   }
 
-  /** The OpenAI routes, to mount at `/v1`. */
+  // ---------------------------------------------------------------------------------------------
+  // Front doors
+
+  /**
+   * Serves the inference routes (POST /v1/chat/completions, /v1/completions, /v1/embeddings)
+   * straight on node:http. Returns false for anything else (the caller hands it to Hono).
+   */
+  handleNode(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'POST') return false;
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    const kind = ROUTE_KIND[q === -1 ? url : url.slice(0, q)];
+    if (kind === undefined) return false;
+    const ac = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) ac.abort();
+    });
+    const inc: Incoming = {
+      header: (name) => {
+        const v = req.headers[name];
+        return Array.isArray(v) ? v[0] : v;
+      },
+      body: (max) => readNodeBody(req, max),
+      signal: ac.signal,
+    };
+    void this.serve(kind, inc).then(
+      (out) => writeNode(res, out),
+      (e: unknown) => {
+        this.o.logger.error({ err: e }, 'gateway error');
+        if (!res.headersSent) writeNode(res, errorOutgoing(toInferplaneError(e)));
+        else res.destroy();
+      },
+    );
+    return true;
+  }
+
+  /** The OpenAI routes as a Hono app, to mount at `/v1`. */
   routes(): Hono {
     const app = new Hono();
-    app.get('/models', (c) => this.handle(() => this.listModels(c)));
-    app.post('/chat/completions', (c) => this.handle(() => this.infer(c, 'chat')));
-    app.post('/completions', (c) => this.handle(() => this.infer(c, 'completions')));
-    app.post('/embeddings', (c) => this.handle(() => this.infer(c, 'embeddings')));
+    app.get('/models', (c) => {
+      try {
+        return this.listModels(c);
+      } catch (e) {
+        return toResponse(errorOutgoing(toInferplaneError(e)));
+      }
+    });
+    const infer = (kind: InferenceKind) => async (c: Context) =>
+      toResponse(
+        await this.serve(kind, {
+          header: (name) => c.req.header(name),
+          body: async (max) => {
+            const len = Number(c.req.header('content-length') ?? '0');
+            if (len > max) throw tooLarge(max, len);
+            const text = await c.req.text();
+            if (Buffer.byteLength(text) > max) throw tooLarge(max);
+            return text;
+          },
+          signal: c.req.raw.signal,
+        }),
+      );
+    app.post('/chat/completions', infer('chat'));
+    app.post('/completions', infer('completions'));
+    app.post('/embeddings', infer('embeddings'));
     app.all('*', (c) =>
-      this.handle(() => {
-        throw new InferplaneError(
-          'IP_NOT_FOUND',
-          `no such endpoint: ${c.req.method} ${c.req.path}`,
-        );
-      }),
+      toResponse(
+        errorOutgoing(
+          new InferplaneError('IP_NOT_FOUND', `no such endpoint: ${c.req.method} ${c.req.path}`),
+        ),
+      ),
     );
     return app;
   }
 
-  private async handle(fn: () => Promise<Response> | Response): Promise<Response> {
-    try {
-      return await fn();
-    } catch (e) {
-      const err = toInferplaneError(e instanceof HeaderedError ? e.error : e);
-      if (err.status >= 500 && !(e instanceof InferplaneError) && !(e instanceof HeaderedError)) {
-        this.o.logger.error({ err: e }, 'gateway error');
-      }
-      return errorResponse(err, e instanceof HeaderedError ? e.headers : undefined);
-    }
-  }
-
-  private authenticate(c: Context): KeyEntry {
-    const header = c.req.header('authorization');
-    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  private authenticate(authorization: string | undefined): KeyEntry {
+    const m = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization) : null;
     if (!m?.[1]) {
       throw new InferplaneError(
         'IP_UNAUTHENTICATED',
@@ -285,7 +373,7 @@ export class Gateway {
   }
 
   private listModels(c: Context): Response {
-    const key = this.authenticate(c);
+    const key = this.authenticate(c.req.header('authorization'));
     const data = [...this.snap.models.values()]
       .filter((m) => this.visible(key, m))
       .sort((a, b) => a.model.localeCompare(b.model))
@@ -297,6 +385,9 @@ export class Gateway {
       }));
     return c.json({ object: 'list', data });
   }
+
+  // ---------------------------------------------------------------------------------------------
+  // The core
 
   /** Settles a request once: metrics, the tenant's limits (with the real token count), trace. */
   private settle(ctx: Ctx, status: number, usage?: Usage): void {
@@ -312,8 +403,9 @@ export class Gateway {
     ctx.trace.end({ httpStatus: status });
   }
 
-  private async infer(c: Context, kind: InferenceKind): Promise<Response> {
-    const reqId = c.req.header('x-request-id') ?? randomUUID();
+  /** One inference request, start to answer; never throws (errors become answers). */
+  private async serve(kind: InferenceKind, inc: Incoming): Promise<Outgoing> {
+    const reqId = inc.header('x-request-id') ?? randomUUID();
     const ctx: Ctx = {
       kind,
       started: process.hrtime.bigint(),
@@ -323,22 +415,18 @@ export class Gateway {
       model: '(unknown)',
       trace: this.tracing.startRequest(
         `POST ${UPSTREAM_PATH[kind]}`,
-        c.req.header('traceparent'),
-        c.req.header('tracestate'),
-        {
-          'http.request.method': 'POST',
-          'url.path': UPSTREAM_PATH[kind],
-          'inferplane.request_id': reqId,
-        },
+        inc.header('traceparent'),
+        inc.header('tracestate'),
+        { 'http.request.method': 'POST', 'url.path': UPSTREAM_PATH[kind] },
       ),
       admission: undefined,
       settled: false,
     };
     let rlHeaders: Record<string, string> | undefined;
     try {
-      const key = this.authenticate(c);
+      const key = this.authenticate(inc.header('authorization'));
       ctx.tenant = key.tenantName ?? '(operator)';
-      const raw = await this.readBody(c);
+      const raw = await inc.body(this.maxBodyBytes);
       const body = parseInferenceBody(raw, kind);
       const route = this.snap.models.get(body.model);
       if (!route || !this.visible(key, route)) {
@@ -349,26 +437,31 @@ export class Gateway {
         );
       }
       ctx.model = route.model;
-      ctx.trace.setAttributes({ 'inferplane.tenant': ctx.tenant, 'inferplane.model': route.model });
+      ctx.trace.setAttributes({
+        'inferplane.tenant': ctx.tenant,
+        'gen_ai.request.model': route.model,
+      });
       // Limits are the calling tenant's; an operator key has none.
       if (key.tenantId !== null) {
+        const limits = this.snap.limits.get(key.tenantId);
         const admission = this.limiter.admit(
           key.tenantId,
-          this.snap.limits.get(key.tenantId),
-          estimateTokens(body.parsed, kind),
+          limits,
+          limits?.tokensPerMinute !== undefined ? estimateTokens(body.parsed, kind) : 0,
         );
-        if (Object.keys(admission.headers).length > 0) rlHeaders = { ...admission.headers };
+        for (const name in admission.headers) (rlHeaders ??= {})[name] = admission.headers[name]!;
         if (!admission.ok) {
           this.o.metrics.rateLimited.inc({ tenant: ctx.tenant, limit: limitKind(admission.error) });
           throw admission.error;
         }
         ctx.admission = admission;
       }
-      const res = await this.proxy(c, ctx, route, key, raw, body);
-      if (rlHeaders) for (const [k, v] of Object.entries(rlHeaders)) res.headers.set(k, v);
-      return res;
+      const out = await this.proxy(inc, ctx, route, key, raw, body);
+      if (rlHeaders) Object.assign(out.headers, rlHeaders);
+      return out;
     } catch (e) {
       const err = toInferplaneError(e);
+      if (err.code === 'IP_INTERNAL') this.o.logger.error({ err: e, reqId }, 'gateway error');
       this.settle(ctx, err.status);
       if (err.status >= 500 || err.status === 499) {
         this.o.logger.info(
@@ -376,7 +469,7 @@ export class Gateway {
           'request failed',
         );
       }
-      throw rlHeaders ? new HeaderedError(err, rlHeaders) : err;
+      return errorOutgoing(err, rlHeaders);
     }
   }
 
@@ -463,27 +556,38 @@ export class Gateway {
     return decision;
   }
 
+  private seriesOf(tenant: string, model: string, version: string, replica: number): Series {
+    const k = `${tenant}\u0000${model}\u0000${version}\u0000${replica}`;
+    let s = this.series.get(k);
+    if (!s) {
+      const l = { tenant, model, version, replica: String(replica) };
+      s = {
+        ttftByte: this.o.metrics.ttft.labels({ tenant, model }),
+        ttft: this.o.metrics.streamTtft.labels(l),
+        itl: this.o.metrics.itl.labels(l),
+        e2e: this.o.metrics.e2e.labels(l),
+        inflight: this.o.metrics.inflight.labels({ model }),
+      };
+      this.series.set(k, s);
+    }
+    return s;
+  }
+
   private async proxy(
-    c: Context,
+    inc: Incoming,
     ctx: Ctx,
     route: RouteModel,
     key: KeyEntry,
     raw: string,
     body: InferenceBody,
-  ): Promise<Response> {
-    const signal = c.req.raw.signal;
-    const log = this.o.logger.child({
-      reqId: ctx.reqId,
-      tenant: ctx.tenant,
-      model: route.model,
-      traceId: ctx.trace.traceId,
-    });
+  ): Promise<Outgoing> {
+    const signal = inc.signal;
     const tried = new Set<string>();
     const req: PickRequest = { exclude: tried, allow: this.allowReplica };
     if (this.picker.needsPrompt?.(route)) req.prompt = promptParts(body.parsed, ctx.kind);
-    const session = c.req.header('x-session-id');
+    const session = inc.header('x-session-id');
     if (session) req.sessionId = session;
-    const debug = c.req.header('x-inferplane-debug') === 'route';
+    const debug = inc.header('x-inferplane-debug') === 'route';
     const injected = ctx.kind === 'embeddings' ? undefined : withStreamUsage(raw, body);
     const upstreamBody = injected ?? raw;
     const stripUsage = injected !== undefined && !clientWantsStreamUsage(body);
@@ -525,10 +629,9 @@ export class Gateway {
       }
       const span = ctx.trace.startUpstream({
         'inferplane.replica': ep.index,
-        'inferplane.replica_id': ep.replicaId,
         'inferplane.version': ep.version ?? 'default',
-        'server.address': ep.url,
-        'inferplane.attempt': retried ? 2 : 1,
+        'url.full': ep.url + UPSTREAM_PATH[ctx.kind],
+        'inferplane.upstream.attempt': retried ? 2 : 1,
       });
       const headers: Record<string, string> = {
         'content-type': 'application/json',
@@ -554,7 +657,10 @@ export class Gateway {
         this.breakers.onFailure(ep.replicaId);
         span.end({ error: errMessage(e) });
         this.o.metrics.upstreamErrors.inc({ model: route.model, kind: connectKind(e) });
-        log.warn({ replica: ep.index, err: errMessage(e) }, 'upstream request failed');
+        this.o.logger.warn(
+          { reqId: ctx.reqId, model: route.model, replica: ep.index, err: errMessage(e) },
+          'upstream request failed',
+        );
         if (e instanceof undiciErrors.HeadersTimeoutError) {
           throw new InferplaneError(
             'IP_UPSTREAM_TIMEOUT',
@@ -575,8 +681,13 @@ export class Gateway {
         if (!retried) {
           const next = this.pickTimed(route, req);
           if (next) {
-            log.warn(
-              { replica: ep.index, status: upstream.statusCode },
+            this.o.logger.warn(
+              {
+                reqId: ctx.reqId,
+                model: route.model,
+                replica: ep.index,
+                status: upstream.statusCode,
+              },
               'upstream answered 5xx; retrying on another replica',
             );
             upstream.body.dump().catch(() => undefined);
@@ -592,50 +703,46 @@ export class Gateway {
       } else {
         this.breakers.onSuccess(ep.replicaId);
       }
-      return this.respond(ctx, route, decision, upstream, span, stripUsage, debug, retried, log);
+      return this.respond(ctx, route, decision, upstream, span, stripUsage, debug, retried, signal);
     }
   }
 
-  private respond(
+  private async respond(
     ctx: Ctx,
     route: RouteModel,
     decision: RouteDecision,
     upstream: Awaited<ReturnType<typeof request>>,
-    span: ReturnType<RequestTrace['startUpstream']>,
+    span: UpstreamTrace,
     stripUsage: boolean,
     debug: boolean,
     retried: boolean,
-    log: Logger,
-  ): Response {
+    signal: AbortSignal,
+  ): Promise<Outgoing> {
     const ep = decision.endpoint;
-    const receipt: RouteReceipt = decision.receipt;
     const status = upstream.statusCode;
     const contentType = headerValue(upstream.headers['content-type']) ?? 'application/json';
     const streaming = contentType.startsWith('text/event-stream');
     const version = ep.version ?? 'default';
-    const rl = { tenant: ctx.tenant, model: route.model, version, replica: String(ep.index) };
-    const itl = streaming ? this.o.metrics.itl.labels(rl) : undefined;
-    const inflight = this.o.metrics.inflight.labels({ model: route.model });
-    inflight.inc();
+    const series = this.seriesOf(ctx.tenant, route.model, version, ep.index);
+    series.inflight.inc();
     const elapsed = (): number => Number(process.hrtime.bigint() - ctx.started) / 1e9;
-    const body$ = relay(upstream.body, {
+    const watcher = new StreamWatcher({
       streaming,
       stripUsage,
       onFirstByte: () => {
         const s = elapsed();
-        this.o.metrics.ttft.observe({ tenant: ctx.tenant, model: route.model }, s);
+        series.ttftByte.observe(s);
         if (streaming) {
-          this.o.metrics.streamTtft.observe(rl, s);
+          series.ttft.observe(s);
           span.event('first_token');
-          ctx.trace.event('first_token');
         }
       },
-      ...(itl ? { onGap: (s: number) => itl.observe(s) } : {}),
+      ...(streaming ? { onGap: (s: number) => series.itl.observe(s) } : {}),
       onEnd: (outcome, usage) => {
-        inflight.dec();
+        series.inflight.dec();
         this.picker.release?.(ep.replicaId);
         const seconds = elapsed();
-        this.o.metrics.e2e.observe(rl, seconds);
+        series.e2e.observe(seconds);
         if (usage) {
           const tl = { tenant: ctx.tenant, model: route.model, version };
           this.o.metrics.tokens.inc({ ...tl, kind: 'prompt' }, usage.promptTokens);
@@ -647,14 +754,18 @@ export class Gateway {
         span.end(outcome === 'ok' ? { httpStatus: status } : { error: outcome });
         this.settle(ctx, code, usage);
         this.grantIfRoom(route.model);
-        log.info(
+        this.o.logger.info(
           {
-            status: code,
-            replica: ep.index,
+            reqId: ctx.reqId,
+            tenant: ctx.tenant,
+            model: route.model,
             version,
+            replica: ep.index,
+            status: code,
             outcome,
             retried,
             ms: seconds * 1000,
+            traceId: ctx.trace.traceId,
             ...(usage
               ? { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens }
               : {}),
@@ -665,7 +776,10 @@ export class Gateway {
       onError: (e) => {
         this.breakers.onFailure(ep.replicaId);
         this.o.metrics.upstreamErrors.inc({ model: route.model, kind: 'mid_stream' });
-        log.warn({ err: errMessage(e), replica: ep.index }, 'upstream failed mid-response');
+        this.o.logger.warn(
+          { reqId: ctx.reqId, model: route.model, replica: ep.index, err: errMessage(e) },
+          'upstream failed mid-response',
+        );
       },
     });
     const headers: Record<string, string> = {
@@ -674,54 +788,138 @@ export class Gateway {
       'x-inferplane-replica': String(ep.index),
     };
     if (ep.version !== undefined) headers['x-inferplane-version'] = ep.version;
-    if (debug) headers['x-inferplane-route'] = JSON.stringify(receipt);
+    if (debug) headers['x-inferplane-route'] = JSON.stringify(decision.receipt);
     if (streaming) {
       headers['cache-control'] = 'no-cache';
       headers['x-accel-buffering'] = 'no';
+      return { status, headers, stream: upstream.body, watcher };
     }
-    return new Response(body$, { status, headers });
-  }
-
-  private async readBody(c: Context): Promise<string> {
-    const len = Number(c.req.header('content-length') ?? '0');
-    if (len > this.maxBodyBytes) {
+    // A whole answer: read it all, then send it in one write (no chunked encoding).
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of upstream.body as AsyncIterable<Buffer>) {
+        chunks.push(watcher.chunk(chunk));
+        size += chunk.length;
+        if (size > this.maxResponseBytes) {
+          upstream.body.destroy();
+          throw new InferplaneError(
+            'IP_UPSTREAM_UNAVAILABLE',
+            `replica ${ep.index} of ${route.model} answered more than ${this.maxResponseBytes} bytes`,
+          );
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) {
+        watcher.cancel();
+        throw new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request');
+      }
+      if (e instanceof InferplaneError) {
+        watcher.fail(e);
+        throw e;
+      }
+      watcher.fail(e);
       throw new InferplaneError(
-        'IP_PAYLOAD_TOO_LARGE',
-        `request body of ${len} bytes exceeds the limit of ${this.maxBodyBytes}`,
+        'IP_UPSTREAM_UNAVAILABLE',
+        `replica ${ep.index} of ${route.model} failed while answering: ${errMessage(e)}`,
+        { cause: e },
       );
     }
-    const text = await c.req.text();
-    if (Buffer.byteLength(text) > this.maxBodyBytes) {
-      throw new InferplaneError(
-        'IP_PAYLOAD_TOO_LARGE',
-        `request body exceeds the limit of ${this.maxBodyBytes} bytes`,
-      );
-    }
-    return text;
+    watcher.finish();
+    return {
+      status,
+      headers,
+      body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size),
+    };
   }
 }
 
-/** An error answered with extra headers (x-ratelimit-* on refusals after admission). */
-class HeaderedError extends Error {
-  constructor(
-    readonly error: InferplaneError,
-    readonly headers: Record<string, string>,
-  ) {
-    super(error.message);
+/** Writes an answer to a node:http response. */
+function writeNode(res: ServerResponse, out: Outgoing): void {
+  if (res.destroyed) {
+    if ('stream' in out) {
+      out.stream.destroy();
+      out.watcher.cancel();
+    }
+    return;
   }
+  if ('stream' in out) {
+    res.writeHead(out.status, out.headers);
+    res.flushHeaders();
+    void pipeToNode(out.stream, res, out.watcher);
+    return;
+  }
+  out.headers['content-length'] = String(Buffer.byteLength(out.body));
+  res.writeHead(out.status, out.headers);
+  res.end(out.body);
+}
+
+/** Turns an answer into a Web Response (the Hono front door). */
+function toResponse(out: Outgoing): Response {
+  if ('stream' in out) {
+    return new Response(relayWatched(out.stream, out.watcher), {
+      status: out.status,
+      headers: out.headers,
+    });
+  }
+  return new Response(out.body, { status: out.status, headers: out.headers });
+}
+
+function errorOutgoing(err: InferplaneError, extra?: Record<string, string>): Outgoing {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...extra };
+  if (err.retryAfterS !== undefined) headers['retry-after'] = String(err.retryAfterS);
+  return { status: err.status, headers, body: JSON.stringify(err.toOpenAI()) };
+}
+
+export function errorResponse(err: InferplaneError, extra?: Record<string, string>): Response {
+  return toResponse(errorOutgoing(err, extra));
+}
+
+function tooLarge(max: number, len?: number): InferplaneError {
+  return new InferplaneError(
+    'IP_PAYLOAD_TOO_LARGE',
+    len !== undefined
+      ? `request body of ${len} bytes exceeds the limit of ${max}`
+      : `request body exceeds the limit of ${max} bytes`,
+  );
+}
+
+/** Reads a node:http request body as text, refusing more than `max` bytes. */
+function readNodeBody(req: IncomingMessage, max: number): Promise<string> {
+  const len = Number(req.headers['content-length'] ?? '0');
+  if (len > max) {
+    req.resume();
+    return Promise.reject(tooLarge(max, len));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(tooLarge(max));
+        return;
+      }
+      chunks.push(d);
+    });
+    req.once('end', () =>
+      resolve(
+        chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'),
+      ),
+    );
+    req.once('error', () =>
+      reject(new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request')),
+    );
+  });
 }
 
 function limitKind(err: InferplaneError): string {
   const m = err.message;
-  if (m.includes('concurren')) return 'concurrency';
-  if (m.includes('token')) return 'tokens';
-  return 'requests';
-}
-
-export function errorResponse(err: InferplaneError, extra?: Record<string, string>): Response {
-  const headers: Record<string, string> = { 'content-type': 'application/json', ...extra };
-  if (err.retryAfterS !== undefined) headers['retry-after'] = String(err.retryAfterS);
-  return new Response(JSON.stringify(err.toOpenAI()), { status: err.status, headers });
+  if (m.startsWith('tenant limit of') && m.includes('requests/s')) return 'requests';
+  if (m.includes('tokens/min')) return 'tokens';
+  return 'concurrency';
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {

@@ -2,6 +2,10 @@
 // the way: first byte (TTFT), gaps between chunks (ITL), the `usage` the engine reports at the end
 // (token counters and the tokens/min correction), and — when the gateway asked a stream for its
 // usage and the client did not — dropping that usage event.
+//
+// `StreamWatcher` holds that logic independent of the transport; `pipeToNode` writes to a
+// node:http response (the serving path) and `relay` makes a Web ReadableStream (the Hono path).
+import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 
 export interface Usage {
@@ -10,6 +14,8 @@ export interface Usage {
   cachedTokens: number;
 }
 
+export type RelayOutcome = 'ok' | 'error' | 'cancelled';
+
 export interface RelayHooks {
   streaming: boolean;
   /** Drop the usage-only SSE event (`"choices":[]` with `"usage"`) after reading it. */
@@ -17,31 +23,98 @@ export interface RelayHooks {
   onFirstByte: () => void;
   /** Seconds between successive chunks of a stream (inter-token latency as relayed). */
   onGap?: (seconds: number) => void;
-  onEnd: (outcome: 'ok' | 'error' | 'cancelled', usage: Usage | undefined) => void;
+  onEnd: (outcome: RelayOutcome, usage: Usage | undefined) => void;
   onError: (e: unknown) => void;
 }
 
 /** How many trailing chunks are kept to find `usage` in (it is in the last event or two). */
 const TAIL_CHUNKS = 3;
 
+const STREAM_ERROR_EVENT = Buffer.from(
+  `data: ${JSON.stringify({
+    error: {
+      message: 'The model replica failed while streaming; the response is incomplete.',
+      type: 'api_error',
+      param: null,
+      code: 'IP_UPSTREAM_UNAVAILABLE',
+    },
+  })}\n\ndata: [DONE]\n\n`,
+);
+
+/** Watches one response body chunk by chunk; ends exactly once. */
+export class StreamWatcher {
+  private first = true;
+  private last = 0;
+  private readonly tail: Buffer[] = [];
+  private readonly filter: UsageEventFilter | undefined;
+  private ended = false;
+
+  constructor(private readonly hooks: RelayHooks) {
+    this.filter = hooks.streaming && hooks.stripUsage ? new UsageEventFilter() : undefined;
+  }
+
+  /** The bytes to forward for this upstream chunk (possibly empty). */
+  chunk(chunk: Buffer): Buffer {
+    if (this.hooks.streaming) {
+      const now = performance.now();
+      if (!this.first && this.hooks.onGap) this.hooks.onGap((now - this.last) / 1000);
+      this.last = now;
+    }
+    if (this.first) {
+      this.first = false;
+      this.hooks.onFirstByte();
+    }
+    if (this.filter) return this.filter.push(chunk);
+    this.tail.push(chunk);
+    if (this.tail.length > TAIL_CHUNKS) this.tail.shift();
+    return chunk;
+  }
+
+  /** The upstream body ended: what is left to forward. */
+  finish(): Buffer | undefined {
+    const rest = this.filter?.flush();
+    this.end('ok');
+    return rest;
+  }
+
+  /** The upstream failed mid-body: for a stream, the bytes that end it cleanly (error event). */
+  fail(e: unknown): Buffer | undefined {
+    if (this.ended) return undefined;
+    this.hooks.onError(e);
+    this.end('error');
+    return this.hooks.streaming ? STREAM_ERROR_EVENT : undefined;
+  }
+
+  /** The client went away. */
+  cancel(): void {
+    this.end('cancelled');
+  }
+
+  get done(): boolean {
+    return this.ended;
+  }
+
+  private end(outcome: RelayOutcome): void {
+    if (this.ended) return;
+    this.ended = true;
+    const usage = this.filter
+      ? this.filter.usage
+      : parseUsage(this.tail.length === 1 ? this.tail[0]! : Buffer.concat(this.tail));
+    this.hooks.onEnd(outcome, usage);
+  }
+}
+
 /**
- * Relays an upstream body chunk by chunk. If the client goes away, the upstream body is destroyed,
- * which closes the upstream connection and cancels the engine's work. If the upstream dies
- * mid-stream, an SSE client gets an error event and a clean end, never a hang.
+ * Relays an upstream body as a Web stream. If the client goes away, the upstream body is
+ * destroyed, which closes the upstream connection and cancels the engine's work. If the upstream
+ * dies mid-stream, an SSE client gets an error event and a clean end, never a hang.
  */
 export function relay(body: Readable, hooks: RelayHooks): ReadableStream<Uint8Array> {
+  return relayWatched(body, new StreamWatcher(hooks));
+}
+
+export function relayWatched(body: Readable, w: StreamWatcher): ReadableStream<Uint8Array> {
   const it: AsyncIterator<Buffer, undefined> = body[Symbol.asyncIterator]();
-  let first = true;
-  let last = 0;
-  const tail: Buffer[] = [];
-  const filter = hooks.streaming && hooks.stripUsage ? new UsageEventFilter() : undefined;
-  let ended = false;
-  const end = (outcome: 'ok' | 'error' | 'cancelled'): void => {
-    if (ended) return;
-    ended = true;
-    const usage = filter?.usage ?? parseUsage(Buffer.concat(tail));
-    hooks.onEnd(outcome, usage);
-  };
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -49,29 +122,12 @@ export function relay(body: Readable, hooks: RelayHooks): ReadableStream<Uint8Ar
           for (;;) {
             const next = await it.next();
             if (next.done) {
-              const rest = filter?.flush();
+              const rest = w.finish();
               if (rest && rest.length > 0) controller.enqueue(rest);
-              end('ok');
               controller.close();
               return;
             }
-            const chunk = next.value;
-            if (hooks.streaming) {
-              const now = performance.now();
-              if (!first && hooks.onGap) hooks.onGap((now - last) / 1000);
-              last = now;
-            }
-            if (first) {
-              first = false;
-              hooks.onFirstByte();
-            }
-            if (!filter) {
-              tail.push(chunk);
-              if (tail.length > TAIL_CHUNKS) tail.shift();
-              controller.enqueue(chunk);
-              return;
-            }
-            const out = filter.push(chunk);
+            const out = w.chunk(next.value);
             if (out.length > 0) {
               controller.enqueue(out);
               return;
@@ -79,31 +135,68 @@ export function relay(body: Readable, hooks: RelayHooks): ReadableStream<Uint8Ar
             // Everything was held back (a partial event, or the dropped usage event): read on.
           }
         } catch (e) {
-          hooks.onError(e);
-          end('error');
-          if (hooks.streaming) {
-            const event = {
-              error: {
-                message: 'The model replica failed while streaming; the response is incomplete.',
-                type: 'api_error',
-                param: null,
-                code: 'IP_UPSTREAM_UNAVAILABLE',
-              },
-            };
-            controller.enqueue(Buffer.from(`data: ${JSON.stringify(event)}\n\ndata: [DONE]\n\n`));
+          const tail = w.fail(e);
+          if (tail) {
+            controller.enqueue(tail);
             controller.close();
-          } else {
-            controller.error(e);
-          }
+          } else controller.error(e);
         }
       },
       cancel() {
         body.destroy();
-        end('cancelled');
+        w.cancel();
       },
     },
     { highWaterMark: 0 },
   );
+}
+
+/**
+ * Pipes an upstream body into a node:http response with backpressure (headers already written).
+ * The client going away destroys the upstream body (cancelling the engine's work); the upstream
+ * dying mid-stream ends an SSE response with an error event, and destroys any other response (the
+ * client sees a truncated body, never a hang).
+ */
+export async function pipeToNode(
+  body: Readable,
+  res: ServerResponse,
+  w: StreamWatcher,
+): Promise<void> {
+  const gone = (): void => {
+    if (!w.done) {
+      body.destroy();
+      w.cancel();
+    }
+  };
+  res.once('close', gone);
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (w.done) return;
+      const out = w.chunk(chunk);
+      if (out.length > 0 && !res.write(out)) {
+        await new Promise<void>((resolve) => {
+          const go = (): void => {
+            res.off('drain', go);
+            res.off('close', go);
+            resolve();
+          };
+          res.on('drain', go);
+          res.on('close', go);
+        });
+        if (res.destroyed) return;
+      }
+    }
+    if (w.done) return;
+    const rest = w.finish();
+    res.end(rest);
+  } catch (e) {
+    if (w.done) return; // cancelled by the client: nothing to say
+    const tail = w.fail(e);
+    if (tail && !res.destroyed) res.end(tail);
+    else res.destroy();
+  } finally {
+    res.off('close', gone);
+  }
 }
 
 const EVENT_END = Buffer.from('\n\n');
@@ -135,6 +228,7 @@ export class UsageEventFilter {
     }
     if (start < buf.length) this.pending = Buffer.from(buf.subarray(start));
     if (start > outStart) parts.push(buf.subarray(outStart, start));
+    if (parts.length === 0) return EMPTY;
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
@@ -146,6 +240,7 @@ export class UsageEventFilter {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
 const CHOICES_EMPTY = Buffer.from('"choices":[]');
 const USAGE_KEY = Buffer.from('"usage"');
 
@@ -158,7 +253,7 @@ const PROMPT_RE = /"prompt_tokens"\s*:\s*(\d+)/;
 const COMPLETION_RE = /"completion_tokens"\s*:\s*(\d+)/;
 const CACHED_RE = /"cached_tokens"\s*:\s*(\d+)/;
 
-/** The last `usage` object in `text` (engines put it at the end of a response or stream). */
+/** The last `usage` object in `bytes` (engines put it at the end of a response or stream). */
 export function parseUsage(bytes: Buffer): Usage | undefined {
   const at = bytes.lastIndexOf(USAGE_KEY);
   if (at === -1) return undefined;

@@ -10,10 +10,10 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { createApi } from '../api/app.js';
 import { simulatedNode } from '../agent/agent.js';
@@ -30,6 +30,7 @@ import { PackPlacer } from '../schedule/placement.js';
 import { openStore, type Db } from '../store/db.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
+import { createTracing } from '../telemetry/tracing.js';
 import { TenancyService } from '../tenancy/tenancy.js';
 import type { PlatformConfig } from './config.js';
 
@@ -69,7 +70,14 @@ export async function startPlatform(
   const inventory = new Inventory(db);
   const placer = new PackPlacer();
   const driver = new LocalDriver({ logDir: join(config.stateDir, 'logs'), logger });
-  const gateway = new Gateway({ metrics, logger });
+  const tracing = createTracing(
+    {
+      ...config.tracing,
+      onError: (e) => logger.warn({ err: e }, 'trace export failed'),
+    },
+    opts.version,
+  );
+  const gateway = new Gateway({ metrics, logger, tracing });
 
   // Routing snapshots: rebuilt (coalesced) whenever keys, deployments or replicas change.
   let snapshotVersion = 0;
@@ -156,7 +164,7 @@ export async function startPlatform(
   // Listen before starting engines, so a taken port fails fast with nothing left running.
   let server: Server;
   try {
-    server = await listen(app, config);
+    server = await listen(app, gateway, config);
   } catch (e) {
     await db.destroy();
     releaseLock();
@@ -213,14 +221,6 @@ export async function startPlatform(
   };
 }
 
-function listen(app: Hono, config: PlatformConfig): Promise<Server> {
-  return new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => {
-      s.off('error', onError);
-      resolve(s);
-    }) as Server;
-    const onError = (e: NodeJS.ErrnoException): void => {
-      s.close();
 /**
  * One routing snapshot from the store: keys, model routes and every tenant with its limits.
  * Republished (via `publish`) after key, tenant, limits, deployment and replica changes.
@@ -238,6 +238,16 @@ export async function buildRoutingSnapshot(
   };
 }
 
+function listen(app: Hono, gateway: Gateway, config: PlatformConfig): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    // The inference routes go straight to the gateway on node:http (its serving path); the rest
+    // (API, metrics, model listing) through Hono.
+    const hono = getRequestListener(app.fetch);
+    const s = createServer((req, res) => {
+      if (!gateway.handleNode(req, res)) void hono(req, res);
+    });
+    const onError = (e: NodeJS.ErrnoException): void => {
+      s.close();
       if (e.code === 'EADDRINUSE') {
         reject(
           new InferplaneError(
@@ -248,6 +258,10 @@ export async function buildRoutingSnapshot(
       } else reject(e);
     };
     s.once('error', onError);
+    s.listen(config.port, config.host, () => {
+      s.off('error', onError);
+      resolve(s);
+    });
   });
 }
 

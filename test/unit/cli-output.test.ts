@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { DeploymentDetail, DeploymentSummary } from '../../src/core/api-types.js';
 import { formatAge, formatJson, formatTable, truncate } from '../../src/cli/output.js';
+import { tenantsTable } from '../../src/cli/commands/tenant.js';
 import {
   deploymentsTable,
   describeDeployment,
   formatLabels,
   nodesTable,
   recentEvents,
-  tenantsTable,
 } from '../../src/cli/render.js';
 
 const NOW = new Date('2025-01-02T00:00:00Z');
@@ -93,10 +93,22 @@ describe('resource tables', () => {
 
   it('tenants', () => {
     const out = tenantsTable(
-      [{ id: 't1', name: 'demo', createdAt: ago(7200), keys: 2, deployments: 1 }],
+      [
+        { id: 't1', name: 'demo', createdAt: ago(7200), keys: 2, deployments: 1, limits: {} },
+        {
+          id: 't2',
+          name: 'team-b',
+          createdAt: ago(60),
+          keys: 1,
+          deployments: 0,
+          limits: { requestsPerSecond: 5, tokensPerMinute: 60000, maxConcurrency: 4 },
+        },
+      ],
       NOW,
-    );
-    expect(out).toBe('NAME   KEYS   DEPLOYMENTS   AGE\ndemo   2      1             2h\n');
+    ).split('\n');
+    expect(out[0]).toMatch(/^NAME\s+KEYS\s+DEPLOYMENTS\s+LIMITS\s+AGE$/);
+    expect(out[1]).toMatch(/^demo\s+2\s+1\s+-\s+2h$/);
+    expect(out[2]).toMatch(/^team-b\s+1\s+0\s+5 rps, 60k tpm, 4 conc\s+\S+$/);
   });
 
   it('nodes', () => {
