@@ -135,6 +135,15 @@ interface Series {
   itl: { observe(v: number): void };
   e2e: { observe(v: number): void };
   inflight: { inc(): void; dec(): void };
+  promptTokens: { inc(v: number): void };
+  completionTokens: { inc(v: number): void };
+  cachedTokens: { inc(v: number): void };
+}
+
+/** Per-(tenant, model, code) request counters, resolved once. */
+interface Outcome {
+  requests: { inc(): void };
+  duration: { observe(v: number): void };
 }
 
 const ROUTE_KIND: Record<string, InferenceKind | undefined> = {
@@ -157,6 +166,8 @@ export class Gateway {
   private readonly queues = new Map<string, FairWaitQueue>();
   private queueTimer: NodeJS.Timeout | undefined;
   private readonly series = new Map<string, Series>();
+  private readonly outcomes = new Map<string, Outcome>();
+  private readonly decisions = new Map<string, { observe(v: number): void }>();
   private readonly dispatcher: Agent;
   private readonly maxBodyBytes: number;
   private readonly maxResponseBytes: number;
@@ -226,6 +237,8 @@ export class Gateway {
     }
     this.replicaModel = replicaModel;
     this.series.clear();
+    this.outcomes.clear();
+    this.decisions.clear();
     this.breakers.retain(new Set(replicaModel.keys()));
     this.limiter.retain(new Set(limits.keys()));
     for (const [model, q] of this.queues) {
@@ -393,12 +406,20 @@ export class Gateway {
   private settle(ctx: Ctx, status: number, usage?: Usage): void {
     if (ctx.settled) return;
     ctx.settled = true;
-    const labels = { tenant: ctx.tenant, model: ctx.model, code: String(status) };
-    this.o.metrics.requests.inc(labels);
-    this.o.metrics.requestDuration.observe(
-      labels,
-      Number(process.hrtime.bigint() - ctx.started) / 1e9,
-    );
+    const k = `${ctx.tenant}\u0000${ctx.model}\u0000${status}`;
+    let out = this.outcomes.get(k);
+    if (!out) {
+      const labels = { tenant: ctx.tenant, model: ctx.model, code: String(status) };
+      out = {
+        requests: this.o.metrics.requests.labels(labels),
+        duration: this.o.metrics.requestDuration.labels(labels),
+      };
+      // Unauthenticated or unknown-model labels are bounded; keep the cache bounded regardless.
+      if (this.outcomes.size > 10_000) this.outcomes.clear();
+      this.outcomes.set(k, out);
+    }
+    out.requests.inc();
+    out.duration.observe(Number(process.hrtime.bigint() - ctx.started) / 1e9);
     ctx.admission?.release(usage ? usage.promptTokens + usage.completionTokens : undefined);
     ctx.trace.end({ httpStatus: status });
   }
@@ -549,10 +570,15 @@ export class Gateway {
   private pickTimed(route: RouteModel, req: PickRequest): RouteDecision | undefined {
     const t0 = process.hrtime.bigint();
     const decision = this.picker.pick(route, req);
-    this.o.metrics.routingDecision.observe(
-      { model: route.model, policy: decision?.receipt.policy ?? policyOf(route) },
-      Number(process.hrtime.bigint() - t0) / 1e9,
-    );
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const policy = decision?.receipt.policy ?? policyOf(route);
+    const k = `${route.model}\u0000${policy}`;
+    let h = this.decisions.get(k);
+    if (!h) {
+      h = this.o.metrics.routingDecision.labels({ model: route.model, policy });
+      this.decisions.set(k, h);
+    }
+    h.observe(seconds);
     return decision;
   }
 
@@ -567,6 +593,14 @@ export class Gateway {
         itl: this.o.metrics.itl.labels(l),
         e2e: this.o.metrics.e2e.labels(l),
         inflight: this.o.metrics.inflight.labels({ model }),
+        promptTokens: this.o.metrics.tokens.labels({ tenant, model, version, kind: 'prompt' }),
+        completionTokens: this.o.metrics.tokens.labels({
+          tenant,
+          model,
+          version,
+          kind: 'completion',
+        }),
+        cachedTokens: this.o.metrics.tokens.labels({ tenant, model, version, kind: 'cached' }),
       };
       this.series.set(k, s);
     }
@@ -744,11 +778,9 @@ export class Gateway {
         const seconds = elapsed();
         series.e2e.observe(seconds);
         if (usage) {
-          const tl = { tenant: ctx.tenant, model: route.model, version };
-          this.o.metrics.tokens.inc({ ...tl, kind: 'prompt' }, usage.promptTokens);
-          this.o.metrics.tokens.inc({ ...tl, kind: 'completion' }, usage.completionTokens);
-          if (usage.cachedTokens > 0)
-            this.o.metrics.tokens.inc({ ...tl, kind: 'cached' }, usage.cachedTokens);
+          series.promptTokens.inc(usage.promptTokens);
+          series.completionTokens.inc(usage.completionTokens);
+          if (usage.cachedTokens > 0) series.cachedTokens.inc(usage.cachedTokens);
         }
         const code = outcome === 'cancelled' ? 499 : status;
         span.end(outcome === 'ok' ? { httpStatus: status } : { error: outcome });
