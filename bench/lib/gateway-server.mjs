@@ -6,7 +6,7 @@
 // policy, prefix-aware). Built code from ../../dist (run `npm run build` first).
 //
 // Run as a child: `node gateway-server.mjs '<json>'` with { upstreamPorts, key, port?, logFile?,
-// logLevel? }; prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin closes
+// logLevel?, snapshot? } (`snapshot`: a whole RoutingSnapshot to serve instead of the default one); prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin closes
 // (a graceful exit, so `node --cpu-prof` writes its profile).
 import { createServer } from 'node:http';
 import { getRequestListener } from '@hono/node-server';
@@ -30,7 +30,7 @@ const gateway = new Gateway({ metrics, logger });
 
 const tenant = { id: 'tenant-bench', name: 'bench' };
 const createdAt = new Date().toISOString();
-gateway.update({
+const defaultSnapshot = () => ({
   version: 1,
   keys: [
     {
@@ -57,6 +57,7 @@ gateway.update({
     })),
   })),
 });
+gateway.update(opts.snapshot ?? defaultSnapshot());
 
 const app = new Hono();
 app.route('/v1', gateway.routes());

@@ -167,6 +167,8 @@ export class Gateway {
   private queueTimer: NodeJS.Timeout | undefined;
   private readonly series = new Map<string, Series>();
   private readonly outcomes = new Map<string, Outcome>();
+  /** Presented key → its entry, for keys seen valid in the current snapshot (saves a sha256). */
+  private readonly keyCache = new Map<string, KeyEntry>();
   private readonly decisions = new Map<string, { observe(v: number): void }>();
   private readonly dispatcher: Agent;
   private readonly maxBodyBytes: number;
@@ -237,6 +239,7 @@ export class Gateway {
     }
     this.replicaModel = replicaModel;
     this.series.clear();
+    this.keyCache.clear();
     this.outcomes.clear();
     this.decisions.clear();
     this.breakers.retain(new Set(replicaModel.keys()));
@@ -376,8 +379,13 @@ export class Gateway {
         'You did not provide an API key. Send it as Authorization: Bearer <key>.',
       );
     }
+    const cached = this.keyCache.get(m[1]);
+    if (cached) return cached;
     const entry = this.snap.keys.get(hashApiKey(m[1]));
     if (!entry) throw new InferplaneError('IP_UNAUTHENTICATED', 'Incorrect API key provided.');
+    // Valid keys only (bounded): a stream of bad keys cannot grow it.
+    if (this.keyCache.size >= 4096) this.keyCache.clear();
+    this.keyCache.set(m[1], entry);
     return entry;
   }
 
@@ -447,6 +455,11 @@ export class Gateway {
     try {
       const key = this.authenticate(inc.header('authorization'));
       ctx.tenant = key.tenantName ?? '(operator)';
+      // Limits are the calling tenant's (an operator key has none). Without a tokens/min limit
+      // they need nothing from the body: a flood is refused before its body is even read.
+      const limits = key.tenantId !== null ? this.snap.limits.get(key.tenantId) : undefined;
+      const early = limits !== undefined && limits.tokensPerMinute === undefined;
+      if (early) rlHeaders = this.admit(ctx, key.tenantId!, limits, 0);
       const raw = await inc.body(this.maxBodyBytes);
       const body = parseInferenceBody(raw, kind);
       const route = this.snap.models.get(body.model);
@@ -462,26 +475,15 @@ export class Gateway {
         'inferplane.tenant': ctx.tenant,
         'gen_ai.request.model': route.model,
       });
-      // Limits are the calling tenant's; an operator key has none.
-      if (key.tenantId !== null) {
-        const limits = this.snap.limits.get(key.tenantId);
-        const admission = this.limiter.admit(
-          key.tenantId,
-          limits,
-          limits?.tokensPerMinute !== undefined ? estimateTokens(body.parsed, kind) : 0,
-        );
-        for (const name in admission.headers) (rlHeaders ??= {})[name] = admission.headers[name]!;
-        if (!admission.ok) {
-          this.o.metrics.rateLimited.inc({ tenant: ctx.tenant, limit: limitKind(admission.error) });
-          throw admission.error;
-        }
-        ctx.admission = admission;
+      if (limits !== undefined && !early) {
+        rlHeaders = this.admit(ctx, key.tenantId!, limits, estimateTokens(body.parsed, kind));
       }
       const out = await this.proxy(inc, ctx, route, key, raw, body);
       if (rlHeaders) Object.assign(out.headers, rlHeaders);
       return out;
     } catch (e) {
-      const err = toInferplaneError(e);
+      if (e instanceof HeaderedError) rlHeaders = e.headers;
+      const err = toInferplaneError(e instanceof HeaderedError ? e.error : e);
       if (err.code === 'IP_INTERNAL') this.o.logger.error({ err: e, reqId }, 'gateway error');
       this.settle(ctx, err.status);
       if (err.status >= 500 || err.status === 499) {
@@ -492,6 +494,27 @@ export class Gateway {
       }
       return errorOutgoing(err, rlHeaders);
     }
+  }
+
+  /**
+   * Tenant limits: admits (the admission is settled with the request) or throws IP_RATE_LIMITED
+   * carrying the x-ratelimit-* headers. Returns those headers for the answer.
+   */
+  private admit(
+    ctx: Ctx,
+    tenantId: string,
+    limits: TenantLimits,
+    estimate: number,
+  ): Record<string, string> | undefined {
+    const admission = this.limiter.admit(tenantId, limits, estimate);
+    let headers: Record<string, string> | undefined;
+    for (const name in admission.headers) (headers ??= {})[name] = admission.headers[name]!;
+    if (!admission.ok) {
+      this.o.metrics.rateLimited.inc({ tenant: ctx.tenant, limit: limitKind(admission.error) });
+      throw new HeaderedError(admission.error, headers ?? {});
+    }
+    ctx.admission = admission;
+    return headers;
   }
 
   /** Waits in the model's queue while every candidate replica is saturated. */
@@ -863,6 +886,16 @@ export class Gateway {
       headers,
       body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size),
     };
+  }
+}
+
+/** A refusal that carries response headers (x-ratelimit-* on a 429). */
+class HeaderedError extends Error {
+  constructor(
+    readonly error: InferplaneError,
+    readonly headers: Record<string, string>,
+  ) {
+    super(error.message);
   }
 }
 

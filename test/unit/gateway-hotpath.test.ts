@@ -162,6 +162,7 @@ describe('tenant limits', () => {
       }
     }
     expect(codes).toEqual([200, 200, 429]);
+    // Refused before the body is read (no tokens/min limit): the model is not known yet.
     expect(Number(refused!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect(refused!.headers.get('x-ratelimit-remaining-requests')).toBe('0');
     const err = (await refused!.json()) as {
@@ -183,7 +184,11 @@ describe('tenant limits', () => {
       metricValue(text, 'inferplane_gateway_rate_limited_total', 'tenant="a",limit="requests"'),
     ).toBe(1);
     expect(
-      metricValue(text, 'inferplane_gateway_requests_total', 'tenant="a",model="m",code="429"'),
+      metricValue(
+        text,
+        'inferplane_gateway_requests_total',
+        'tenant="a",model="(unknown)",code="429"',
+      ),
     ).toBe(1);
   });
 
