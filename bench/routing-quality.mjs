@@ -1,26 +1,40 @@
 #!/usr/bin/env node
 // Routing quality: round-robin vs least-loaded vs prefix-aware on a simulated fleet.
 //
-//   npx tsc -p tsconfig.build.json && node bench/routing-quality.mjs [--requests 600]
-//     [--concurrency 32] [--groups 48] [--prefix-tokens 2000] [--gpu-blocks 1000] [--zipf 0.8]
-//     [--time-scale 1]
+//   npx tsc -p tsconfig.build.json && node bench/routing-quality.mjs [--rate 200] [--seconds 20]
+//     [--unique-rate 70] [--multi-rate 20] [--groups 48] [--prefix-tokens 2000] [--gpu-blocks 1000]
+//     [--zipf 0.8] [--time-scale 4] [--only shared,unique,multi] [--policies a,b,c]
 //
-// Runtime: under a minute on 2 cores with the defaults (5 runs of 600 requests, a fresh fleet per
-// run; time scale 1, so TTFTs are the simulated engine's real-time figures plus gateway overhead). Loopback only; stops by itself (fleets get SIGTERM, SIGKILL after 5 s; a watchdog
-// exits after 6 minutes).
+// Runtime with the defaults: ~15 minutes on 2 cores (8 runs, each 20 simulated s × time scale 4).
 //
 // Per run: a fresh `inferplane sim --replicas 8 --num-gpu-blocks-override N --time-scale S` in a
 // CHILD process (its event loop is not the gateway's), a Gateway in this process (manual routing
 // snapshot, served by @hono/node-server on port 0) with the policy under test, and the benchmark
-// runner (runOnce) sending a shared-prefix chat workload: G groups whose system prompts of P tokens
-// together need ~6× one replica's KV cache (printed), each request a group's system prompt plus a
-// unique question. Reported: TTFT p50/p90/p99, output tok/s, and the engines' prefix-cache hit
-// rate (vllm:prefix_cache_hits_total / queries_total, scraped before and after), with an oracle
-// bound: every group's prefix computed once for the whole fleet, so
-// hits ≤ (requests − groups) × cached prefix tokens / prompt tokens queried.
-// RQ_DEBUG=1 also prints each run's requests per replica and the gateway's in-flight counts after.
-// Negative control: unique prompts (no shared prefix) with least-loaded and prefix-aware; the
-// prefix-aware TTFT p90 should be within 5% of least-loaded's.
+// runner (runOnce) sending an open-loop Poisson load. Three workloads:
+// - shared: the shared-prefix workload of workloads.md, scaled: G groups whose system prompts of P
+//   tokens together need ~6× one replica's KV cache (printed), each request a group's system prompt
+//   plus a unique question (group popularity Zipf). Offered at --rate: a rate the prefix-aware
+//   policy sustains but round-robin's recompute cannot (the regime that matters in production:
+//   a fleet sized for cache-hit prefill costs; see the printed capacity estimate).
+// - unique: the negative control, unique prompts of the same length (no reuse), least-loaded vs
+//   prefix-aware at --unique-rate (default 60 % of the fleet's estimated full-recompute capacity,
+//   so neither policy is overloaded and a difference would be the router's own).
+// - multi: the multi-turn workload (multi-round QA): sessions of T turns, a shared system prompt,
+//   each turn extending the previous prompt with the answer and a new question; offered at
+//   --multi-rate sessions/s.
+// Time runs --time-scale times slower than simulated time, so a 2-core machine can drive the
+// offered load; every figure printed is in SIMULATED time (TTFT ms, tokens/s). Metrics cover the
+// requests sent after the first --warmup-frac of the run (caches start cold); each run is
+// --seconds simulated seconds long, long enough for a sustained policy's queues to reach steady
+// state (an overloaded one has none: its queue grows for the whole run, which is what its p90
+// shows). Reported per run: TTFT p50/p90/p99, output tok/s, the engines' prefix-cache hit rate
+// (vllm:prefix_cache_hits_total / queries_total, scraped before and after), and for shared an
+// oracle bound: every group's prefix computed once for the whole fleet, so
+// hits ≤ (requests − groups used) × cached prefix tokens / prompt tokens queried. For multi the
+// oracle is every turn's previous prompt cached: Σ cached(previous turn's prompt + answer) /
+// Σ prompt tokens.
+// RQ_DEBUG=1 also prints each run's requests per replica. Stops by itself (fleets get SIGTERM,
+// SIGKILL after 5 s; a watchdog exits after 30 minutes).
 import { spawnSimFleet } from './lib/fleet.mjs';
 
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -41,42 +55,63 @@ const { hashApiKey } = await import('../dist/core/ids.js');
 const { createMetrics } = await import('../dist/telemetry/metrics.js');
 const { createLogger } = await import('../dist/telemetry/logger.js');
 const { runOnce } = await import('../dist/bench/runner.js');
+const { requestMetrics } = await import('../dist/bench/metrics.js');
 const { sharedPrefixWorkload, syntheticWorkload } = await import('../dist/bench/workloads.js');
 const { parseEngineMetrics } = await import('../dist/gateway/routing/signals.js');
 
 const { values: args } = parseArgs({
   options: {
-    requests: { type: 'string', default: '600' },
-    concurrency: { type: 'string', default: '32' },
-    rate: { type: 'string', default: '80' },
+    rate: { type: 'string', default: '200' },
+    'unique-rate': { type: 'string' },
+    'multi-rate': { type: 'string', default: '20' },
+    seconds: { type: 'string', default: '20' },
+    'warmup-frac': { type: 'string', default: '0.2' },
     groups: { type: 'string', default: '48' },
     'prefix-tokens': { type: 'string', default: '2000' },
     'question-tokens': { type: 'string', default: '60' },
     'output-tokens': { type: 'string', default: '16' },
+    turns: { type: 'string', default: '8' },
+    'turn-tokens': { type: 'string', default: '500' },
+    'system-tokens': { type: 'string', default: '500' },
     'gpu-blocks': { type: 'string', default: '1000' },
-    'time-scale': { type: 'string', default: '1' },
+    'time-scale': { type: 'string', default: '4' },
     replicas: { type: 'string', default: '8' },
     zipf: { type: 'string', default: '0.8' },
+    only: { type: 'string', default: 'shared,unique,multi' },
+    policies: { type: 'string', default: 'round-robin,least-loaded,prefix-aware' },
   },
 });
-const REQUESTS = Number(args.requests);
-const CONC = Number(args.concurrency);
 const RATE = Number(args.rate);
+const MULTI_RATE = Number(args['multi-rate']);
+const SECONDS = Number(args.seconds);
+const WARMUP = Number(args['warmup-frac']);
 const GROUPS = Number(args.groups);
 const PREFIX = Number(args['prefix-tokens']);
 const QUESTION = Number(args['question-tokens']);
 const OSL = Number(args['output-tokens']);
+const TURNS = Number(args.turns);
+const TURN_TOKENS = Number(args['turn-tokens']);
+const SYSTEM = Number(args['system-tokens']);
 const BLOCKS = Number(args['gpu-blocks']);
 const SCALE = Number(args['time-scale']);
 const REPLICAS = Number(args.replicas);
 const ZIPF = Number(args.zipf);
+const ONLY = new Set(args.only.split(','));
+const POLICIES = args.policies.split(',');
 const BLOCK_SIZE = 16;
+// Full-recompute capacity estimate of the fleet (printed; the unique control runs below it):
+// prefill at ~30k tokens/s per H100 replica for Llama-3.1-8B in the simulator's roofline
+// (1,000 tokens in 33.7 ms) plus OSL decode steps of ~7 ms, batched.
+const PREFILL_TOK_S = 30_000;
+const recomputeCap = (REPLICAS * PREFILL_TOK_S) / (PREFIX + QUESTION);
+const UNIQUE_RATE =
+  args['unique-rate'] !== undefined ? Number(args['unique-rate']) : Math.round(0.6 * recomputeCap);
 
 const watchdog = setTimeout(() => {
-  console.error('bench/routing-quality: watchdog: still running after 6 minutes, exiting');
+  console.error('bench/routing-quality: watchdog: still running after 30 minutes, exiting');
   for (const c of children) c.kill('SIGKILL');
   process.exit(1);
-}, 360_000);
+}, 1_800_000);
 watchdog.unref();
 const children = new Set();
 
@@ -105,16 +140,29 @@ async function startFleet() {
 async function engineTotals(urls) {
   let hits = 0;
   let queries = 0;
+  const perReplica = [];
   for (const u of urls) {
-    const s = parseEngineMetrics(await (await fetch(`${u}/metrics`)).text(), 0);
+    const text = await (await fetch(`${u}/metrics`)).text();
+    const s = parseEngineMetrics(text, 0);
     hits += s.prefixHits;
     queries += s.prefixQueries;
+    perReplica.push(
+      [...text.matchAll(/^vllm:request_success_total\{[^}]*\} (\S+)/gm)].reduce(
+        (a, m) => a + Number(m[1]),
+        0,
+      ),
+    );
   }
-  return { hits, queries };
+  return { hits, queries, perReplica };
 }
 
+const pctl = (sorted, p) =>
+  sorted.length === 0
+    ? NaN
+    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
 const KEY = 'ipk_bench_routing';
-async function run(policy, workload, label) {
+async function run(policy, workload, label, rate, requests) {
   const fleet = await startFleet();
   const urls = fleet.info.replicas.map((r) => r.url);
   const model = fleet.info.model;
@@ -166,48 +214,72 @@ async function run(policy, workload, label) {
       metricsUrl: null,
       cliCommand: 'bench/routing-quality.mjs',
     };
-    // Open loop (Poisson arrivals) unless --rate 0: in a closed loop every new request is sent the
-    // moment one finishes, which ties arrivals to completions (and to engine step boundaries) at
-    // the least-loaded replica — an artifact that favours round-robin's blind rotation.
+    // Open loop (Poisson arrivals) at the simulated rate (real rate = rate / time scale): in a
+    // closed loop every new request is sent the moment one finishes, which hides overload.
     const load = {
-      ...(RATE > 0
-        ? { mode: 'open', requestRate: RATE, arrival: 'poisson' }
-        : { mode: 'closed', concurrency: CONC }),
+      mode: 'open',
+      requestRate: rate / SCALE,
+      arrival: 'poisson',
       endpoint: 'chat',
-      requestCount: REQUESTS,
+      requestCount: requests,
       warmupRequests: 0,
       seed: 1,
     };
     const res = await runOnce(cfg, load, join(dir, 'run'), label);
     const after = await engineTotals(urls);
     if (process.env.RQ_DEBUG) {
-      const infl = urls.map((_, k) => gateway.pipeline.inflightOf(`r${k}`));
-      const reqs = [];
-      for (const u of urls) {
-        const t = await (await fetch(`${u}/metrics`)).text();
-        reqs.push(
-          [...t.matchAll(/^vllm:request_success_total\{[^}]*\} (\S+)/gm)].reduce(
-            (a, m) => a + Number(m[1]),
-            0,
-          ),
-        );
-      }
-      console.log(
-        `  [debug] ${label}: in flight after ${infl.join(',')}; requests per replica ${reqs.join(',')}`,
-      );
+      const reqs = after.perReplica.map((x, k) => x - before.perReplica[k]);
+      console.log(`  [debug] ${label}: requests per replica ${reqs.join(',')}`);
     }
-    const m = res.summary.metrics;
+    // Steady-state window: requests sent after the first WARMUP of the run.
+    const recs = res.records
+      .filter((r) => r.phase === 'profiling')
+      .sort((a, b) => (a.intendedNs ?? a.startNs) - (b.intendedNs ?? b.startNs));
+    const measured = recs.slice(Math.floor(WARMUP * recs.length));
+    const ttfts = [];
+    let tokens = 0;
+    let errors = 0;
+    let first = Infinity;
+    let last = -Infinity;
+    let promptTok = 0;
+    let cachedTok = 0;
+    const errorKinds = new Map();
+    for (const r of measured) {
+      if (r.error !== null) {
+        errors++;
+        const k = `${r.error.code ?? 'transport'} ${r.error.type}: ${r.error.message.slice(0, 80)}`;
+        errorKinds.set(k, (errorKinds.get(k) ?? 0) + 1);
+        continue;
+      }
+      const m = requestMetrics(r);
+      // TTFT from the intended send time (open loop: no coordinated omission), in simulated ms.
+      if (r.chunkNs.length > 0)
+        ttfts.push((r.chunkNs[0] - (r.intendedNs ?? r.startNs)) / 1e6 / SCALE);
+      tokens += m.output_sequence_length ?? 0;
+      first = Math.min(first, r.intendedNs ?? r.startNs);
+      last = Math.max(last, r.endNs);
+      promptTok += r.usagePromptTokens ?? 0;
+      cachedTok += r.usageCachedTokens ?? 0;
+    }
+    ttfts.sort((a, b) => a - b);
+    if (errorKinds.size > 0) {
+      console.log(`  ${label}: errors ${[...errorKinds].map(([k, n]) => `${n}× ${k}`).join('; ')}`);
+    }
     return {
       label,
       policy,
-      ttft50: m.time_to_first_token?.p50,
-      ttft90: m.time_to_first_token?.p90,
-      ttft99: m.time_to_first_token?.p99,
-      tokS: res.summary.outputTokenThroughput,
-      errors: res.summary.errorCount,
-      requests: res.summary.requestCount,
+      ttft50: pctl(ttfts, 50),
+      ttft90: pctl(ttfts, 90),
+      ttft99: pctl(ttfts, 99),
+      tokS: tokens / ((last - first) / 1e9 / SCALE),
+      errors,
+      requests: recs.length,
+      served: recs.filter((x) => x.error === null).length,
+      measured: measured.length,
       hits: after.hits - before.hits,
       queries: after.queries - before.queries,
+      windowHit: promptTok > 0 ? cachedTok / promptTok : NaN,
+      records: recs,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -220,16 +292,12 @@ async function run(policy, workload, label) {
 const kvTokens = BLOCKS * BLOCK_SIZE;
 const ratio = (GROUPS * PREFIX) / kvTokens;
 console.log(
-  `fleet: ${REPLICAS} simulated replicas, ${BLOCKS} KV blocks × ${BLOCK_SIZE} = ${kvTokens} tokens each, ` +
-    `time scale ${SCALE}`,
+  `fleet: ${REPLICAS} simulated H100 Llama-3.1-8B replicas, ${BLOCKS} KV blocks × ${BLOCK_SIZE} = ` +
+    `${kvTokens} tokens each; time scale ${SCALE} (all figures in simulated time)`,
 );
 console.log(
-  `workload: ${GROUPS} groups × ${PREFIX}-token shared system prompt + ${QUESTION}-token unique ` +
-    `question (group popularity Zipf ${ZIPF}), ${OSL} output tokens; ${REQUESTS} requests, ${RATE > 0 ? `open loop, Poisson ${RATE} req/s` : `${CONC} concurrent (closed loop)`}`,
-);
-console.log(
-  `shared contexts / one replica's KV = ${GROUPS * PREFIX} / ${kvTokens} = ${ratio.toFixed(1)}× ` +
-    `(the whole fleet holds ${((REPLICAS * kvTokens) / (GROUPS * PREFIX)).toFixed(2)}× the contexts)`,
+  `full-recompute capacity estimate: ${REPLICAS} × ${PREFILL_TOK_S} prefill tok/s / ` +
+    `${PREFIX + QUESTION} tokens ≈ ${recomputeCap.toFixed(0)} req/s`,
 );
 
 const shared = () =>
@@ -244,49 +312,143 @@ const shared = () =>
   });
 const unique = () =>
   syntheticWorkload({ isl: PREFIX + QUESTION, osl: OSL, seed: 9, unique: true }, 'unique');
+const multi = () =>
+  sharedPrefixWorkload(
+    {
+      groups: 1,
+      prefixLength: SYSTEM,
+      usersPerGroup: 100_000,
+      isl: TURN_TOKENS,
+      osl: OSL,
+      turns: TURNS,
+      seed: 11,
+    },
+    'multi-turn',
+  );
 
-const rows = [];
-for (const policy of ['round-robin', 'least-loaded', 'prefix-aware']) {
-  rows.push(await run(policy, shared(), `shared/${policy}`));
-  process.stdout.write(`  done: shared/${policy}\n`);
-}
-for (const policy of ['least-loaded', 'prefix-aware']) {
-  rows.push(await run(policy, unique(), `unique/${policy}`));
-  process.stdout.write(`  done: unique/${policy}\n`);
-}
-
-const groupsUsed = Math.min(GROUPS, REQUESTS);
-const cachedPrefix = Math.floor(PREFIX / BLOCK_SIZE) * BLOCK_SIZE;
 const f = (x, d = 0) => (x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
-console.log(
-  '\nrun                      TTFT p50   p90      p99 (ms)   out tok/s   prefix hit   oracle   errors',
-);
-for (const r of rows) {
+const rows = [];
+const by = {};
+function print(r, oracle) {
   const hit = r.queries > 0 ? (100 * r.hits) / r.queries : NaN;
-  const oracle = r.label.startsWith('shared')
-    ? (100 * Math.max(0, r.requests - groupsUsed) * cachedPrefix) / r.queries
-    : 0;
   console.log(
-    `${r.label.padEnd(24)} ${f(r.ttft50, 1).padStart(8)} ${f(r.ttft90, 1).padStart(8)} ` +
-      `${f(r.ttft99, 1).padStart(8)}   ${f(r.tokS, 0).padStart(9)}   ${f(hit, 1).padStart(9)}%  ` +
+    `${r.label.padEnd(26)} ${f(r.ttft50, 1).padStart(8)} ${f(r.ttft90, 1).padStart(9)} ` +
+      `${f(r.ttft99, 1).padStart(9)}   ${f(r.tokS, 0).padStart(9)}   ${f(hit, 1).padStart(9)}%  ` +
       `${f(oracle, 1).padStart(6)}%   ${r.errors}`,
   );
 }
-const by = Object.fromEntries(rows.map((r) => [r.label, r]));
-const rr = by['shared/round-robin'];
-const ll = by['shared/least-loaded'];
-const pa = by['shared/prefix-aware'];
-console.log(
-  `\nshared prefix: TTFT p90 round-robin / prefix-aware = ${f(rr.ttft90 / pa.ttft90, 1)}× ` +
-    `(target ≥ 10×: ${rr.ttft90 / pa.ttft90 >= 10 ? 'met' : 'NOT met'}); ` +
-    `least-loaded / prefix-aware = ${f(ll.ttft90 / pa.ttft90, 2)}× ` +
-    `(target > 1: ${ll.ttft90 > pa.ttft90 ? 'met' : 'NOT met'})`,
-);
+const HEAD =
+  'run                        TTFT p50       p90       p99 (ms)   out tok/s   prefix hit   oracle   errors';
+
+if (ONLY.has('shared')) {
+  const requests = Math.round(RATE * SECONDS);
+  console.log(
+    `\nshared prefix: ${GROUPS} groups × ${PREFIX}-token system prompt + ${QUESTION}-token unique ` +
+      `question (group popularity Zipf ${ZIPF}), ${OSL} output tokens; shared contexts / one ` +
+      `replica's KV = ${GROUPS * PREFIX} / ${kvTokens} = ${ratio.toFixed(1)}× (the fleet holds ` +
+      `${((REPLICAS * kvTokens) / (GROUPS * PREFIX)).toFixed(2)}× them)`,
+  );
+  console.log(
+    `  offered: Poisson ${RATE} req/s for ${SECONDS} s (${requests} requests) — ` +
+      `${(RATE / recomputeCap).toFixed(1)}× the fleet's full-recompute capacity: sustainable only ` +
+      `when most prefix tokens come from the engines' caches`,
+  );
+  for (const policy of POLICIES) {
+    const r = await run(policy, shared(), `shared/${policy}`, RATE, requests);
+    rows.push(r);
+    by[r.label] = r;
+    process.stdout.write(`  done: shared/${policy}\n`);
+  }
+}
+if (ONLY.has('unique')) {
+  const requests = Math.round(UNIQUE_RATE * SECONDS);
+  console.log(
+    `\nnegative control: unique ${PREFIX + QUESTION}-token prompts, ${OSL} output tokens; Poisson ` +
+      `${UNIQUE_RATE} req/s for ${SECONDS} s (${requests} requests, ~60% of full-recompute capacity)`,
+  );
+  for (const policy of ['least-loaded', 'prefix-aware']) {
+    const r = await run(policy, unique(), `unique/${policy}`, UNIQUE_RATE, requests);
+    rows.push(r);
+    by[r.label] = r;
+    process.stdout.write(`  done: unique/${policy}\n`);
+  }
+}
+if (ONLY.has('multi')) {
+  const sessions = Math.round(MULTI_RATE * SECONDS);
+  console.log(
+    `\nmulti-turn: sessions of ${TURNS} turns, ${SYSTEM}-token shared system prompt, each turn ` +
+      `${TURN_TOKENS} new tokens + the previous answer (${OSL} tokens) appended; Poisson ` +
+      `${MULTI_RATE} sessions/s for ${SECONDS} s (${sessions * TURNS} requests)`,
+  );
+  for (const policy of POLICIES) {
+    const r = await run(policy, multi(), `multi/${policy}`, MULTI_RATE, sessions * TURNS);
+    rows.push(r);
+    by[r.label] = r;
+    process.stdout.write(`  done: multi/${policy}\n`);
+  }
+}
+
+console.log('\n' + HEAD);
+const groupsUsed = Math.min(GROUPS, Math.round(RATE * SECONDS));
+const cachedPrefix = Math.floor(PREFIX / BLOCK_SIZE) * BLOCK_SIZE;
+for (const r of rows) {
+  let oracle = 0;
+  if (r.label.startsWith('shared')) {
+    // Over the requests the engines served (queries count those only).
+    oracle = (100 * Math.max(0, r.served - groupsUsed) * cachedPrefix) / r.queries;
+  } else if (r.label.startsWith('multi')) {
+    // Turn k > 0 could reuse all whole blocks of turn k−1's prompt + answer; turn 0 the system
+    // prompt (after the first session).
+    let hit = 0;
+    let all = 0;
+    const byConv = new Map();
+    for (const rec of r.records) {
+      if (rec.error !== null || rec.usagePromptTokens === null) continue;
+      const list = byConv.get(rec.conversationId) ?? [];
+      list.push(rec);
+      byConv.set(rec.conversationId, list);
+    }
+    for (const list of byConv.values()) {
+      list.sort((a, b) => a.turnIndex - b.turnIndex);
+      for (let k = 0; k < list.length; k++) {
+        all += list[k].usagePromptTokens;
+        const prev =
+          k === 0
+            ? SYSTEM
+            : list[k - 1].usagePromptTokens + (list[k - 1].usageCompletionTokens ?? 0);
+        hit += Math.floor(Math.min(prev, list[k].usagePromptTokens - 1) / BLOCK_SIZE) * BLOCK_SIZE;
+      }
+    }
+    oracle = (100 * hit) / all;
+  }
+  print(r, r.label.startsWith('unique') ? NaN : oracle);
+}
+
+const ratioLine = (prefix) => {
+  const rr = by[`${prefix}/round-robin`];
+  const ll = by[`${prefix}/least-loaded`];
+  const pa = by[`${prefix}/prefix-aware`];
+  if (!rr || !ll || !pa) return;
+  console.log(
+    `${prefix}: TTFT p90 round-robin / prefix-aware = ${f(rr.ttft90 / pa.ttft90, 1)}× ` +
+      `(target ≥ 10×: ${rr.ttft90 / pa.ttft90 >= 10 ? 'met' : 'NOT met'}); ` +
+      `least-loaded / prefix-aware = ${f(ll.ttft90 / pa.ttft90, 2)}× ` +
+      `(target > 1: ${ll.ttft90 > pa.ttft90 ? 'met' : 'NOT met'})`,
+  );
+};
+console.log('');
+ratioLine('shared');
+ratioLine('multi');
 const ul = by['unique/least-loaded'];
 const up = by['unique/prefix-aware'];
-const diff = (100 * (up.ttft90 - ul.ttft90)) / ul.ttft90;
-console.log(
-  `negative control (unique prompts): TTFT p90 prefix-aware vs least-loaded ${diff >= 0 ? '+' : ''}${f(diff, 1)}% ` +
-    `(target within 5%: ${Math.abs(diff) <= 5 ? 'met' : 'NOT met'})`,
-);
+if (ul && up) {
+  const diff = (100 * (up.ttft90 - ul.ttft90)) / ul.ttft90;
+  const tdiff = (100 * (up.tokS - ul.tokS)) / ul.tokS;
+  const sgn = (x) => (x >= 0 ? '+' : '');
+  console.log(
+    `negative control (unique prompts), prefix-aware vs least-loaded: TTFT p90 ${sgn(diff)}${f(diff, 1)}%, ` +
+      `throughput ${sgn(tdiff)}${f(tdiff, 1)}% ` +
+      `(target within 5%: ${Math.abs(diff) <= 5 && Math.abs(tdiff) <= 5 ? 'met' : 'NOT met'})`,
+  );
+}
 clearTimeout(watchdog);

@@ -1,6 +1,11 @@
 // The approximate prefix index: chained block hashes, leading-block matches, bounded LRU sets.
 import { describe, expect, it } from 'vitest';
-import { BLOCK_CHARS, PrefixIndex, blockHashes } from '../../src/gateway/routing/prefix-index.js';
+import {
+  BLOCK_CHARS,
+  PrefixIndex,
+  blockHashes,
+  isCheckpoint,
+} from '../../src/gateway/routing/prefix-index.js';
 
 const text = (seed: number, blocks: number) =>
   Array.from({ length: blocks }, (_, i) => `[${seed}:${i}]`.padEnd(BLOCK_CHARS, '.')).join('');
@@ -75,7 +80,7 @@ describe('PrefixIndex', () => {
     idx.remove('a');
     expect([...idx.match(h).keys()]).toEqual(['b']);
     idx.remove('b');
-    expect(idx.stats()).toEqual({ replicas: 0, entries: 0 });
+    expect(idx.stats()).toMatchObject({ replicas: 0, entries: 0 });
   });
 
   it('stays bounded after 100k records of random prompts', () => {
@@ -91,5 +96,34 @@ describe('PrefixIndex', () => {
     const s = idx.stats();
     expect(s.replicas).toBe(8);
     expect(s.entries).toBeLessThanOrEqual(8 * (1250 + 8)); // cap + one prompt of slack
+  });
+});
+
+describe('PrefixIndex checkpoints and table', () => {
+  it('indexes every block of the first 16, then 8 checkpoints per doubling', () => {
+    expect(Array.from({ length: 16 }, (_, i) => isCheckpoint(i)).every(Boolean)).toBe(true);
+    let n = 0;
+    for (let i = 512; i < 1024; i++) if (isCheckpoint(i)) n++;
+    expect(n).toBe(8);
+    const idx = new PrefixIndex();
+    const long = text(1, 100);
+    idx.record('a', idx.hash(long));
+    expect(idx.match(idx.hash(long)).get('a')).toBe(100);
+    // A prompt sharing 70 leading blocks: matched length rounded down to a checkpoint (≤ 12.5 %).
+    const m = idx.match(idx.hash(long.slice(0, 70 * BLOCK_CHARS) + text(2, 30))).get('a')!;
+    expect(m).toBeLessThanOrEqual(70);
+    expect(m).toBeGreaterThanOrEqual(Math.floor(70 * 0.875));
+  });
+
+  it('keeps its table size fixed while serving (memory bounded by the caps)', () => {
+    const idx = new PrefixIndex({ defaultEntriesPerReplica: 1000 });
+    for (let r = 0; r < 4; r++) idx.setCacheTokens(`r${r}`, 32_000); // 1000 entries each
+    const bytes = idx.stats().bytes;
+    for (let i = 0; i < 5000; i++) idx.record(`r${i % 4}`, idx.hash(text(i, 1 + (i % 40))));
+    const s = idx.stats();
+    expect(s.bytes).toBe(bytes);
+    expect(s.entries).toBeLessThanOrEqual(4 * 1000);
+    // The most recent prompts are still found.
+    expect(idx.match(idx.hash(text(4999, 40))).get('r3')).toBe(40);
   });
 });

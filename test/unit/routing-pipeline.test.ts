@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import type { RouteModel, RouteRouting } from '../../src/core/types.js';
 import { RoutingPipeline, rendezvous, seededRandom } from '../../src/gateway/routing/pipeline.js';
+import { RoundRobinPicker } from '../../src/gateway/routing/picker.js';
 import { BLOCK_CHARS } from '../../src/gateway/routing/prefix-index.js';
 import type { SignalSource, SignalView } from '../../src/gateway/routing/signals.js';
 
@@ -144,5 +145,161 @@ describe('RoutingPipeline', () => {
     expect((req as { hashes?: Uint32Array }).hashes).toBe(hashes);
     p.sync({ models: [{ ...route, endpoints: route.endpoints.slice(0, 1) }] });
     expect(p.index.stats().replicas).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('RoutingPipeline: version weights', () => {
+  const versioned = (weights: Record<string, number> | undefined) => {
+    const f = fleet(4);
+    const route: RouteModel = {
+      ...f.route,
+      endpoints: f.route.endpoints.map((e, i) => ({ ...e, version: i < 3 ? 'v1' : 'v2' })),
+      ...(weights ? { versionWeights: weights } : {}),
+    };
+    return { ...f, route };
+  };
+
+  it('splits traffic by weight over many draws (seeded)', () => {
+    const { p, route } = versioned({ v1: 90, v2: 10 });
+    const counts: Record<string, number> = { v1: 0, v2: 0 };
+    const n = 4000;
+    for (let i = 0; i < n; i++) {
+      const d = p.pick(route, { exclude: new Set(), prompt: `unique ${i}` })!;
+      p.release(d.endpoint.replicaId);
+      expect(d.endpoint.version).toBe(d.receipt.version);
+      counts[d.receipt.version!]!++;
+    }
+    expect(counts.v2! / n).toBeGreaterThan(0.08);
+    expect(counts.v2! / n).toBeLessThan(0.12);
+  });
+
+  it('weight 0 gets no traffic; no weights: every endpoint competes, no version drawn', () => {
+    const { p, route } = versioned({ v1: 0, v2: 1 });
+    for (let i = 0; i < 50; i++) {
+      const d = p.pick(route, { exclude: new Set() })!;
+      p.release(d.endpoint.replicaId);
+      expect(d.endpoint.replicaId).toBe('r3');
+      expect(d.receipt.version).toBe('v2');
+    }
+    const plain = versioned(undefined);
+    const seen = new Set<string>();
+    for (let i = 0; i < 8; i++) {
+      const d = plain.p.pick(plain.route, { exclude: new Set() })!;
+      expect(d.receipt.version).toBeUndefined();
+      seen.add(d.endpoint.replicaId);
+    }
+    expect(seen.size).toBe(4);
+  });
+
+  it('falls back to a version with a usable endpoint, then to any usable endpoint', () => {
+    const { p, route } = versioned({ v1: 1, v2: 1000 });
+    // v2's only replica is excluded (failed) or refused by the circuit breaker: v1 takes it.
+    for (let i = 0; i < 20; i++) {
+      const d = p.pick(route, { exclude: new Set(['r3']) })!;
+      p.release(d.endpoint.replicaId);
+      expect(d.receipt.version).toBe('v1');
+      const e = p.pick(route, { exclude: new Set(), allow: (id) => id !== 'r3' })!;
+      p.release(e.endpoint.replicaId);
+      expect(e.receipt.version).toBe('v1');
+    }
+    // Only weight-0 versions usable: availability first, no version in the receipt.
+    const only = versioned({ v1: 0, v2: 1 });
+    const d = only.p.pick(only.route, { exclude: new Set(['r3']) })!;
+    expect(['r0', 'r1', 'r2']).toContain(d.endpoint.replicaId);
+    expect(d.receipt.version).toBeUndefined();
+    // An endpoint without a version belongs to every version.
+    const mixed: RouteModel = {
+      ...route,
+      endpoints: [
+        { replicaId: 'r0', index: 0, url: 'x', version: 'v1' },
+        { replicaId: 'r1', index: 1, url: 'y' },
+      ],
+    };
+    const m = p.pick(mixed, { exclude: new Set(['r0']) })!;
+    expect(m.endpoint.replicaId).toBe('r1');
+  });
+
+  it('keeps the drawn version for a retry while it stays usable', () => {
+    const { p, route } = versioned({ v1: 1, v2: 1 });
+    for (let i = 0; i < 20; i++) {
+      const req = { exclude: new Set<string>() } as { exclude: Set<string>; version?: string };
+      const d = p.pick(route, req)!;
+      p.release(d.endpoint.replicaId);
+      expect(req.version).toBe(d.receipt.version);
+      if (req.version === 'v1') {
+        req.exclude.add(d.endpoint.replicaId);
+        expect(p.pick(route, req)!.receipt.version).toBe('v1');
+      }
+    }
+  });
+});
+
+describe('RoutingPipeline: allow and saturation', () => {
+  it('skips replicas the circuit breakers refuse', () => {
+    const { p, route } = fleet(3);
+    for (let i = 0; i < 6; i++) {
+      const d = p.pick(route, { exclude: new Set(), allow: (id) => id === 'r2' })!;
+      expect(d.endpoint.replicaId).toBe('r2');
+    }
+    expect(p.pick(route, { exclude: new Set(), allow: () => false })).toBeUndefined();
+    expect(p.saturated(route, { exclude: new Set(), allow: () => false })).toBe(false);
+  });
+
+  it('is saturated only when every candidate is (waiting, KV or in-flight cap)', () => {
+    const { p, route, views } = fleet(2);
+    const req = () => ({ exclude: new Set<string>() });
+    expect(p.saturated(route, req())).toBe(false);
+    views.set('r0', { ...idle, waiting: 8 });
+    expect(p.saturated(route, req())).toBe(false);
+    views.set('r1', { ...idle, kvUtilization: 0.99 });
+    expect(p.saturated(route, req())).toBe(true);
+    // A refused replica is not a candidate: r0 alone decides.
+    views.set('r1', idle);
+    expect(p.saturated(route, { exclude: new Set(), allow: (id: string) => id === 'r0' })).toBe(
+      true,
+    );
+    // The gateway's own in-flight cap (configurable).
+    const small = new RoutingPipeline({
+      signals: { view: () => idle },
+      saturation: { maxInflight: 2 },
+    });
+    const r = fleet(1).route;
+    small.pick(r, req());
+    expect(small.saturated(r, req())).toBe(false);
+    small.pick(r, req());
+    expect(small.saturated(r, req())).toBe(true);
+    small.release('r0');
+    expect(small.saturated(r, req())).toBe(false);
+  });
+
+  it('never reports saturated when every candidate is stale; stale ones count with fresh ones', () => {
+    const { p, route, views } = fleet(2);
+    const stale: SignalView = { ...idle, waiting: 50, stale: true, ageMs: 10_000 };
+    views.set('r0', stale);
+    views.set('r1', stale);
+    expect(p.saturated(route, { exclude: new Set() })).toBe(false);
+    // …and routes on its own in-flight counts: both replicas get traffic.
+    const seen = new Set<string>();
+    for (let i = 0; i < 4; i++) seen.add(p.pick(route, { exclude: new Set() })!.endpoint.replicaId);
+    expect(seen.size).toBe(2);
+    views.set('r1', { ...idle, waiting: 9 });
+    expect(p.saturated(route, { exclude: new Set() })).toBe(true);
+    views.set('r1', idle);
+    expect(p.saturated(route, { exclude: new Set() })).toBe(false);
+  });
+});
+
+describe('RoundRobinPicker', () => {
+  it('skips excluded and refused replicas', () => {
+    const rr = new RoundRobinPicker();
+    const { route } = fleet(3);
+    const ids = Array.from(
+      { length: 4 },
+      () =>
+        rr.pick(route, { exclude: new Set(['r0']), allow: (id) => id !== 'r1' })!.endpoint
+          .replicaId,
+    );
+    expect(ids).toEqual(['r2', 'r2', 'r2', 'r2']);
+    expect(rr.pick(route, { exclude: new Set(), allow: () => false })).toBeUndefined();
   });
 });

@@ -20,6 +20,8 @@ export interface RouteReceipt {
   matchedBlocks: number;
   promptBlocks: number;
   decisionMicros: number;
+  /** The version drawn by the route's `versionWeights` (absent without weights). */
+  version?: string;
 }
 
 export interface RouteDecision {
@@ -38,6 +40,11 @@ export interface PickRequest {
   /** Session id (header `x-session-id`) for affinity. */
   sessionId?: string;
   hashes?: Uint32Array;
+  /**
+   * The version drawn for this request (route `versionWeights`): filled by the picker, reused by
+   * `saturated` and by a retry while that version still has a usable endpoint.
+   */
+  version?: string;
 }
 
 export interface Picker {
@@ -54,7 +61,10 @@ export interface Picker {
   release?(replicaId: string): void;
 }
 
-/** Plain rotation, with a receipt; kept for tests and as the simplest policy. */
+/**
+ * Plain rotation over the endpoints that pass `exclude` and `allow`, with a receipt; kept for
+ * tests and as the simplest policy (no version weights, never saturated).
+ */
 export class RoundRobinPicker implements Picker {
   private readonly next = new Map<string, number>();
 
@@ -65,6 +75,7 @@ export class RoundRobinPicker implements Picker {
     for (let i = 0; i < eps.length; i++) {
       const ep = eps[(start + i) % eps.length]!;
       if (req.exclude.has(ep.replicaId)) continue;
+      if (req.allow && !req.allow(ep.replicaId)) continue;
       this.next.set(route.model, (start + i + 1) % eps.length);
       return {
         endpoint: ep,

@@ -1,27 +1,48 @@
-// The endpoint picker: filters → weighted scorers → picker, with a receipt per decision.
+// The endpoint picker: filters → version draw → weighted scorers → picker, with a receipt per
+// decision.
 //
 // Filters: the route's endpoints are ready ones already (the snapshot lists ready replicas only);
-// replicas excluded for this request (a failed attempt) are dropped.
+// replicas excluded for this request (a failed attempt) and those the gateway's circuit breakers
+// refuse (`req.allow`) are dropped.
+//
+// Version draw (canaries, `route.versionWeights`): a version is drawn by weight among the versions
+// that have a usable (filtered) endpoint; weight 0 or absent = no traffic. An endpoint without a
+// version belongs to every version. If no positively weighted version has a usable endpoint, all
+// usable endpoints compete (availability first; the receipt then has no version). The draw is kept
+// in `req.version`, so `saturated`, `pick` and a retry agree while that version stays usable.
+// Without `versionWeights` every endpoint competes as one version.
 //
 // Scorers, each 0..1 (higher is better):
-// - prefix:   matched leading blocks / prompt blocks, from the approximate prefix index.
-// - queue:    1 / (1 + L/2), L = the engine's running + waiting (+ waiting once more), corrected
-//             by this gateway's in-flight changes since the scrape (see loadOf). 1 when idle,
-//             1/2 at two requests, 1/3 at four.
-// - kv:       min(1, (1 − KV utilization) / 0.25): 1 up to 75 % used, 0 when full.
+// - prefix:   matched leading blocks / max(prompt blocks, PREFIX_MIN_BLOCKS), from the approximate
+//             prefix index: the share of the prompt served from the cache, discounted for short
+//             prompts (recomputing a few hundred tokens costs less than queueing behind others).
+// - queue:    max(0, 1 − (L − Lmin) / LOAD_SPAN), L = the replica's load in requests (see loadOf),
+//             Lmin = the least loaded candidate's. Relative and linear: the least loaded scores 1
+//             and a replica LOAD_SPAN requests busier scores 0, whatever the absolute level — a
+//             hyperbolic 1/(1+L) flattened all differences under heavy load, so a hot prefix piled
+//             onto its holder exactly when it mattered most.
+// - kv:       min(1, (1 − KV utilization) / KV_KNEE): 1 up to 75 % used, 0 when full.
 // - affinity: 1 for the replica that `x-session-id` maps to (rendezvous hashing over the
 //             candidates: stable when other replicas come and go), else 0.
-// A STALE replica (no signal for staleMs) scores queue = kv = 0: saturated, never idle.
+// Stale signals (none for staleMs): if some candidate is fresh, a STALE one scores queue = kv = 0
+// (saturated, never idle); if every candidate is stale (a broken metrics path), all are scored on
+// the gateway's own in-flight counts alone, which are exact — traffic must not stall on metrics.
 //
-// Picker: highest weighted sum; ties (within 1e-9) go to the least loaded (see loadOf; stale = ∞),
-// then to the least recently picked, then to a random one (injectable RNG).
+// Picker: highest weighted sum; ties (within 1e-9) go to the least loaded, then to the least
+// recently picked, then to a random one (injectable RNG).
 //
-// Default weights (prefix-aware): prefix 2, queue 2, kv 1, affinity 1. An idle replica without
-// the prefix scores 3 (queue 1 × 2 + kv 1 × 1). A replica holding the whole prefix gets 2 for it,
-// so it keeps winning while 2·queue + kv > 1: with half its KV free, up to L < 6 requests; with its
-// KV 90 % full, up to L < 36 (KV fills with running work, so L is the real limit). Beyond that —
-// clearly overloaded — the request spills to an idle replica, which then learns the prefix too
-// (hot prefixes spread over several replicas instead of melting one). least-loaded: queue 2, kv 1.
+// Default weights (prefix-aware): prefix 2, queue 2, kv 1, affinity 1. A replica holding the whole
+// prefix gains 2 for it and so keeps the request while it is less than LOAD_SPAN (8) requests
+// busier than the least loaded candidate; beyond that the request spills to the least loaded
+// replica, which then learns the prefix too (a hot prefix spreads over as many replicas as its
+// load needs, instead of melting one). least-loaded: queue 2, kv 1.
+//
+// Saturation (`saturated`, the gateway queues instead of sending): every candidate is saturated,
+// a candidate being saturated when the gateway's own in-flight count to it ≥ maxInflight, or its
+// FRESH signals show waiting ≥ maxWaiting or KV utilization ≥ maxKvUtilization. A stale candidate
+// counts as saturated only if some candidate is fresh; with every candidate stale, only the
+// in-flight cap applies (a broken metrics endpoint must not stall traffic). Defaults in
+// DEFAULT_SATURATION; set per gateway through PipelineOptions.
 import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {
@@ -43,11 +64,34 @@ export const DEFAULT_WEIGHTS: Record<RoutingPolicy, RoutingWeights> = {
   'prefix-aware': { prefix: 2, queue: 2, kv: 1, affinity: 1 },
 };
 
+/** When every candidate is saturated (see the header). */
+export interface SaturationOptions {
+  /** Engine waiting queue at or above which a replica is saturated. Default 8. */
+  maxWaiting: number;
+  /** KV-cache utilization (0..1) at or above which a replica is saturated. Default 0.98. */
+  maxKvUtilization: number;
+  /** This gateway's in-flight requests to one replica at or above which it is saturated. 256. */
+  maxInflight: number;
+}
+
+/**
+ * Defaults: 8 waiting requests is a second batch queued behind the running one (vLLM admits up to
+ * max_num_seqs = 256 at once, so waiting > 0 already means the batch is full or KV is short);
+ * 0.98 KV is where preemption (recompute) starts; 256 in flight is vLLM's default max_num_seqs.
+ */
+export const DEFAULT_SATURATION: SaturationOptions = Object.freeze({
+  maxWaiting: 8,
+  maxKvUtilization: 0.98,
+  maxInflight: 256,
+});
+
 export interface PipelineOptions {
   signals: SignalSource;
   index?: PrefixIndex | PrefixIndexOptions;
-  /** Uniform [0, 1) random source for tie-breaks (seed it in tests). Default Math.random. */
+  /** Uniform [0, 1) random source for tie-breaks and version draws (seed it in tests). */
   random?: () => number;
+  /** Saturation thresholds (see the header); missing fields take DEFAULT_SATURATION's. */
+  saturation?: Partial<SaturationOptions>;
 }
 
 export function policyOf(route: RouteModel): RoutingPolicy {
@@ -67,13 +111,19 @@ export { seededRandom };
  * It only matters near saturation, where preemption starts.
  */
 export const KV_KNEE = 0.25;
+/** Load difference (requests) over which the queue score falls from 1 to 0 (see the header). */
+export const LOAD_SPAN = 8;
+/** Prompts shorter than this many index blocks (~512 tokens) get a proportionally smaller prefix score. */
+export const PREFIX_MIN_BLOCKS = 16;
 
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
 export class RoutingPipeline implements Picker {
   readonly index: PrefixIndex;
   private readonly signals: SignalSource;
   private readonly random: () => number;
+  private readonly saturation: SaturationOptions;
   private readonly inflight = new Map<string, number>();
   /** This gateway's in-flight count per replica when its signals were last scraped. */
   private readonly atScrape = new Map<string, number>();
@@ -81,11 +131,15 @@ export class RoutingPipeline implements Picker {
   /** Pick counter, and the counter value at each replica's last pick (tie-break). */
   private picks = 0;
   private readonly lastPicked = new Map<string, number>();
+  // Per-decision scratch (reused: no allocation per candidate).
+  private views: SignalView[] = [];
+  private loads = new Float64Array(64);
 
   constructor(o: PipelineOptions) {
     this.signals = o.signals;
     this.index = o.index instanceof PrefixIndex ? o.index : new PrefixIndex(o.index);
     this.random = o.random ?? Math.random;
+    this.saturation = Object.freeze({ ...DEFAULT_SATURATION, ...o.saturation });
   }
 
   needsPrompt(route: RouteModel): boolean {
@@ -117,11 +171,75 @@ export class RoutingPipeline implements Picker {
     return this.inflight.get(replicaId) ?? 0;
   }
 
+  /**
+   * The endpoints this request may go to: filtered (exclude, allow), then narrowed to the drawn
+   * version when the route has version weights (see the header). Sets `req.version`.
+   */
+  candidates(route: RouteModel, req: PickRequest): RouteEndpoint[] {
+    const exclude = req.exclude ?? NO_EXCLUDE;
+    const allow = req.allow;
+    const usable: RouteEndpoint[] = [];
+    for (const e of route.endpoints) {
+      if (exclude.has(e.replicaId)) continue;
+      if (allow && !allow(e.replicaId)) continue;
+      usable.push(e);
+    }
+    const weights = route.versionWeights;
+    if (!weights || usable.length === 0) {
+      delete req.version;
+      return usable;
+    }
+    const has = (v: string): boolean => {
+      for (const e of usable) if (e.version === undefined || e.version === v) return true;
+      return false;
+    };
+    let version = req.version;
+    if (version === undefined || !((weights[version] ?? 0) > 0) || !has(version)) {
+      version = undefined;
+      let total = 0;
+      for (const v in weights) if (weights[v]! > 0 && has(v)) total += weights[v]!;
+      if (total > 0) {
+        let u = this.random() * total;
+        for (const v in weights) {
+          if (!(weights[v]! > 0) || !has(v)) continue;
+          version = v;
+          u -= weights[v]!;
+          if (u < 0) break;
+        }
+      }
+    }
+    if (version === undefined) {
+      delete req.version;
+      return usable;
+    }
+    req.version = version;
+    return usable.filter((e) => e.version === undefined || e.version === version);
+  }
+
+  /** Whether every candidate of this request is saturated (see the header); sets `req.version`. */
+  saturated(route: RouteModel, req: PickRequest): boolean {
+    const cands = this.candidates(route, req);
+    if (cands.length === 0) return false;
+    const s = this.saturation;
+    let anyFresh = false;
+    const views = this.viewsOf(cands);
+    for (const v of views) anyFresh ||= !v.stale;
+    for (let i = 0; i < cands.length; i++) {
+      const v = views[i]!;
+      if ((this.inflight.get(cands[i]!.replicaId) ?? 0) >= s.maxInflight) continue;
+      if (v.stale) {
+        if (anyFresh) continue;
+        return false;
+      }
+      if (v.waiting >= s.maxWaiting || v.kvUtilization >= s.maxKvUtilization) continue;
+      return false;
+    }
+    return true;
+  }
+
   pick(route: RouteModel, req: PickRequest): RouteDecision | undefined {
     const t0 = performance.now();
-    // Filters.
-    const cands: RouteEndpoint[] = [];
-    for (const e of route.endpoints) if (!req.exclude.has(e.replicaId)) cands.push(e);
+    const cands = this.candidates(route, req);
     if (cands.length === 0) return undefined;
     const policy = policyOf(route);
 
@@ -129,119 +247,154 @@ export class RoutingPipeline implements Picker {
       const start = this.rr.get(route.model) ?? 0;
       const ep = cands[start % cands.length]!;
       this.rr.set(route.model, (start + 1) % 1_000_000_007);
-      return this.decide(ep, policy, {}, 0, 0, t0);
+      return this.decide(ep, policy, () => ({}), 0, 0, t0, req.version);
     }
 
     const w = weightsOf(route);
+    const index = this.index;
     // Prefix matches (only when the prefix scorer counts).
-    let matches: Map<string, number> | undefined;
+    let lens: Int32Array | undefined;
     let promptBlocks = 0;
     if (w.prefix > 0 && req.prompt !== undefined) {
-      req.hashes ??= this.index.hash(req.prompt);
+      req.hashes ??= index.hash(req.prompt);
       promptBlocks = req.hashes.length;
-      if (promptBlocks > 0) matches = this.index.match(req.hashes);
     }
     const affine =
       w.affinity > 0 && req.sessionId !== undefined ? rendezvous(req.sessionId, cands) : undefined;
 
-    const scores: Record<string, ReplicaScores> = {};
-    let best: RouteEndpoint[] = [];
-    let bestTotal = Number.NEGATIVE_INFINITY;
-    const loads = new Map<string, number>();
-    for (const e of cands) {
-      const v = this.signals.view(e.replicaId);
+    // Signals and loads.
+    const n = cands.length;
+    const views = this.viewsOf(cands);
+    if (this.loads.length < n) this.loads = new Float64Array(n * 2);
+    const loads = this.loads;
+    let anyFresh = false;
+    for (let i = 0; i < n; i++) {
+      const v = views[i]!;
+      if (!v.stale) anyFresh = true;
       if (w.prefix > 0 && v.numGpuBlocks > 0 && v.blockSize > 0) {
-        this.index.setCacheTokens(e.replicaId, v.numGpuBlocks * v.blockSize);
-      }
-      const mine = this.inflight.get(e.replicaId) ?? 0;
-      const delta = mine - (this.atScrape.get(e.replicaId) ?? mine);
-      const s = score(
-        v,
-        mine,
-        delta,
-        promptBlocks,
-        matches?.get(e.replicaId) ?? 0,
-        affine === e,
-        w,
-      );
-      scores[e.replicaId] = s;
-      loads.set(e.replicaId, v.stale ? Number.POSITIVE_INFINITY : loadOf(v, mine, delta));
-      if (s.total > bestTotal + 1e-9) {
-        bestTotal = s.total;
-        best = [e];
-      } else if (s.total > bestTotal - 1e-9) {
-        best.push(e);
+        index.setCacheTokens(cands[i]!.replicaId, v.numGpuBlocks * v.blockSize);
       }
     }
-    if (best.length > 1) {
-      let least = Number.POSITIVE_INFINITY;
-      for (const e of best) least = Math.min(least, loads.get(e.replicaId)!);
-      best = best.filter((e) => loads.get(e.replicaId)! === least);
+    let minLoad = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < n; i++) {
+      const v = views[i]!;
+      const id = cands[i]!.replicaId;
+      const mine = this.inflight.get(id) ?? 0;
+      let load: number;
+      if (!anyFresh) load = mine;
+      else if (v.stale) load = Number.POSITIVE_INFINITY;
+      else load = loadOf(v, mine, mine - (this.atScrape.get(id) ?? mine));
+      loads[i] = load;
+      if (load < minLoad) minLoad = load;
     }
-    if (best.length > 1) {
-      // Least recently picked: equal replicas take turns (round-robin spacing), which measured
-      // clearly better TTFT tails than a random choice among ties under Poisson arrivals.
-      let oldest = Number.POSITIVE_INFINITY;
-      for (const e of best) oldest = Math.min(oldest, this.lastPicked.get(e.replicaId) ?? -1);
-      best = best.filter((e) => (this.lastPicked.get(e.replicaId) ?? -1) === oldest);
+    if (promptBlocks > 0) lens = index.matchLengths(req.hashes!);
+
+    // Scores go to a flat array (5 per candidate); the receipt's per-replica objects are built
+    // only when read (x-inferplane-debug), so a decision allocates one small typed array.
+    const raw = new Float64Array(n * 5);
+    let bestTotal = Number.NEGATIVE_INFINITY;
+    let best = -1;
+    let ties = 0;
+    const denom = Math.max(promptBlocks, PREFIX_MIN_BLOCKS);
+    for (let i = 0; i < n; i++) {
+      const e = cands[i]!;
+      const v = views[i]!;
+      const matched = lens ? lens[index.slotOf(e.replicaId)]! : 0;
+      const prefix = promptBlocks > 0 ? matched / denom : 0;
+      let queue = 0;
+      let kv = 0;
+      if (!anyFresh) {
+        queue = Math.max(0, 1 - (loads[i]! - minLoad) / LOAD_SPAN);
+        kv = 1;
+      } else if (!v.stale) {
+        queue = Math.max(0, 1 - (loads[i]! - minLoad) / LOAD_SPAN);
+        kv = Math.min(1, (1 - Math.min(1, Math.max(0, v.kvUtilization))) / KV_KNEE);
+      }
+      const affinity = affine === e ? 1 : 0;
+      const total = w.prefix * prefix + w.queue * queue + w.kv * kv + w.affinity * affinity;
+      raw[i * 5] = prefix;
+      raw[i * 5 + 1] = queue;
+      raw[i * 5 + 2] = kv;
+      raw[i * 5 + 3] = affinity;
+      raw[i * 5 + 4] = total;
+      if (total > bestTotal + 1e-9) {
+        bestTotal = total;
+        best = i;
+        ties = 1;
+      } else if (total > bestTotal - 1e-9) {
+        ties++;
+        // Tie-break: least loaded, then least recently picked (equal replicas take turns: measured
+        // clearly better TTFT tails than a random choice under Poisson arrivals), then random.
+        const b = best;
+        if (loads[i]! < loads[b]!) best = i;
+        else if (loads[i] === loads[b]) {
+          const li = this.lastPicked.get(e.replicaId) ?? -1;
+          const lb = this.lastPicked.get(cands[b]!.replicaId) ?? -1;
+          if (li < lb || (li === lb && this.random() * ties < 1)) best = i;
+        }
+      }
     }
-    const ep = best.length === 1 ? best[0]! : best[Math.floor(this.random() * best.length)]!;
-    const matched = matches?.get(ep.replicaId) ?? 0;
-    if (req.hashes && req.hashes.length > 0) this.index.record(ep.replicaId, req.hashes);
-    for (const id in scores) {
-      const s = scores[id]!;
-      s.prefix = round3(s.prefix);
-      s.queue = round3(s.queue);
-      s.kv = round3(s.kv);
-      s.total = round3(s.total);
-    }
-    return this.decide(ep, policy, scores, matched, promptBlocks, t0);
+    const ep = cands[best]!;
+    const matched = lens ? lens[index.slotOf(ep.replicaId)]! : 0;
+    if (req.hashes && req.hashes.length > 0 && w.prefix > 0) index.record(ep.replicaId, req.hashes);
+    return this.decide(ep, policy, lazyScores(cands, raw), matched, promptBlocks, t0, req.version);
+  }
+
+  private viewsOf(cands: readonly RouteEndpoint[]): SignalView[] {
+    const views = this.views;
+    views.length = cands.length;
+    for (let i = 0; i < cands.length; i++) views[i] = this.signals.view(cands[i]!.replicaId);
+    return views;
   }
 
   private decide(
     ep: RouteEndpoint,
     policy: RoutingPolicy,
-    scores: Record<string, ReplicaScores>,
+    scores: () => Record<string, ReplicaScores>,
     matchedBlocks: number,
     promptBlocks: number,
     t0: number,
+    version: string | undefined,
   ): RouteDecision {
     this.inflight.set(ep.replicaId, (this.inflight.get(ep.replicaId) ?? 0) + 1);
     this.lastPicked.set(ep.replicaId, ++this.picks);
+    let built: Record<string, ReplicaScores> | undefined;
     return {
       endpoint: ep,
       receipt: {
         policy,
         replica: ep.replicaId,
         index: ep.index,
-        scores,
+        get scores(): Record<string, ReplicaScores> {
+          return (built ??= scores());
+        },
         matchedBlocks,
         promptBlocks,
         decisionMicros: Math.round((performance.now() - t0) * 1000 * 10) / 10,
+        ...(version !== undefined ? { version } : {}),
       },
     };
   }
 }
 
-function score(
-  v: SignalView,
-  mine: number,
-  delta: number,
-  promptBlocks: number,
-  matched: number,
-  affine: boolean,
-  w: RoutingWeights,
-): ReplicaScores {
-  const prefix = promptBlocks > 0 ? matched / promptBlocks : 0;
-  let queue = 0;
-  let kv = 0;
-  if (!v.stale) {
-    queue = 1 / (1 + loadOf(v, mine, delta) / 2);
-    kv = Math.min(1, (1 - Math.min(1, Math.max(0, v.kvUtilization))) / KV_KNEE);
-  }
-  const affinity = affine ? 1 : 0;
-  const total = w.prefix * prefix + w.queue * queue + w.kv * kv + w.affinity * affinity;
-  return { prefix, queue, kv, affinity, total };
+/** The receipt's per-replica scores, built from the flat array when first read. */
+function lazyScores(
+  cands: readonly RouteEndpoint[],
+  raw: Float64Array,
+): () => Record<string, ReplicaScores> {
+  return () => {
+    const out: Record<string, ReplicaScores> = {};
+    for (let i = 0; i < cands.length; i++) {
+      out[cands[i]!.replicaId] = {
+        prefix: round3(raw[i * 5]!),
+        queue: round3(raw[i * 5 + 1]!),
+        kv: round3(raw[i * 5 + 2]!),
+        affinity: raw[i * 5 + 3]!,
+        total: round3(raw[i * 5 + 4]!),
+      };
+    }
+    return out;
+  };
 }
 
 /**
@@ -249,7 +402,8 @@ function score(
  * period; acting on them alone makes every pick in that window avoid (or pile onto) the same
  * replica and the fleet oscillates. So they are corrected by `delta`, the change of this gateway's
  * own in-flight count there since the scrape (exact and instant), and never taken below that
- * in-flight count. A waiting request counts once more (it delays every TTFT behind it).
+ * in-flight count (so with this gateway as the only client the load is never stale). A waiting
+ * request counts once more (it delays every TTFT behind it).
  */
 function loadOf(v: SignalView, mine: number, delta: number): number {
   const waiting = Math.max(0, v.waiting + Math.min(0, delta));

@@ -2,26 +2,31 @@
 //
 // The prompt (its UTF-8 bytes) is cut into fixed blocks of BLOCK_BYTES = 128 bytes — 128
 // characters of ASCII text ≈ 32 tokens at ~4 chars/token, i.e. two vLLM KV blocks of 16 tokens.
-// (64-byte blocks double the index work per request for no routing benefit: a 32k-token prompt is
-// 1,024 blocks at 128 bytes.) Blocks are hashed as a chain — h(i) = hash(h(i−1), block i) — so a
-// block hash stands for the whole prefix up to it, as the engines' own prefix caches do. Only
-// whole blocks count (engines cache whole KV blocks only).
+// Blocks are hashed as a chain — h(i) = hash(h(i−1), block i) — so a block hash stands for the
+// whole prefix up to it, as the engines' own prefix caches do. Only whole blocks count (engines
+// cache whole KV blocks only). Hashing is one pass: the parts are UTF-8-encoded into a reused
+// buffer (native, no string slicing or concatenation), then each block's 32 words are mixed in
+// four independent multiply lanes (no long dependency chain), seeded by the parent hash, and
+// finished with murmur3's fmix32. 32-bit hashes: a false match needs a collision at the exact
+// chain position; the index is a routing hint, never a correctness claim.
 //
-// Per replica the index keeps an approximate LRU set of block hashes, bounded in entries: the
-// replica's reported cache (numGpuBlocks × blockSize tokens × CHARS_PER_TOKEN / BLOCK_BYTES),
-// else a default, and never more than the global cap divided over the replicas. The set is two
-// generations (a "young" and an "old" Map, each at most half the cap): `record` adds a prompt's
-// blocks to the young one; when it is full it becomes the old one and the previous old one is
-// dropped whole. A block survives between cap/2 and cap insertions after its last use — LRU up to
-// a factor of two — at the cost of one Map.set per block (a true LRU's delete+set costs ~4× more
-// and dominated the decision). A record's blocks all land in one generation, so every replica's
-// set stays prefix-closed (a block's parents are held whenever it is), and `match` finds a
-// replica's matched length by binary search: O(replicas × log blocks) lookups. Memory is bounded
-// by the caps alone (plus one prompt's blocks of slack per replica).
+// Storage: ONE fixed-size, set-associative table of (block hash, replica, stamp) entries in typed
+// arrays — SETS × WAYS slots, WAYS = 16 — shared by all replicas. No Map, no per-decision
+// allocation, no rehash while serving (the table only grows when the fleet's caps grow, on a
+// routing-table change). Per replica a clock counts the NEW blocks recorded to it; an entry is
+// live while fewer than the replica's cap new blocks were recorded there since it was last
+// recorded (an LRU bound per replica, evaluated lazily: expired entries are simply reused). The
+// cap is the replica's reported KV cache (numGpuBlocks × blockSize tokens × CHARS_PER_TOKEN /
+// BLOCK_BYTES), else a default, and never more than the global cap divided over the replicas.
+// Within one record the new blocks are stamped children first, so a prefix's parents expire no
+// earlier than its children (the engines also evict a prefix tail first) and every replica's live
+// set stays prefix-closed. A full set evicts its expired entries first, then the entry closest to
+// expiry. Memory: SLOT_BYTES per slot, slots = next power of two ≥ 1.5 × Σ caps (≤ 1.5 × the
+// global cap): bounded by construction.
 //
-// Hashes are 30-bit (FNV-style over 32-bit words, chained; small integers are the fastest Map
-// keys). A false match needs a 30-bit collision at the exact chain position; the index is a
-// routing hint, never a correctness claim.
+// `match` walks the prompt's blocks from the first, keeping the replicas that held every block so
+// far, and stops at the first block no replica holds: O(matched blocks × WAYS), independent of the
+// number of replicas that do not hold the prefix.
 
 /** Bytes (UTF-8) per block: 128 ≈ 32 tokens of English text. */
 export const BLOCK_BYTES = 128;
@@ -29,11 +34,15 @@ export const BLOCK_BYTES = 128;
 export const BLOCK_CHARS = BLOCK_BYTES;
 /** Average characters per token assumed to size the index from the engine's KV cache. */
 export const CHARS_PER_TOKEN = 4;
+/** Entries per set of the table (one scan per lookup). */
+export const WAYS = 16;
+/** Bytes per table slot: hash (4) + replica (2) + stamp (4). */
+export const SLOT_BYTES = 10;
 
 export interface PrefixIndexOptions {
   /** Entries per replica when the replica reports no cache size. Default 16384. */
   defaultEntriesPerReplica?: number;
-  /** Upper bound of all entries over all replicas. Default 1,048,576. */
+  /** Upper bound of live entries over all replicas. Default 1,048,576. */
   globalMaxEntries?: number;
   /** Most blocks hashed per prompt (longer prompts: the tail is ignored). Default 8192. */
   maxPromptBlocks?: number;
@@ -74,34 +83,88 @@ export function blockHashes(text: string | readonly string[], maxBlocks = 8192):
   let h = 0x811c9dc5 | 0;
   let p = 0;
   for (let b = 0; b < n; b++) {
-    // Seeded by the parent hash: the chain.
-    h = Math.imul(h ^ 0x9e3779b9, 0x01000193);
+    // Four lanes, all seeded by the parent hash: the chain.
+    let a = h ^ 0x9e3779b9;
+    let c = h ^ 0x85ebca6b;
+    let d = h ^ 0xc2b2ae35;
+    let e = h ^ 0x27d4eb2f;
     const end = p + per;
-    for (; p < end; p++) h = Math.imul(h ^ words[p]!, 0x01000193);
-    h ^= h >>> 15;
-    out[b] = h & 0x3fffffff;
+    for (; p < end; p += 4) {
+      a = Math.imul(a ^ words[p]!, 0x01000193);
+      c = Math.imul(c ^ words[p + 1]!, 0x5bd1e995);
+      d = Math.imul(d ^ words[p + 2]!, 0x01000193);
+      e = Math.imul(e ^ words[p + 3]!, 0x5bd1e995);
+    }
+    h = a ^ ((c << 7) | (c >>> 25)) ^ ((d << 14) | (d >>> 18)) ^ ((e << 21) | (e >>> 11));
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    out[b] = h;
   }
   return out;
 }
 
 interface Replica {
-  young: Map<number, true>;
-  old: Map<number, true>;
+  /** 1-based slot in the per-replica arrays (0 marks an empty table entry). */
+  slot: number;
   cap: number;
   /** Cap derived from the engine's cache (0: unknown). */
   cacheEntries: number;
 }
 
+const MIN_SLOTS = 4096;
+/** Int32 fields per table slot: hash, owner (replica slot), stamp. */
+const F = 3;
+
+/**
+ * Whether block position i is a checkpoint (indexed): every block of the first 16, then
+ * CHECKPOINTS_PER_OCTAVE evenly spaced per doubling of the position. A function of the position
+ * only, so prompts sharing a prefix index the same positions.
+ */
+export function isCheckpoint(i: number): boolean {
+  if (i < 16) return true;
+  const octave = 31 - Math.clz32(i + 1); // ≥ 4
+  const step = 1 << (octave - 3); // 8 per octave
+  return (i + 1) % step === 0;
+}
+
 export class PrefixIndex {
   private readonly replicas = new Map<string, Replica>();
+  private readonly bySlot: (string | undefined)[] = [undefined];
+  private readonly freeSlots: number[] = [];
   private readonly defaultEntries: number;
   private readonly globalMax: number;
   readonly maxPromptBlocks: number;
+  /** Checkpoint positions in order, and how many checkpoints lie below each position. */
+  private readonly cps: Int32Array;
+  private readonly cpBelow: Int32Array;
+
+  // The table: SETS × WAYS slots of F int32 fields each (interleaved: one set is contiguous).
+  private table = new Int32Array(MIN_SLOTS * F);
+  private slots = MIN_SLOTS;
+  private setMask = MIN_SLOTS / WAYS - 1;
+
+  // Per replica slot: clock (prompt blocks newly cached there), cap (blocks), match output.
+  private clock = new Int32Array(16);
+  private caps = new Int32Array(16);
+  private lens = new Int32Array(16);
+  private readonly holders: number[] = [];
+  private readonly touched: number[] = [];
 
   constructor(o: PrefixIndexOptions = {}) {
     this.defaultEntries = o.defaultEntriesPerReplica ?? 16384;
     this.globalMax = o.globalMaxEntries ?? 1 << 20;
     this.maxPromptBlocks = o.maxPromptBlocks ?? 8192;
+    const cps: number[] = [];
+    this.cpBelow = new Int32Array(this.maxPromptBlocks + 1);
+    for (let i = 0; i < this.maxPromptBlocks; i++) {
+      this.cpBelow[i] = cps.length;
+      if (isCheckpoint(i)) cps.push(i);
+    }
+    this.cpBelow[this.maxPromptBlocks] = cps.length;
+    this.cps = Int32Array.from(cps);
   }
 
   hash(text: string | readonly string[]): Uint32Array {
@@ -117,66 +180,170 @@ export class PrefixIndex {
     this.recap();
   }
 
+  /** The replica's slot (1-based; 0 when unknown): index into {@link matchLengths}' result. */
+  slotOf(replicaId: string): number {
+    return this.replicas.get(replicaId)?.slot ?? 0;
+  }
+
+  /** Table slot holding a LIVE entry (h, r), or −1. */
+  private find(h: number, r: number): number {
+    const t = this.table;
+    const base = (h & this.setMask) * WAYS * F;
+    const end = base + WAYS * F;
+    for (let w = base; w < end; w += F) {
+      if (t[w] === h && t[w + 1] === r) {
+        return (this.clock[r]! - t[w + 2]!) >>> 0 < this.caps[r]! ? w : -1;
+      }
+    }
+    return -1;
+  }
+
+  /** Leading checkpoints (of the first `m`) that replica slot r holds: binary search. */
+  private held(hashes: ArrayLike<number>, r: number, m: number): number {
+    const cps = this.cps;
+    let lo = 0;
+    let hi = m;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.find(hashes[cps[mid - 1]!]! | 0, r) >= 0) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /**
+   * Matched leading blocks per replica slot (see {@link slotOf}); 0 for replicas without the first
+   * block. Lengths are exact up to 16 blocks, then rounded down to a checkpoint (≤ 12.5 % short).
+   * The returned array is reused: valid until the next call.
+   */
+  matchLengths(hashes: ArrayLike<number>): Int32Array {
+    const lens = this.lens;
+    for (const s of this.touched) lens[s] = 0;
+    this.touched.length = 0;
+    const n = Math.min(hashes.length, this.maxPromptBlocks);
+    if (n === 0) return lens;
+    // Holders of the first block, then each one's length by binary search over the checkpoints
+    // (every replica's live set is prefix-closed).
+    const t = this.table;
+    const h0 = hashes[0]! | 0;
+    const base = (h0 & this.setMask) * WAYS * F;
+    const end = base + WAYS * F;
+    for (let w = base; w < end; w += F) {
+      if (t[w] !== h0) continue;
+      const r = t[w + 1]!;
+      if (r === 0 || (this.clock[r]! - t[w + 2]!) >>> 0 >= this.caps[r]!) continue;
+      this.touched.push(r);
+    }
+    const m = this.cpBelow[n]!;
+    for (const r of this.touched) {
+      const k = this.held(hashes, r, m);
+      lens[r] = k === m ? n : this.cps[k - 1]! + 1;
+    }
+    return lens;
+  }
+
   /** For each replica holding the first block: how many leading blocks it holds. */
   match(hashes: ArrayLike<number>): Map<string, number> {
+    const lens = this.matchLengths(hashes);
     const out = new Map<string, number>();
-    const n = hashes.length;
-    if (n === 0) return out;
-    const first = hashes[0]!;
-    for (const [id, r] of this.replicas) {
-      const { young, old } = r;
-      if (!young.has(first) && !old.has(first)) continue;
-      // Largest k with block k−1 held (sets are prefix-closed).
-      let lo = 1;
-      let hi = n;
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >>> 1;
-        const h = hashes[mid - 1]!;
-        if (young.has(h) || old.has(h)) lo = mid;
-        else hi = mid - 1;
-      }
-      out.set(id, lo);
-    }
+    for (const s of this.touched) if (lens[s]! > 0) out.set(this.bySlot[s]!, lens[s]!);
     return out;
   }
 
   /** Records that `replicaId` now holds (has just been sent) the prefix `hashes`. */
   record(replicaId: string, hashes: ArrayLike<number>): void {
-    const r = this.replica(replicaId);
-    const young = r.young;
-    const n = hashes.length;
-    // The young generation is prefix-closed too: skip the leading blocks it already holds (a hot
-    // context costs a binary search, not one Map.set per block).
-    let lo = 0;
-    let hi = n;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (young.has(hashes[mid - 1]!)) lo = mid;
-      else hi = mid - 1;
+    const r = this.replica(replicaId).slot;
+    const n = Math.min(hashes.length, this.maxPromptBlocks);
+    if (n === 0) return;
+    const m = this.cpBelow[n]!;
+    const cps = this.cps;
+    const t = this.table;
+    const { clock, caps } = this;
+    const km = this.held(hashes, r, m);
+    const matched = km === m ? n : km > 0 ? cps[km - 1]! + 1 : 0;
+    const clock0 = clock[r]!;
+    const fresh = n - matched;
+    const now = (clock0 + fresh) | 0;
+    // The held checkpoints are refreshed (the newest stamp)...
+    for (let k = 0; k < km; k++) {
+      const w = this.find(hashes[cps[k]!]! | 0, r);
+      if (w >= 0) t[w + 2] = now;
     }
-    for (let i = lo; i < n; i++) young.set(hashes[i]!, true);
-    this.evict(r);
+    // ...the new ones stamped as if the blocks were cached tail first: block i gets
+    // clock0 + (n − i), so a prefix's parents are never older than its children.
+    for (let k = km; k < m; k++) {
+      const i = cps[k]!;
+      const h = hashes[i]! | 0;
+      const base = (h & this.setMask) * WAYS * F;
+      const end = base + WAYS * F;
+      let victim = -1;
+      let victimAge = -1;
+      for (let w = base; w < end; w += F) {
+        const o = t[w + 1]!;
+        let age: number;
+        if (o === 0) {
+          victim = w;
+          break;
+        }
+        if (o === r) {
+          if (t[w] === h) {
+            victim = w;
+            break;
+          }
+          // Entries this record stamped (refreshed or new) are kept.
+          const ahead = (t[w + 2]! - clock0) >>> 0;
+          if (ahead >= 1 && ahead <= fresh) continue;
+          age = ((clock0 - t[w + 2]!) >>> 0) / Math.max(1, caps[r]!);
+        } else {
+          age = ((clock[o]! - t[w + 2]!) >>> 0) / Math.max(1, caps[o]!);
+        }
+        if (age > victimAge) {
+          victimAge = age;
+          victim = w;
+        }
+      }
+      if (victim < 0) continue; // a set full of this record's own entries: skip the checkpoint
+      t[victim] = h;
+      t[victim + 1] = r;
+      t[victim + 2] = (clock0 + (n - i)) | 0;
+    }
+    clock[r] = now;
   }
 
   /** Forgets a replica (it left the routing table). */
   remove(replicaId: string): void {
-    if (this.replicas.delete(replicaId)) this.recap();
+    const r = this.replicas.get(replicaId);
+    if (!r) return;
+    this.replicas.delete(replicaId);
+    const s = r.slot;
+    const t = this.table;
+    for (let w = 1; w < t.length; w += F) if (t[w] === s) t[w] = 0;
+    this.bySlot[s] = undefined;
+    this.clock[s] = 0;
+    this.caps[s] = 0;
+    this.freeSlots.push(s);
+    this.recap();
   }
 
   /** Keeps only the listed replicas. */
   retain(replicaIds: ReadonlySet<string>): void {
-    let changed = false;
-    for (const id of [...this.replicas.keys()]) {
-      if (!replicaIds.has(id)) changed = this.replicas.delete(id) || changed;
-    }
-    if (changed) this.recap();
+    for (const id of [...this.replicas.keys()]) if (!replicaIds.has(id)) this.remove(id);
   }
 
-  /** Sizes for the memory check: replicas and entries over all replicas (both generations). */
-  stats(): { replicas: number; entries: number } {
+  /** Sizes for the memory check: replicas, live entries over all replicas, table slots and bytes. */
+  stats(): { replicas: number; entries: number; slots: number; bytes: number } {
     let entries = 0;
-    for (const r of this.replicas.values()) entries += r.young.size + r.old.size;
-    return { replicas: this.replicas.size, entries };
+    const { table: t, clock, caps } = this;
+    for (let w = 0; w < t.length; w += F) {
+      const o = t[w + 1]!;
+      if (o !== 0 && (clock[o]! - t[w + 2]!) >>> 0 < caps[o]!) entries++;
+    }
+    return {
+      replicas: this.replicas.size,
+      entries,
+      slots: this.slots,
+      bytes: t.byteLength,
+    };
   }
 
   capacity(replicaId: string): number {
@@ -186,27 +353,68 @@ export class PrefixIndex {
   private replica(replicaId: string): Replica {
     let r = this.replicas.get(replicaId);
     if (!r) {
-      r = { young: new Map(), old: new Map(), cap: this.defaultEntries, cacheEntries: 0 };
+      let slot = this.freeSlots.pop();
+      if (slot === undefined) {
+        slot = this.bySlot.length;
+        this.bySlot.push(undefined);
+      }
+      this.bySlot[slot] = replicaId;
+      if (slot >= this.clock.length) this.growReplicaArrays(slot + 1);
+      r = { slot, cap: this.defaultEntries, cacheEntries: 0 };
       this.replicas.set(replicaId, r);
       this.recap();
     }
     return r;
   }
 
-  private recap(): void {
-    const share = Math.max(1, Math.floor(this.globalMax / Math.max(1, this.replicas.size)));
-    for (const r of this.replicas.values()) {
-      r.cap = Math.min(r.cacheEntries > 0 ? r.cacheEntries : this.defaultEntries, share);
-      this.evict(r);
-    }
+  private growReplicaArrays(min: number): void {
+    const size = Math.max(min, this.clock.length * 2);
+    const grow = (a: Int32Array) => {
+      const b = new Int32Array(size);
+      b.set(a);
+      return b;
+    };
+    this.clock = grow(this.clock);
+    this.caps = grow(this.caps);
+    this.lens = grow(this.lens);
   }
 
-  private evict(r: Replica): void {
-    const half = Math.max(1, r.cap >>> 1);
-    if (r.young.size >= half) {
-      r.old = r.young;
-      r.young = new Map();
+  private recap(): void {
+    const share = Math.max(1, Math.floor(this.globalMax / Math.max(1, this.replicas.size)));
+    let total = 0;
+    for (const r of this.replicas.values()) {
+      r.cap = Math.min(r.cacheEntries > 0 ? r.cacheEntries : this.defaultEntries, share);
+      this.caps[r.slot] = r.cap;
+      total += r.cap;
     }
-    if (r.old.size > half) r.old = new Map(); // the cap shrank
+    // Σ caps bounds the live blocks; checkpoints are at most that many entries (all of them for
+    // prompts up to 16 blocks, ~6 % of a 32k-token prompt's).
+    let slots = MIN_SLOTS;
+    while (slots < total) slots *= 2;
+    if (slots > this.slots) this.resize(slots);
+  }
+
+  /** Grows the table (on a routing-table change only), keeping the live entries. */
+  private resize(slots: number): void {
+    const old = this.table;
+    const { clock, caps } = this;
+    const t = new Int32Array(slots * F);
+    this.table = t;
+    this.slots = slots;
+    this.setMask = slots / WAYS - 1;
+    for (let w = 0; w < old.length; w += F) {
+      const o = old[w + 1]!;
+      if (o === 0 || (clock[o]! - old[w + 2]!) >>> 0 >= caps[o]!) continue;
+      const h = old[w]!;
+      const base = (h & this.setMask) * WAYS * F;
+      for (let v = base; v < base + WAYS * F; v += F) {
+        if (t[v + 1] === 0) {
+          t[v] = h;
+          t[v + 1] = o;
+          t[v + 2] = old[w + 2]!;
+          break;
+        }
+      }
+    }
   }
 }
