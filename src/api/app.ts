@@ -102,8 +102,12 @@ export function createApi(deps: ApiDeps): Hono<Env> {
   });
   app.post('/tenants', async (c) => {
     operatorOnly(c);
-    const { name, limits } = parseOrThrow(TenantCreateSchema, await jsonBody(c), 'tenant');
-    const tenant = await deps.tenancy.createTenant(name, limits);
+    const { name, limits, quota, policy } = parseOrThrow(
+      TenantCreateSchema,
+      await jsonBody(c),
+      'tenant',
+    );
+    const tenant = await deps.tenancy.createTenant(name, limits, quota, policy);
     deps.onChange();
     return c.json({ tenant }, 201);
   });
@@ -114,14 +118,16 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     if (p.kind === 'tenant' && p.tenantName !== name) {
       throw new InferplaneError('IP_TENANT_NOT_FOUND', `tenant ${name} not found`);
     }
-    return c.json({ tenant: await deps.tenancy.getTenant(name) });
+    // The tenant with its usage and its quotas together (admission quotas and gateway limits).
+    return c.json(await deps.tenancy.view(name));
   });
   app.patch('/tenants/:name', async (c) => {
     operatorOnly(c);
-    const { limits } = parseOrThrow(TenantPatchSchema, await jsonBody(c), 'tenant');
-    const tenant = await deps.tenancy.setLimits(c.req.param('name'), limits);
+    const patch = parseOrThrow(TenantPatchSchema, await jsonBody(c), 'tenant');
+    const name = c.req.param('name');
+    await deps.tenancy.patchTenant(name, patch);
     deps.onChange();
-    return c.json({ tenant });
+    return c.json(await deps.tenancy.view(name));
   });
   app.post('/tenants/:name/keys', async (c) => {
     const name = c.req.param('name');

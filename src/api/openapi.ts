@@ -6,6 +6,8 @@ import {
   TenantCreateSchema,
   TenantLimitsSchema,
   TenantPatchSchema,
+  TenantPolicySchema,
+  TenantQuotaSchema,
 } from '../core/schemas.js';
 
 const ErrorBody = {
@@ -21,7 +23,16 @@ const ErrorBody = {
           type: 'array',
           items: {
             type: 'object',
-            properties: { path: { type: 'string' }, message: { type: 'string' } },
+            properties: {
+              path: { type: 'string' },
+              message: { type: 'string' },
+              quota: { type: 'string', description: 'IP_QUOTA_EXCEEDED: e.g. gpus[H100-80GB]' },
+              rule: { type: 'string', description: 'IP_POLICY_VIOLATION: e.g. allowedEngines' },
+              used: { type: 'number', description: "The team's other deployments' use" },
+              requested: { type: 'number', description: 'What this deployment asks for' },
+              limit: { type: 'number' },
+              allowed: { type: 'array', items: { type: 'string' } },
+            },
           },
         },
       },
@@ -45,6 +56,15 @@ const errors = {
   },
 };
 
+const admissionRefused = {
+  description:
+    "Refused by the team's quota (IP_QUOTA_EXCEEDED: details name the quota, used, requested, limit) or policy (IP_POLICY_VIOLATION: details name the rule), or the key may not act for that tenant (IP_FORBIDDEN)",
+  content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+};
+const tenantView = (description: string) => ({
+  description,
+  content: { 'application/json': { schema: { $ref: '#/components/schemas/TenantView' } } },
+});
 const ok = (description: string) => ({ description, content: { 'application/json': {} } });
 const tenantBody = (description: string) => ({
   description,
@@ -92,8 +112,43 @@ export function openApiDocument(version: string): Record<string, unknown> {
             name: { type: 'string' },
             createdAt: { type: 'string', format: 'date-time' },
             limits: { $ref: '#/components/schemas/TenantLimits' },
+            quota: { $ref: '#/components/schemas/TenantQuota' },
+            policy: { $ref: '#/components/schemas/TenantPolicy' },
           },
           required: ['id', 'name', 'createdAt', 'limits'],
+        },
+        TenantQuota: z.toJSONSchema(TenantQuotaSchema, { io: 'output' }),
+        TenantPolicy: z.toJSONSchema(TenantPolicySchema, { io: 'output' }),
+        TenantView: {
+          type: 'object',
+          properties: {
+            tenant: { $ref: '#/components/schemas/Tenant' },
+            usage: {
+              type: 'object',
+              description: "What the team's deployments ask for now (desired state)",
+              properties: {
+                deployments: { type: 'integer' },
+                replicas: { type: 'integer' },
+                gpus: { type: 'object', additionalProperties: { type: 'integer' } },
+              },
+            },
+            quotas: {
+              type: 'array',
+              description:
+                "The team's quotas together: gpus[TYPE] and replicas (admission, with used), requestsPerSecond, tokensPerMinute, maxConcurrency (gateway limits)",
+              items: {
+                type: 'object',
+                properties: {
+                  quota: { type: 'string' },
+                  enforcedBy: { type: 'string', enum: ['admission', 'gateway'] },
+                  used: { type: 'number' },
+                  limit: { type: ['number', 'null'] },
+                },
+                required: ['quota', 'enforcedBy', 'limit'],
+              },
+            },
+          },
+          required: ['tenant', 'usage', 'quotas'],
         },
         KeyCreate: z.toJSONSchema(KeyCreateSchema, { io: 'input' }),
       },
@@ -122,6 +177,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           responses: {
             '200': ok('Updated or unchanged'),
             '201': ok('Created'),
+            '403': admissionRefused,
             '422': { description: 'Cannot be placed on free GPUs now' },
             ...errors,
           },
@@ -166,12 +222,13 @@ export function openApiDocument(version: string): Record<string, unknown> {
       '/tenants/{name}': {
         parameters: [nameParam],
         get: {
-          summary: 'A tenant and its gateway limits (a tenant key sees only its own)',
-          responses: { '200': tenantBody('The tenant'), ...errors },
+          summary:
+            'A tenant with its quota, policy, gateway limits and current usage (a tenant key sees only its own)',
+          responses: { '200': tenantView('The tenant, its usage and its quotas'), ...errors },
         },
         patch: {
           summary:
-            "Change a tenant's gateway limits (operator): a number sets a field, null clears it (unlimited), an absent field is kept",
+            "Change a tenant's gateway limits, quota and policy (operator): a value sets a field, null clears it (unlimited / no rule), an absent field is kept; quota: null or policy: null clears all of it",
           requestBody: {
             required: true,
             content: {
@@ -179,7 +236,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
             },
           },
           responses: {
-            '200': tenantBody('The tenant with its resulting limits'),
+            '200': tenantView('The tenant with its resulting limits, quota and policy'),
             '403': forbidden,
             ...errors,
           },

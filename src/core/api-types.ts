@@ -1,6 +1,6 @@
 // The control-plane API contract (`/api/v1` answers): the server builds these, the CLI reads them.
 import type { DeploymentSpec } from './schemas.js';
-import type { TenantLimits } from './types.js';
+import type { TenantLimits, TenantPolicy, TenantQuota } from './types.js';
 
 export interface DeploymentSummary {
   name: string;
@@ -58,6 +58,10 @@ export interface TenantSummary {
   deployments: number;
   /** Gateway limits; an absent field means unlimited. */
   limits: TenantLimits;
+  /** Admission quotas (see Tenant). */
+  quota?: TenantQuota;
+  /** Deployment policy (see Tenant). */
+  policy?: TenantPolicy;
 }
 
 export interface Tenant {
@@ -66,6 +70,38 @@ export interface Tenant {
   createdAt: string;
   /** Gateway limits; an absent field means unlimited. */
   limits: TenantLimits;
+  /** Admission quotas; an absent field means unlimited. */
+  quota: TenantQuota;
+  /** Deployment policy; an absent field means no rule. */
+  policy: TenantPolicy;
+}
+
+/** What a team's deployments ask for now (desired state, not replicas running). */
+export interface TenantUsage {
+  deployments: number;
+  replicas: number;
+  /** GPUs by type: replicas × GPUs per replica, summed. */
+  gpus: Record<string, number>;
+}
+
+/** One row of a team's quotas: admission quotas with their use, then the gateway limits. */
+export interface QuotaLine {
+  /** `gpus[H100-80GB]`, `replicas`, `requestsPerSecond`, `tokensPerMinute`, `maxConcurrency`. */
+  quota: string;
+  /** Enforced when deployments are admitted (`admission`) or per request (`gateway`). */
+  enforcedBy: 'admission' | 'gateway';
+  /** Current use (admission quotas only; the gateway's rates are on /metrics). */
+  used?: number;
+  /** null: unlimited. */
+  limit: number | null;
+}
+
+/** GET/PATCH /api/v1/tenants/{name}. */
+export interface TenantView {
+  tenant: Tenant;
+  usage: TenantUsage;
+  /** The team's quotas together: GPUs by type and replicas (admission), rps/tpm/concurrency (gateway). */
+  quotas: QuotaLine[];
 }
 
 export interface CreatedKey {

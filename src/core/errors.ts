@@ -27,6 +27,13 @@ export const ERRORS = {
   /** The client went away before the response was complete (nginx's 499). */
   IP_CLIENT_CLOSED: { status: 499, retryable: false, openaiType: 'invalid_request_error' },
   IP_PLACEMENT_FAILED: { status: 422, retryable: true, openaiType: 'invalid_request_error' },
+  /**
+   * Admission: the change would take a team over one of its quotas (GPUs of a type, replicas).
+   * 403 as for Kubernetes' ResourceQuota: the request is valid, the team may not have it now.
+   */
+  IP_QUOTA_EXCEEDED: { status: 403, retryable: false, openaiType: 'permission_error' },
+  /** Admission: the spec breaks one of the team's policy rules (engine, GPUs per replica, SLO). */
+  IP_POLICY_VIOLATION: { status: 403, retryable: false, openaiType: 'permission_error' },
   IP_NO_READY_REPLICA: { status: 503, retryable: true, openaiType: 'service_unavailable' },
   IP_UPSTREAM_UNAVAILABLE: { status: 502, retryable: true, openaiType: 'api_error' },
   IP_UPSTREAM_TIMEOUT: { status: 504, retryable: true, openaiType: 'api_error' },
@@ -40,6 +47,18 @@ export type ErrorCode = keyof typeof ERRORS;
 export interface ErrorDetail {
   path: string;
   message: string;
+  /** IP_QUOTA_EXCEEDED: the quota, e.g. `gpus[H100-80GB]` or `replicas`. */
+  quota?: string;
+  /** IP_POLICY_VIOLATION: the rule, e.g. `allowedEngines`, `maxGpusPerReplica`, `requireSlo`. */
+  rule?: string;
+  /** Quota: what the team's other deployments use now. */
+  used?: number;
+  /** Quota: what this deployment asks for in total; policy: the offending number, if any. */
+  requested?: number;
+  /** Quota or policy: the limit. */
+  limit?: number;
+  /** Policy allowedEngines: the entries allowed. */
+  allowed?: string[];
 }
 
 export class InferplaneError extends Error {

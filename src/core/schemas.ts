@@ -13,6 +13,9 @@ export const NameSchema = z
       "must be lower-case letters, digits and '-', starting and ending with a letter or digit",
   });
 
+/** An engine version: letters, digits, '.', '_' and '-' (b5000, 0.8.5, v1.2.0-rc1). */
+const ENGINE_VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
 export const EngineArgValueSchema = z.union([z.string(), z.number(), z.boolean()]);
 
 const WeightSchema = z.number().min(0).max(100).optional();
@@ -33,6 +36,14 @@ export const RoutingSpecSchema = z.strictObject({
     .describe("Overrides of the policy's scorer weights (each 0..100)."),
 });
 
+/** Latency targets of a deployment (p99, milliseconds); a team's policy may require them. */
+export const SloSpecSchema = z.strictObject({
+  ttftP99Ms: z.number().positive().max(3_600_000).optional().describe('p99 time to first token.'),
+  itlP99Ms: z.number().positive().max(3_600_000).optional().describe('p99 inter-token latency.'),
+  e2eP99Ms: z.number().positive().max(3_600_000).optional().describe('p99 end-to-end latency.'),
+});
+export type SloSpec = z.infer<typeof SloSpecSchema>;
+
 export const DeploymentSpecSchema = z
   .strictObject({
     kind: z.literal('Deployment').optional(),
@@ -41,6 +52,14 @@ export const DeploymentSpecSchema = z
     model: z.string().min(1).max(256).describe('The model served, e.g. llama-3.1-8b.'),
     engine: z.strictObject({
       name: z.string().min(1).max(32).describe('Engine adapter: sim, llamacpp, vllm, ...'),
+      version: z
+        .string()
+        .regex(ENGINE_VERSION_RE, { message: 'letters, digits, . _ - only' })
+        .max(64)
+        .optional()
+        .describe(
+          'Engine version (e.g. b5000 for llama.cpp, 0.8.5 for vLLM); matched by team policy rules such as llamacpp@>=b5000.',
+        ),
       args: z
         .record(z.string(), EngineArgValueSchema)
         .default({})
@@ -53,6 +72,9 @@ export const DeploymentSpecSchema = z
     }),
     routing: RoutingSpecSchema.optional().describe(
       'How the gateway picks a replica; changing it does not restart replicas.',
+    ),
+    slo: SloSpecSchema.optional().describe(
+      "Latency targets (p99, ms); required when the team's policy has requireSlo. Changing it does not restart replicas.",
     ),
   })
   .describe('A deployment: a model served by an engine on N replicas.');
@@ -67,9 +89,54 @@ export const TenantLimitsSchema = z.strictObject({
   maxConcurrency: z.int().positive().max(1e6).optional(),
 });
 
+/**
+ * A team's admission quotas (see TenantQuota in types.ts); an absent field means unlimited.
+ * Requests/s and tokens/min are the gateway `limits`, shown beside these as the team's quotas.
+ */
+export const TenantQuotaSchema = z.strictObject({
+  gpus: z
+    .record(z.string().min(1).max(64), z.int().min(0).max(1_000_000))
+    .optional()
+    .describe("GPUs by type across the team's deployments (replicas × GPUs per replica)."),
+  replicas: z
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .optional()
+    .describe("Replicas across the team's deployments."),
+});
+
+/**
+ * An allowedEngines entry: `name` (any version), `name@version` (exactly that version) or
+ * `name@>=version` (that version or newer; see engineVersionAtLeast in src/tenancy/quota.ts).
+ */
+export const EngineRuleSchema = z
+  .string()
+  .max(100)
+  .regex(/^[a-z0-9][a-z0-9_-]*(@(>=)?[A-Za-z0-9][A-Za-z0-9._-]*)?$/, {
+    message: 'expected name, name@version or name@>=version (e.g. sim, llamacpp@>=b5000)',
+  });
+
+/** A team's deployment policy (see TenantPolicy in types.ts); an absent field means no rule. */
+export const TenantPolicySchema = z.strictObject({
+  allowedEngines: z
+    .array(EngineRuleSchema)
+    .min(1)
+    .max(64)
+    .optional()
+    .describe('Engines (and versions) the team may deploy: sim, llamacpp@>=b5000, vllm@0.8.5.'),
+  maxGpusPerReplica: z.int().min(0).max(64).optional().describe('Most GPUs one replica may use.'),
+  requireSlo: z
+    .boolean()
+    .optional()
+    .describe('Deployments must carry an slo block with at least one target.'),
+});
+
 export const TenantCreateSchema = z.strictObject({
   name: NameSchema,
   limits: TenantLimitsSchema.optional(),
+  quota: TenantQuotaSchema.optional(),
+  policy: TenantPolicySchema.optional(),
 });
 
 /** A change to a tenant's limits: a number sets the field, null clears it, absent keeps it. */
@@ -80,10 +147,39 @@ export const TenantLimitsPatchSchema = z.strictObject({
 });
 export type TenantLimitsPatch = z.infer<typeof TenantLimitsPatchSchema>;
 
-/** Body of PATCH /api/v1/tenants/{name}. */
-export const TenantPatchSchema = z.strictObject({
-  limits: TenantLimitsPatchSchema,
+/** A change to a quota: a value sets a field (gpus: per type), null clears it, absent keeps it. */
+export const TenantQuotaPatchSchema = z.strictObject({
+  gpus: z
+    .record(z.string().min(1).max(64), z.int().min(0).max(1_000_000).nullable())
+    .nullable()
+    .optional(),
+  replicas: z.int().min(0).max(1_000_000).nullable().optional(),
 });
+export type TenantQuotaPatch = z.infer<typeof TenantQuotaPatchSchema>;
+
+/** A change to a policy: a value sets a rule, null clears it, absent keeps it. */
+export const TenantPolicyPatchSchema = z.strictObject({
+  allowedEngines: TenantPolicySchema.shape.allowedEngines.unwrap().nullable().optional(),
+  maxGpusPerReplica: TenantPolicySchema.shape.maxGpusPerReplica.unwrap().nullable().optional(),
+  requireSlo: z.boolean().nullable().optional(),
+});
+export type TenantPolicyPatch = z.infer<typeof TenantPolicyPatchSchema>;
+
+/**
+ * Body of PATCH /api/v1/tenants/{name}: any of limits, quota, policy. Within each, a value sets a
+ * field, null clears it and an absent field is kept; `quota: null` / `policy: null` clear all.
+ */
+export const TenantPatchSchema = z
+  .strictObject({
+    limits: TenantLimitsPatchSchema.optional(),
+    quota: TenantQuotaPatchSchema.nullable().optional(),
+    policy: TenantPolicyPatchSchema.nullable().optional(),
+  })
+  .refine((p) => p.limits !== undefined || p.quota !== undefined || p.policy !== undefined, {
+    message: 'required: at least one of limits, quota, policy',
+    path: ['limits'],
+  });
+export type TenantPatch = z.infer<typeof TenantPatchSchema>;
 export const KeyCreateSchema = z.strictObject({
   description: z.string().max(200).optional(),
 });

@@ -97,6 +97,28 @@ export interface TenantLimits {
   maxConcurrency?: number;
 }
 
+/**
+ * A team's admission quotas, checked when a deployment is created or changed (desired state:
+ * replicas × GPUs per replica). An absent field means unlimited. Requests/s and tokens/min are
+ * the gateway's TenantLimits.
+ */
+export interface TenantQuota {
+  /** GPUs by type (e.g. {"H100-80GB": 8}); a type not listed is unlimited. */
+  gpus?: Record<string, number>;
+  /** Replicas across all the team's deployments. */
+  replicas?: number;
+}
+
+/** A team's deployment policy; an absent field means no rule. */
+export interface TenantPolicy {
+  /** `name`, `name@version` or `name@>=version` entries; a deployment must match one. */
+  allowedEngines?: string[];
+  /** Most GPUs one replica may use. */
+  maxGpusPerReplica?: number;
+  /** Deployments must carry `slo` with at least one target. */
+  requireSlo?: boolean;
+}
+
 export interface TenantRoute {
   id: string;
   name: string;

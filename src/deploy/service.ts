@@ -13,6 +13,7 @@ import type { Inventory } from '../schedule/inventory.js';
 import type { Placer } from '../schedule/placement.js';
 import type { Db } from '../store/db.js';
 import type { DeploymentTable } from '../store/schema.js';
+import { checkPolicy, checkQuota } from '../tenancy/quota.js';
 import type { Principal, TenancyService } from '../tenancy/tenancy.js';
 import type { DeploymentController } from './controller.js';
 
@@ -67,6 +68,7 @@ export class DeploymentService {
         return { deployment: await this.summary(existing!), result: 'unchanged' as const };
       }
       const templateChanged = !old || !isDeepStrictEqual(template(old), template(spec));
+      await this.admitTeam(spec, tenant.name, tenant.id, existing?.id, old);
       await this.admit(spec, existing?.id, templateChanged);
 
       const now = isoNow();
@@ -115,6 +117,26 @@ export class DeploymentService {
       this.controller.changed();
       return { deployment: await this.summary(row), result: existing ? 'updated' : 'created' };
     });
+  }
+
+  /**
+   * Admission by the team's quotas and policy (src/tenancy/quota.ts), before placement: the
+   * team's usage by its other deployments plus this spec (in place of `old` on an update).
+   * Throws IP_QUOTA_EXCEEDED or IP_POLICY_VIOLATION; nothing has been written yet. Runs inside
+   * the controller's exclusive section, so concurrent applies cannot both pass one quota.
+   */
+  private async admitTeam(
+    spec: DeploymentSpec,
+    tenantName: string,
+    tenantId: string,
+    deploymentId: string | undefined,
+    old: DeploymentSpec | undefined,
+  ): Promise<void> {
+    const { quota, policy } = await this.tenancy.getTenant(tenantName);
+    checkPolicy(tenantName, policy, spec, old);
+    if (quota.replicas === undefined && quota.gpus === undefined) return;
+    const others = await this.tenancy.usage(tenantId, deploymentId);
+    checkQuota(tenantName, quota, others, spec, old);
   }
 
   /**

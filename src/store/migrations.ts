@@ -85,6 +85,19 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  // Team quotas and deployment policy (TenantQuota / TenantPolicy as JSON; '{}' = none).
+  '0004_tenant_quota_policy': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema
+        .alterTable('tenants')
+        .addColumn('quota', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
+      await db.schema
+        .alterTable('tenants')
+        .addColumn('policy', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -8,6 +8,10 @@ export interface TenantTable {
   created_at: string;
   /** TenantLimits as JSON ('{}': unlimited); added by migration 0002. */
   limits: Generated<string>;
+  /** TenantQuota as JSON ('{}': unlimited); added by migration 0004. */
+  quota: Generated<string>;
+  /** TenantPolicy as JSON ('{}': no rules); added by migration 0004. */
+  policy: Generated<string>;
 }
 
 export interface ApiKeyTable {
