@@ -211,13 +211,13 @@ describe('gateway faults through real sockets', () => {
 
   it('a slow replica gets less traffic under load-aware routing; every request completes', async () => {
     const r = await rig(2, 'least-loaded');
-    await fault(r.simUrls[0]!, { slowFactor: 200 });
+    await fault(r.simUrls[0]!, { slowFactor: 500 });
     const outs = await Promise.all(
       Array.from(
-        { length: 24 },
+        { length: 30 },
         (_, i) =>
           new Promise<Outcome>((res) =>
-            setTimeout(() => res(chat(r, { maxTokens: 16, deadlineMs: 20_000 })), i * 15),
+            setTimeout(() => res(chat(r, { maxTokens: 8, deadlineMs: 30_000 })), i * 50),
           ),
       ),
     );
