@@ -1,17 +1,27 @@
 // The control-plane HTTP API under /api/v1. Routes only: the logic lives in the layers.
 import { Hono, type Context } from 'hono';
-import type { ListResponse, NodeSummary } from '../core/api-types.js';
+import type {
+  AuditRecord,
+  AuditVerifyResult,
+  ListResponse,
+  ModelSummary,
+  ModelVersion,
+  NodeSummary,
+} from '../core/api-types.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import {
   KeyCreateSchema,
   TenantCreateSchema,
   TenantPatchSchema,
   parseOrThrow,
+  AuditQuerySchema,
 } from '../core/schemas.js';
 import type { DeploymentService } from '../deploy/service.js';
 import type { Inventory } from '../schedule/inventory.js';
 import { bearerToken, type Principal, type TenancyService } from '../tenancy/tenancy.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { AuditLog } from '../registry/audit.js';
+import type { ModelRegistry } from '../registry/registry.js';
 import { openApiDocument } from './openapi.js';
 
 export interface ApiDeps {
@@ -22,6 +32,10 @@ export interface ApiDeps {
   /** Called after changes the gateway must learn about (keys, tenants). */
   onChange: () => void;
   version: string;
+  /** The model registry (/models); the routes answer IP_NOT_FOUND while it is not wired. */
+  registry?: ModelRegistry;
+  /** The audit log (/audit); the routes answer IP_NOT_FOUND while it is not wired. */
+  audit?: AuditLog;
 }
 
 type Env = { Variables: { principal: Principal } };
@@ -165,6 +179,70 @@ export function createApi(deps: ApiDeps): Hono<Env> {
       })),
     };
     return c.json(body);
+  });
+
+  // Model registry: models (per tenant) → immutable versions → artifacts.
+  const registry = (): ModelRegistry => {
+    if (!deps.registry) {
+      throw new InferplaneError('IP_NOT_FOUND', 'the model registry is not enabled on this server');
+    }
+    return deps.registry;
+  };
+  const modelScope = (c: Context): { tenant?: string } => {
+    const tenant = c.req.query('tenant');
+    return tenant ? { tenant } : {};
+  };
+  app.get('/models', async (c) => {
+    const body: ListResponse<ModelSummary> = {
+      items: await registry().list(c.get('principal'), modelScope(c)),
+    };
+    return c.json(body);
+  });
+  app.get('/models/:name', async (c) =>
+    c.json(await registry().describe(c.req.param('name'), c.get('principal'), modelScope(c))),
+  );
+  app.get('/models/:name/versions', async (c) => {
+    const body: ListResponse<ModelVersion> = {
+      items: await registry().versions(c.req.param('name'), c.get('principal'), modelScope(c)),
+    };
+    return c.json(body);
+  });
+  app.get('/models/:name/versions/:version', async (c) =>
+    c.json({
+      version: await registry().getVersion(
+        c.req.param('name'),
+        c.req.param('version'),
+        c.get('principal'),
+        modelScope(c),
+      ),
+    }),
+  );
+  app.post('/models/:name/versions', async (c) => {
+    const out = await registry().register(
+      c.req.param('name'),
+      await jsonBody(c),
+      c.get('principal'),
+    );
+    return c.json(out, out.result === 'created' ? 201 : 200);
+  });
+
+  // Audit log (operator): the hash-chained record of every change.
+  const audit = (): AuditLog => {
+    if (!deps.audit) {
+      throw new InferplaneError('IP_NOT_FOUND', 'the audit log is not enabled on this server');
+    }
+    return deps.audit;
+  };
+  app.get('/audit', async (c) => {
+    operatorOnly(c);
+    const q = parseOrThrow(AuditQuerySchema, c.req.query(), 'audit query');
+    const body: ListResponse<AuditRecord> = { items: await audit().list(q) };
+    return c.json(body);
+  });
+  app.post('/audit/verify', async (c) => {
+    operatorOnly(c);
+    const result: AuditVerifyResult = await audit().verify();
+    return c.json(result);
   });
 
   return app;

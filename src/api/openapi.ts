@@ -3,6 +3,7 @@ import { z } from 'zod';
 import {
   DeploymentSpecSchema,
   KeyCreateSchema,
+  ModelVersionCreateSchema,
   TenantCreateSchema,
   TenantLimitsSchema,
   TenantPatchSchema,
@@ -83,6 +84,12 @@ const forbidden = {
   content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
 };
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string' } };
+const tenantQuery = {
+  name: 'tenant',
+  in: 'query',
+  description: 'The owning tenant (operators, when a model name exists in several tenants)',
+  schema: { type: 'string' },
+};
 
 let cached: Record<string, unknown> | undefined;
 
@@ -151,6 +158,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           required: ['tenant', 'usage', 'quotas'],
         },
         KeyCreate: z.toJSONSchema(KeyCreateSchema, { io: 'input' }),
+        ModelVersionCreate: z.toJSONSchema(ModelVersionCreateSchema, { io: 'input' }),
       },
     },
     paths: {
@@ -256,6 +264,91 @@ export function openApiDocument(version: string): Record<string, unknown> {
         get: {
           summary: 'Nodes and their GPUs (operator)',
           responses: { '200': ok('Nodes'), ...errors },
+        },
+      },
+      '/models': {
+        get: {
+          summary:
+            'List registered models (a tenant key sees its own; an operator all, or ?tenant=)',
+          parameters: [tenantQuery],
+          responses: { '200': ok('Model summaries'), ...errors },
+        },
+      },
+      '/models/{name}': {
+        parameters: [nameParam, tenantQuery],
+        get: {
+          summary: 'A model and its versions',
+          responses: { '200': ok('Model detail'), ...errors },
+        },
+      },
+      '/models/{name}/versions': {
+        parameters: [nameParam],
+        get: {
+          summary: "A model's versions, oldest first",
+          parameters: [tenantQuery],
+          responses: { '200': ok('Versions'), ...errors },
+        },
+        post: {
+          summary:
+            'Register an immutable version (the model is created with its first version); the same content again is idempotent (200), different content is 409 IP_CONFLICT',
+          requestBody: {
+            required: true,
+            content: {
+              'application/json': { schema: { $ref: '#/components/schemas/ModelVersionCreate' } },
+            },
+          },
+          responses: {
+            '200': ok('Already registered with the same content'),
+            '201': ok('Registered'),
+            '409': { description: 'The version exists with different content' },
+            ...errors,
+          },
+        },
+      },
+      '/models/{name}/versions/{version}': {
+        parameters: [
+          nameParam,
+          { name: 'version', in: 'path', required: true, schema: { type: 'string' } },
+          tenantQuery,
+        ],
+        get: {
+          summary: 'One version: artifacts (uri, sha256, size, format) and provenance',
+          responses: { '200': ok('The version'), ...errors },
+        },
+      },
+      '/audit': {
+        get: {
+          summary:
+            'Audit records, oldest first: the newest `limit` matching the filters (operator)',
+          parameters: [
+            {
+              name: 'resource',
+              in: 'query',
+              description: 'Exact, or a prefix at a / or @ boundary (model/team-a)',
+              schema: { type: 'string' },
+            },
+            {
+              name: 'actor',
+              in: 'query',
+              description: 'Exact, or a prefix at a / boundary (tenant/team-a)',
+              schema: { type: 'string' },
+            },
+            { name: 'action', in: 'query', schema: { type: 'string' } },
+            { name: 'since', in: 'query', schema: { type: 'string', format: 'date-time' } },
+            {
+              name: 'limit',
+              in: 'query',
+              schema: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
+            },
+          ],
+          responses: { '200': ok('Audit records'), '403': forbidden, ...errors },
+        },
+      },
+      '/audit/verify': {
+        post: {
+          summary:
+            'Verify the hash chain: {ok, checked, head, firstBad?: {seq, reason, record?}} (operator)',
+          responses: { '200': ok('Verification result'), '403': forbidden, ...errors },
         },
       },
     },

@@ -2,12 +2,14 @@
 import { packageVersion } from '../core/version.js';
 import { Command, CommanderError } from 'commander';
 import { registerApply } from './commands/apply.js';
+import { registerAudit } from './commands/audit.js';
 import { registerBench } from './commands/bench.js';
 import { registerDelete } from './commands/delete.js';
 import { registerDescribe } from './commands/describe.js';
 import { registerGet } from './commands/get.js';
 import { registerKey } from './commands/key.js';
 import { registerLogs } from './commands/logs.js';
+import { registerModel } from './commands/model.js';
 import { registerSim } from './commands/sim.js';
 import { registerTenant } from './commands/tenant.js';
 import { DEFAULT_URL } from './client.js';
@@ -28,7 +30,9 @@ export function buildProgram(io: Io = processIo): Command {
       'Inferplane: deploy models on a shared GPU fleet and serve them behind an\n' +
         'OpenAI-compatible endpoint. This CLI talks to the control-plane API (/api/v1).',
     )
-    .version(packageVersion(), '-V, --version', 'print the version')
+    // Only -V here: a root option is matched anywhere on the line, and `model register` has its
+    // own --version; `inferplane --version` (as the first argument) is answered in run().
+    .version(packageVersion(), '-V', 'print the version (also --version)')
     .option('--url <url>', `control-plane URL (env INFERPLANE_URL, default ${DEFAULT_URL})`)
     .option('--api-key <key>', 'API key sent as a bearer token (env INFERPLANE_API_KEY)')
     .showSuggestionAfterError()
@@ -57,6 +61,8 @@ export function buildProgram(io: Io = processIo): Command {
   registerKey(program, io);
   registerSim(program, io);
   registerBench(program, io);
+  registerModel(program, io);
+  registerAudit(program, io);
   return program;
 }
 
@@ -65,6 +71,10 @@ export function buildProgram(io: Io = processIo): Command {
  * 1 on errors (printed as `error: <message> (<code>)`), 2 on usage errors.
  */
 export async function run(argv: readonly string[], io: Io = processIo): Promise<number> {
+  if (argv[2] === '--version') {
+    io.out(`${packageVersion()}\n`);
+    return 0;
+  }
   const program = buildProgram(io);
   try {
     await program.parseAsync([...argv]);

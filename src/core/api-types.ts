@@ -137,3 +137,79 @@ export interface NodeSummary {
 export interface ListResponse<T> {
   items: T[];
 }
+
+// Model registry (`/api/v1/models`) and audit log (`/api/v1/audit`).
+
+export interface ModelArtifact {
+  uri: string;
+  sha256: string;
+  /** Bytes; null when not known at registration (an http(s) URL registered without a size). */
+  size: number | null;
+  format: 'gguf' | 'safetensors' | 'onnx' | 'trt-engine';
+}
+
+export interface ModelProvenance {
+  source: string | null;
+  license: string | null;
+  /** The API key that registered the version, and its tenant (null for an operator key). */
+  registeredBy: { keyId: string; tenant: string | null };
+}
+
+export interface ModelVersion {
+  model: string;
+  tenant: string;
+  version: string;
+  artifacts: ModelArtifact[];
+  provenance: ModelProvenance;
+  /** sha256 of the version's canonical content (artifacts, source, license). */
+  contentHash: string;
+  createdAt: string;
+}
+
+export interface ModelSummary {
+  name: string;
+  tenant: string;
+  versions: number;
+  /** The most recently registered version. */
+  latest: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ModelDetail {
+  model: ModelSummary;
+  versions: ModelVersion[];
+}
+
+export interface RegisterVersionResponse {
+  model: ModelSummary;
+  version: ModelVersion;
+  /** `unchanged`: the same content was already registered under this version (idempotent). */
+  result: 'created' | 'unchanged';
+}
+
+export interface AuditRecord {
+  seq: number;
+  time: string;
+  /** `operator/<keyId>`, `tenant/<tenant>/<keyId>` or `system/<component>`. */
+  actor: string;
+  action: string;
+  /** e.g. `model/<tenant>/<name>@<version>`, `deployment/<name>`, `tenant/<name>`. */
+  resource: string;
+  before: unknown;
+  after: unknown;
+  reason: string | null;
+  /** Hash of the previous record (the genesis hash for seq 1). */
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditVerifyResult {
+  ok: boolean;
+  /** Records checked. */
+  checked: number;
+  /** The last record's seq and hash (null when the log is empty). */
+  head: { seq: number; hash: string } | null;
+  /** The first record found broken, why, and the record as stored (when it exists). */
+  firstBad?: { seq: number; reason: string; record?: AuditRecord };
+}

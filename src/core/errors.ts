@@ -40,6 +40,10 @@ export const ERRORS = {
   IP_INTERNAL: { status: 500, retryable: false, openaiType: 'api_error' },
   IP_OVERLOADED: { status: 503, retryable: true, openaiType: 'service_unavailable' },
   IP_SHUTTING_DOWN: { status: 503, retryable: true, openaiType: 'service_unavailable' },
+  /** An artifact's bytes do not match its registered sha256 (or size); nothing is served from them. */
+  IP_ARTIFACT_CORRUPT: { status: 422, retryable: false, openaiType: 'api_error' },
+  /** An artifact could not be fetched (missing file, HTTP error, network failure). */
+  IP_ARTIFACT_UNAVAILABLE: { status: 502, retryable: true, openaiType: 'api_error' },
 } as const satisfies Record<string, ErrorDef>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -210,3 +210,75 @@ export function parseOrThrow<S extends z.ZodType>(
   }
   return result.data;
 }
+
+// Model registry (src/registry): models → immutable versions → artifacts.
+
+/** Artifact file formats the registry knows. */
+export const ARTIFACT_FORMATS = ['gguf', 'safetensors', 'onnx', 'trt-engine'] as const;
+export type ArtifactFormat = (typeof ARTIFACT_FORMATS)[number];
+
+/** A model name: lower-case letters, digits, '.', '_' and '-' (e.g. llama-3.1-8b). */
+export const ModelNameSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$/, {
+    message:
+      "must be lower-case letters, digits, '.', '_' and '-', starting and ending with a letter or digit",
+  });
+
+/** A version label (e.g. 1, v2, 2025-06-01, 1.0.0-rc.1+build.5). */
+export const ModelVersionLabelSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]*$/, {
+    message: "must be letters, digits, '.', '_', '+' and '-', starting with a letter or digit",
+  });
+
+export const Sha256Schema = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, { message: 'must be 64 lower-case hex digits (sha256)' });
+
+export const ArtifactInputSchema = z.strictObject({
+  uri: z
+    .string()
+    .min(1)
+    .max(2048)
+    .refine((u) => /^(file:\/\/\/|https?:\/\/)/.test(u), {
+      message: 'must be an absolute file:/// URI or an http(s):// URL',
+    })
+    .describe('file:///abs/path or http(s)://host/path'),
+  sha256: Sha256Schema.optional().describe(
+    'sha256 of the bytes; computed at registration for a file:// URI when omitted',
+  ),
+  size: z.int().min(0).max(Number.MAX_SAFE_INTEGER).optional().describe('Size in bytes.'),
+  format: z
+    .enum(ARTIFACT_FORMATS)
+    .optional()
+    .describe('File format; inferred from the extension when omitted.'),
+});
+export type ArtifactInput = z.infer<typeof ArtifactInputSchema>;
+
+/** Body of POST /api/v1/models/{name}/versions: registers an immutable model version. */
+export const ModelVersionCreateSchema = z.strictObject({
+  version: ModelVersionLabelSchema,
+  tenant: NameSchema.optional().describe(
+    'Owning tenant; a tenant key registers into its own tenant, an operator must name one.',
+  ),
+  artifacts: z.array(ArtifactInputSchema).min(1).max(64),
+  source: z.string().min(1).max(1024).optional().describe('Where the model came from.'),
+  license: z.string().min(1).max(256).optional(),
+  reason: z.string().min(1).max(1024).optional().describe('Why (kept in the audit log).'),
+});
+export type ModelVersionCreate = z.infer<typeof ModelVersionCreateSchema>;
+
+/** Filters of GET /api/v1/audit. */
+export const AuditQuerySchema = z.strictObject({
+  resource: z.string().min(1).max(512).optional(),
+  actor: z.string().min(1).max(512).optional(),
+  action: z.string().min(1).max(128).optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+});
+export type AuditQuery = z.infer<typeof AuditQuerySchema>;

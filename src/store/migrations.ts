@@ -98,6 +98,76 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  // Model registry (models → immutable versions → artifacts) and the hash-chained audit log.
+  '0006_registry_audit': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema
+        .createTable('models')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'text', (c) =>
+          c.notNull().references('tenants.id').onDelete('cascade'),
+        )
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addUniqueConstraint('models_tenant_name', ['tenant_id', 'name'])
+        .execute();
+      await db.schema
+        .createTable('model_versions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('model_id', 'text', (c) =>
+          c.notNull().references('models.id').onDelete('cascade'),
+        )
+        .addColumn('version', 'text', (c) => c.notNull())
+        .addColumn('ordinal', 'integer', (c) => c.notNull())
+        .addColumn('content_hash', 'text', (c) => c.notNull())
+        .addColumn('source', 'text')
+        .addColumn('license', 'text')
+        .addColumn('registered_key', 'text', (c) => c.notNull())
+        .addColumn('registered_tenant', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addUniqueConstraint('model_versions_model_version', ['model_id', 'version'])
+        .execute();
+      await db.schema
+        .createTable('model_artifacts')
+        .addColumn('version_id', 'text', (c) =>
+          c.notNull().references('model_versions.id').onDelete('cascade'),
+        )
+        .addColumn('idx', 'integer', (c) => c.notNull())
+        .addColumn('uri', 'text', (c) => c.notNull())
+        .addColumn('sha256', 'text', (c) => c.notNull())
+        .addColumn('size', 'integer')
+        .addColumn('format', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('model_artifacts_pk', ['version_id', 'idx'])
+        .execute();
+      await db.schema
+        .createTable('audit_log')
+        .addColumn('seq', 'integer', (c) => c.primaryKey())
+        .addColumn('time', 'text', (c) => c.notNull())
+        .addColumn('actor', 'text', (c) => c.notNull())
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('resource', 'text', (c) => c.notNull())
+        .addColumn('before', 'text')
+        .addColumn('after', 'text')
+        .addColumn('reason', 'text')
+        .addColumn('prev_hash', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('audit_log_resource')
+        .on('audit_log')
+        .column('resource')
+        .execute();
+      // The chain's head (one row), written with each append: deleting the newest records
+      // leaves no gap in the chain, but no longer matches the head.
+      await db.schema
+        .createTable('audit_head')
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

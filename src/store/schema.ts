@@ -70,6 +70,65 @@ export interface NodeTable {
   last_seen: string;
 }
 
+/** Model registry and audit log; added by migration 0006. */
+export interface ModelTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ModelVersionTable {
+  id: string;
+  model_id: string;
+  version: string;
+  /** 1, 2, ... in registration order within the model. */
+  ordinal: number;
+  content_hash: string;
+  source: string | null;
+  license: string | null;
+  registered_key: string;
+  registered_tenant: string | null;
+  created_at: string;
+}
+
+export interface ModelArtifactTable {
+  version_id: string;
+  idx: number;
+  uri: string;
+  sha256: string;
+  size: number | null;
+  format: string;
+}
+
+export interface AuditLogTable {
+  seq: number;
+  time: string;
+  actor: string;
+  action: string;
+  resource: string;
+  /** Canonical JSON (null: none). */
+  before: string | null;
+  after: string | null;
+  reason: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+}
+
+/** Rollout state of a deployment (RolloutState JSON, src/deploy/rollout.ts); migration 0005. */
+export interface RolloutTable {
+  deployment_id: string;
+  state: string;
+  updated_at: string;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -77,4 +136,9 @@ export interface Database {
   replicas: ReplicaTable;
   events: EventTable;
   nodes: NodeTable;
+  models: ModelTable;
+  model_versions: ModelVersionTable;
+  model_artifacts: ModelArtifactTable;
+  audit_log: AuditLogTable;
+  audit_head: AuditHeadTable;
 }
