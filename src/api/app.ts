@@ -108,6 +108,22 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     return c.text(text);
   });
 
+  // Rollouts: status (step, weights, gates), promote, abort, undo.
+  app.get('/deployments/:name/rollout', async (c) =>
+    c.json(await deps.deployments.rolloutStatus(c.req.param('name'), c.get('principal'))),
+  );
+  app.post('/deployments/:name/rollout/promote', async (c) =>
+    c.json(await deps.deployments.rolloutPromote(c.req.param('name'), c.get('principal'))),
+  );
+  app.post('/deployments/:name/rollout/abort', async (c) =>
+    c.json(await deps.deployments.rolloutAbort(c.req.param('name'), c.get('principal'))),
+  );
+  app.post('/deployments/:name/rollout/undo', async (c) => {
+    const out = await deps.deployments.rolloutUndo(c.req.param('name'), c.get('principal'));
+    deps.onChange();
+    return c.json(out);
+  });
+
   // Tenants and keys
   app.get('/tenants', async (c) => {
     const p = c.get('principal');

@@ -209,6 +209,49 @@ export function openApiDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      '/deployments/{name}/rollout': {
+        parameters: [nameParam],
+        get: {
+          summary:
+            "The deployment's rollout: phase, step, version weights, and each gate's value against its threshold over the last interval",
+          responses: { '200': ok('Rollout status'), ...errors },
+        },
+      },
+      '/deployments/{name}/rollout/promote': {
+        parameters: [nameParam],
+        post: {
+          summary: 'Promote the canary to 100% now (skips the remaining steps and gates)',
+          responses: {
+            '200': ok('Rollout status'),
+            '409': { description: 'No rollout in progress' },
+            ...errors,
+          },
+        },
+      },
+      '/deployments/{name}/rollout/abort': {
+        parameters: [nameParam],
+        post: {
+          summary:
+            'Roll back by hand: traffic to the stable version first, then the canary is torn down',
+          responses: {
+            '200': ok('Rollout status'),
+            '409': { description: 'No rollout in progress' },
+            ...errors,
+          },
+        },
+      },
+      '/deployments/{name}/rollout/undo': {
+        parameters: [nameParam],
+        post: {
+          summary:
+            'After a completed rollout: re-apply the previous version (it rolls out like any change)',
+          responses: {
+            '200': ok('Apply result'),
+            '409': { description: 'Nothing to undo' },
+            ...errors,
+          },
+        },
+      },
       '/tenants': {
         get: { summary: 'List tenants', responses: { '200': ok('Tenants'), ...errors } },
         post: {

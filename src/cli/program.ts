@@ -10,6 +10,7 @@ import { registerGet } from './commands/get.js';
 import { registerKey } from './commands/key.js';
 import { registerLogs } from './commands/logs.js';
 import { registerModel } from './commands/model.js';
+import { registerRollout } from './commands/rollout.js';
 import { registerSim } from './commands/sim.js';
 import { registerTenant } from './commands/tenant.js';
 import { DEFAULT_URL } from './client.js';
@@ -63,6 +64,7 @@ export function buildProgram(io: Io = processIo): Command {
   registerBench(program, io);
   registerModel(program, io);
   registerAudit(program, io);
+  registerRollout(program, io);
   return program;
 }
 

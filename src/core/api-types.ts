@@ -13,6 +13,15 @@ export interface DeploymentSummary {
   generation: number;
   createdAt: string;
   updatedAt: string;
+  /** The current or last rollout (see RolloutView). */
+  rollout?: {
+    phase: string;
+    stable: string;
+    canary: string;
+    canaryWeight: number;
+    /** How long the canary's warmup took (null: not warmed yet). */
+    warmupMs: number | null;
+  };
 }
 
 export interface Replica {
@@ -212,4 +221,39 @@ export interface AuditVerifyResult {
   head: { seq: number; hash: string } | null;
   /** The first record found broken, why, and the record as stored (when it exists). */
   firstBad?: { seq: number; reason: string; record?: AuditRecord };
+}
+
+/** One rollout gate evaluated over the last interval: the canary's value against the threshold. */
+export interface RolloutGate {
+  gate: 'ttftP99Ms' | 'itlP99Ms' | 'errorRate' | 'gpuMemoryPct' | 'probe';
+  /** pending: too few samples in the window; unavailable: the engine cannot report it. */
+  status: 'passed' | 'failed' | 'pending' | 'unavailable';
+  value: number | string | null;
+  threshold: number | string;
+  samples?: number;
+  note?: string;
+}
+
+/** GET /api/v1/deployments/{name}/rollout. */
+export interface RolloutView {
+  deployment: string;
+  /** None, Warming, Progressing, Promoting, RollingBack, Completed, RolledBack. */
+  phase: string;
+  stable: { version: string; generation: number };
+  canary: { version: string; generation: number } | null;
+  /** 1-based step in force (0 while warming up). */
+  step: number;
+  steps: number;
+  /** version → share of traffic (%). */
+  weights: Record<string, number>;
+  gates: RolloutGate[];
+  failedGate?: RolloutGate;
+  reason?: string;
+  intervalMs: number | null;
+  pauseMs?: number;
+  warmupMs: number | null;
+  /** Rollback: from the traffic shift to the canary torn down. */
+  rollbackMs?: number;
+  startedAt: string | null;
+  finishedAt: string | null;
 }

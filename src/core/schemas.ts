@@ -44,6 +44,88 @@ export const SloSpecSchema = z.strictObject({
 });
 export type SloSpec = z.infer<typeof SloSpecSchema>;
 
+/** A duration: milliseconds as a number, or a string such as "500ms", "30s", "2m", "1h". */
+export const DurationSchema = z.union([
+  z.int().min(0).max(86_400_000),
+  z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, {
+    message: 'expected milliseconds or a duration such as 500ms, 30s, 2m, 1h',
+  }),
+]);
+export type Duration = z.infer<typeof DurationSchema>;
+
+/** Milliseconds of a Duration ("30s" → 30000, 1500 → 1500). */
+export function durationMs(d: Duration): number {
+  if (typeof d === 'number') return d;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(d);
+  if (!m) return 0;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/**
+ * A safe rollout of a changed template (see src/deploy/rollout.ts): canary replicas of the new
+ * version, warmed up, then take `steps` of traffic; `gates` are evaluated on the canary's own
+ * gateway metrics every `interval`; a failed gate rolls back (traffic first, then teardown).
+ */
+export const RolloutSpecSchema = z.strictObject({
+  steps: z
+    .array(
+      z.strictObject({
+        weight: z.number().min(0).max(100).describe('Share of traffic (%) to the new version.'),
+        pause: DurationSchema.default(0).describe('How long to hold this step (gates passing).'),
+      }),
+    )
+    .min(1)
+    .max(20)
+    .describe('Traffic steps; after the last one passes the new version is promoted to 100%.'),
+  gates: z
+    .strictObject({
+      ttftP99Ms: z.number().positive().max(3_600_000).optional().describe('Canary p99 TTFT limit.'),
+      itlP99Ms: z.number().positive().max(3_600_000).optional().describe('Canary p99 ITL limit.'),
+      errorRate: z.number().min(0).max(1).optional().describe('Canary error (5xx) share limit.'),
+      gpuMemoryPct: z
+        .number()
+        .min(0)
+        .max(100)
+        .optional()
+        .describe("Canary replicas' GPU memory use limit (%)."),
+      probe: z
+        .strictObject({
+          messages: z
+            .array(
+              z.strictObject({
+                role: z.enum(['system', 'user', 'assistant']),
+                content: z.string().max(100_000),
+              }),
+            )
+            .min(1)
+            .max(64),
+          expect: z.string().min(1).max(1000).describe('Substring of the reply, or /regex/flags.'),
+          maxTokens: z.int().positive().max(4096).optional().describe('Default 8.'),
+        })
+        .optional()
+        .describe('One chat request to a canary replica each interval; the reply must match.'),
+    })
+    .default({}),
+  interval: DurationSchema.default('10s').describe('How often gates are evaluated (window).'),
+  minSamples: z
+    .int()
+    .min(1)
+    .max(1_000_000)
+    .default(20)
+    .describe('Fewest samples in a window for a latency or error gate to be decided.'),
+  warmup: z
+    .strictObject({
+      requests: z.int().min(0).max(1000).default(4).describe('Synthetic requests per replica.'),
+      maxTokens: z.int().positive().max(4096).default(8),
+    })
+    .default({ requests: 4, maxTokens: 8 }),
+  drainTimeout: DurationSchema.default('60s').describe(
+    'Longest wait for in-flight requests before replicas are torn down.',
+  ),
+});
+export type RolloutSpec = z.infer<typeof RolloutSpecSchema>;
+
 export const DeploymentSpecSchema = z
   .strictObject({
     kind: z.literal('Deployment').optional(),
@@ -75,6 +157,20 @@ export const DeploymentSpecSchema = z
     ),
     slo: SloSpecSchema.optional().describe(
       "Latency targets (p99, ms); required when the team's policy has requireSlo. Changing it does not restart replicas.",
+    ),
+    version: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]*$/, {
+        message: "must be letters, digits, '.', '_', '+' and '-', starting with a letter or digit",
+      })
+      .optional()
+      .describe(
+        'A label for this template (model, engine, resources); default g<generation>. Changing it is a template change.',
+      ),
+    rollout: RolloutSpecSchema.optional().describe(
+      'Roll template changes out as a canary with traffic steps and gates; without it replicas are replaced.',
     ),
   })
   .describe('A deployment: a model served by an engine on N replicas.');

@@ -1,7 +1,9 @@
 // The deployment controller: makes the running replicas match the stored deployments.
 // Desired state lives in the store; the loop places missing replicas, starts them through the
 // runtime driver, replaces replicas of an older template generation, removes surplus ones, brings
-// stored replicas back after a restart, and records what happened as events.
+// stored replicas back after a restart, and records what happened as events. During a rollout
+// (src/deploy/rollout.ts) it keeps two replica sets, stable and canary, each of its generation:
+// the rollout manager says how many of each; replicas take the lowest free index.
 import { isoNow } from '../core/clock.js';
 import { toInferplaneError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
@@ -15,6 +17,8 @@ import type { ClusterView, Placer } from '../schedule/placement.js';
 import type { Db } from '../store/db.js';
 import type { DeploymentTable, ReplicaTable } from '../store/schema.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { VersionStats } from '../telemetry/version-stats.js';
+import { RolloutManager, type ReplicaSet } from './rollout.js';
 
 export interface ControllerOptions {
   db: Db;
@@ -25,6 +29,12 @@ export interface ControllerOptions {
   /** Called whenever routable state may have changed (replica ready/unready, deployment gone). */
   onChange: () => void;
   resyncMs?: number;
+  /** Per-version gateway statistics for rollout gates (absent: latency/error gates stay pending). */
+  versionStats?: VersionStats;
+  /** Publishes a routing snapshot and resolves when the gateway has it (default: onChange). */
+  publishNow?: () => Promise<void>;
+  /** How often the rollout manager looks at active rollouts (default 200 ms). */
+  rolloutTickMs?: number;
 }
 
 export type EventType = 'Normal' | 'Warning';
@@ -43,9 +53,24 @@ export class DeploymentController {
   private readonly owner = new Map<string, string>();
   /** deployment id → last placement failure, cleared when placement succeeds. */
   readonly unschedulable = new Map<string, string>();
+  /** Canary rollouts (src/deploy/rollout.ts). */
+  readonly rollouts: RolloutManager;
 
   constructor(opts: ControllerOptions) {
     this.o = opts;
+    this.rollouts = new RolloutManager({
+      db: opts.db,
+      host: this,
+      logger: opts.logger,
+      stats: opts.versionStats,
+      publishNow:
+        opts.publishNow ??
+        (() => {
+          opts.onChange();
+          return Promise.resolve();
+        }),
+      ...(opts.rolloutTickMs !== undefined ? { tickMs: opts.rolloutTickMs } : {}),
+    });
     opts.driver.onStatus((s, reason, message) => {
       void this.persistStatus(s, reason, message);
     });
@@ -79,12 +104,14 @@ export class DeploymentController {
       this.timer.unref();
     };
     loop();
+    this.rollouts.start();
   }
 
   /** Stops the loop and every replica this controller started. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    await this.rollouts.stop();
     await this.running;
     await this.o.driver.shutdown();
   }
@@ -191,6 +218,9 @@ export class DeploymentController {
 
   private async reconcile(d: DeploymentTable): Promise<void> {
     const spec = JSON.parse(d.spec) as DeploymentSpec;
+    // The replica sets to keep: one generation normally; stable + canary during a rollout.
+    const sets = await this.rollouts.desiredSets(d, spec);
+    const setOf = new Map<number, ReplicaSet>(sets.map((x) => [x.generation, x]));
     const rows = await this.o.db
       .selectFrom('replicas')
       .selectAll()
@@ -198,13 +228,16 @@ export class DeploymentController {
       .orderBy('idx')
       .execute();
 
-    // Surplus replicas and replicas of an older template generation go away.
-    const keep: ReplicaTable[] = [];
+    // Surplus replicas and replicas of a generation no set wants go away.
+    const keep: Array<{ r: ReplicaTable; set: ReplicaSet }> = [];
+    const kept = new Map<number, number>();
     for (const r of rows) {
-      const surplus = r.idx >= spec.replicas;
-      const outdated = r.generation !== d.generation;
-      if (!surplus && !outdated) {
-        keep.push(r);
+      const set = setOf.get(r.generation);
+      const n = kept.get(r.generation) ?? 0;
+      const surplus = set !== undefined && set.count !== 'keep' && n >= set.count;
+      if (set && !surplus) {
+        keep.push({ r, set });
+        kept.set(r.generation, n + 1);
         continue;
       }
       await this.o.driver.stop(r.id);
@@ -213,10 +246,12 @@ export class DeploymentController {
       await this.recordEvent(
         d.id,
         'Normal',
-        surplus ? 'ScaledDown' : 'Replaced',
+        surplus ? 'ScaledDown' : spec.rollout ? 'TornDown' : 'Replaced',
         surplus
           ? `replica ${r.idx} removed (replicas: ${spec.replicas})`
-          : `replica ${r.idx} replaced: spec generation ${r.generation} → ${d.generation}`,
+          : spec.rollout
+            ? `replica ${r.idx} of generation ${r.generation} torn down`
+            : `replica ${r.idx} replaced: spec generation ${r.generation} → ${d.generation}`,
         r.idx,
       );
       this.o.onChange();
@@ -224,7 +259,7 @@ export class DeploymentController {
 
     // Stored replicas that are not running (after a restart) start again where they were placed.
     let view: ClusterView | undefined;
-    for (const r of keep) {
+    for (const { r, set } of keep) {
       if (this.o.driver.status(r.id)) continue;
       view ??= await this.o.inventory.clusterView();
       const node = view.nodes.find((n) => n.name === r.node);
@@ -233,10 +268,11 @@ export class DeploymentController {
         node !== undefined &&
         node.state === 'ready' &&
         gpus.every((g) =>
-          node.gpus.some((x) => x.index === g && x.type === spec.resources.gpuType),
+          node.gpus.some((x) => x.index === g && x.type === set.spec.resources.gpuType),
         );
       if (!valid) {
         await this.o.db.deleteFrom('replicas').where('id', '=', r.id).execute();
+        kept.set(r.generation, (kept.get(r.generation) ?? 1) - 1);
         await this.recordEvent(
           d.id,
           'Warning',
@@ -247,11 +283,11 @@ export class DeploymentController {
         view = undefined;
         continue;
       }
-      this.launch(d, spec, r.id, r.idx, gpus);
+      this.launch(d, set.spec, r.id, r.idx, gpus);
     }
 
-    // Missing replicas get placed and started.
-    const present = new Set(
+    // Missing replicas get placed and started, each at the lowest free index.
+    const used = new Set(
       (
         await this.o.db
           .selectFrom('replicas')
@@ -260,54 +296,83 @@ export class DeploymentController {
           .execute()
       ).map((r) => r.idx),
     );
-    for (let idx = 0; idx < spec.replicas; idx++) {
-      if (present.has(idx)) continue;
-      const view = await this.o.inventory.clusterView();
-      let placement;
-      try {
-        placement = this.o.placer.place(
-          {
-            deployment: d.name,
-            replicaIdx: idx,
-            gpus: spec.resources.gpus,
-            gpuType: spec.resources.gpuType,
-          },
-          view,
-        );
-      } catch (e) {
-        const err = toInferplaneError(e);
-        if (this.unschedulable.get(d.id) !== err.message) {
-          this.unschedulable.set(d.id, err.message);
-          await this.recordEvent(d.id, 'Warning', 'FailedPlacement', err.message, idx);
+    for (const set of sets) {
+      if (set.count === 'keep') continue;
+      for (let n = kept.get(set.generation) ?? 0; n < set.count; n++) {
+        let idx = 0;
+        while (used.has(idx)) idx++;
+        const view = await this.o.inventory.clusterView();
+        let placement;
+        try {
+          placement = this.o.placer.place(
+            {
+              deployment: d.name,
+              replicaIdx: idx,
+              gpus: set.spec.resources.gpus,
+              gpuType: set.spec.resources.gpuType,
+            },
+            view,
+          );
+        } catch (e) {
+          const err = toInferplaneError(e);
+          if (this.unschedulable.get(d.id) !== err.message) {
+            this.unschedulable.set(d.id, err.message);
+            await this.recordEvent(d.id, 'Warning', 'FailedPlacement', err.message, idx);
+          }
+          return;
         }
-        return;
-      }
-      this.unschedulable.delete(d.id);
-      const id = newId('rep');
-      await this.o.db
-        .insertInto('replicas')
-        .values({
-          id,
-          deployment_id: d.id,
+        this.unschedulable.delete(d.id);
+        used.add(idx);
+        const id = newId('rep');
+        await this.o.db
+          .insertInto('replicas')
+          .values({
+            id,
+            deployment_id: d.id,
+            idx,
+            generation: set.generation,
+            state: 'pending',
+            node: placement.node,
+            gpus: JSON.stringify(placement.gpus),
+            port: null,
+            pid: null,
+            restarts: 0,
+            started_at: null,
+            last_error: null,
+            created_at: isoNow(),
+          })
+          .execute();
+        const where = placement.gpus.length
+          ? `${placement.node} GPU ${placement.gpus.join(',')}`
+          : placement.node;
+        const gen = sets.length > 1 ? ` (generation ${set.generation})` : '';
+        await this.recordEvent(
+          d.id,
+          'Normal',
+          'Placed',
+          `replica ${idx}${gen} placed on ${where}`,
           idx,
-          generation: d.generation,
-          state: 'pending',
-          node: placement.node,
-          gpus: JSON.stringify(placement.gpus),
-          port: null,
-          pid: null,
-          restarts: 0,
-          started_at: null,
-          last_error: null,
-          created_at: isoNow(),
-        })
-        .execute();
-      const where = placement.gpus.length
-        ? `${placement.node} GPU ${placement.gpus.join(',')}`
-        : placement.node;
-      await this.recordEvent(d.id, 'Normal', 'Placed', `replica ${idx} placed on ${where}`, idx);
-      this.launch(d, spec, id, idx, placement.gpus);
+        );
+        this.launch(d, set.spec, id, idx, placement.gpus);
+      }
     }
+  }
+
+  /** Replicas of one generation with their runtime state (for the rollout manager). */
+  async replicasOf(
+    deploymentId: string,
+    generation: number,
+  ): Promise<Array<{ id: string; idx: number; state: string; url: string | null }>> {
+    const rows = await this.o.db
+      .selectFrom('replicas')
+      .select(['id', 'idx', 'state'])
+      .where('deployment_id', '=', deploymentId)
+      .where('generation', '=', generation)
+      .execute();
+    return rows.map((r) => {
+      const s = this.o.driver.status(r.id);
+      return { id: r.id, idx: r.idx, state: s?.state ?? r.state, url: s?.url ?? null };
+    });
   }
 
   private launch(

@@ -4,8 +4,18 @@ import { isDeepStrictEqual } from 'node:util';
 import { isoNow } from '../core/clock.js';
 import { InferplaneError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
-import { DeploymentSpecSchema, parseOrThrow, type DeploymentSpec } from '../core/schemas.js';
-import type { ApplyResponse, DeploymentDetail, DeploymentSummary } from '../core/api-types.js';
+import {
+  DeploymentSpecSchema,
+  durationMs,
+  parseOrThrow,
+  type DeploymentSpec,
+} from '../core/schemas.js';
+import type {
+  ApplyResponse,
+  DeploymentDetail,
+  DeploymentSummary,
+  RolloutView,
+} from '../core/api-types.js';
 import type { RouteModel } from '../core/types.js';
 import { checkEngineModel, resolveEngine } from '../engines/index.js';
 import type { RuntimeDriver } from '../runtime/driver.js';
@@ -16,10 +26,16 @@ import type { DeploymentTable } from '../store/schema.js';
 import { checkPolicy, checkQuota } from '../tenancy/quota.js';
 import type { Principal, TenancyService } from '../tenancy/tenancy.js';
 import type { DeploymentController } from './controller.js';
+import { ACTIVE_PHASES } from './rollout.js';
 
 /** The fields whose change replaces replicas (a scale alone does not). */
 function template(spec: DeploymentSpec): unknown {
-  return { model: spec.model, engine: spec.engine, resources: spec.resources };
+  return {
+    model: spec.model,
+    engine: spec.engine,
+    resources: spec.resources,
+    ...(spec.version !== undefined ? { version: spec.version } : {}),
+  };
 }
 
 export class DeploymentService {
@@ -85,15 +101,22 @@ export class DeploymentService {
           .set({ spec: row.spec, generation: row.generation, updated_at: now })
           .where('id', '=', existing.id)
           .execute();
+        // A rollout block: the new template rolls out as a canary (src/deploy/rollout.ts).
+        const rolling =
+          templateChanged && old
+            ? await this.controller.rollouts.onTemplateChange(existing, row, old, spec)
+            : false;
         await this.controller.recordEvent(
           row.id,
           'Normal',
           'Updated',
-          templateChanged
-            ? `spec updated to generation ${row.generation}; replicas will be replaced`
-            : old?.replicas !== spec.replicas
-              ? `replicas ${old?.replicas ?? 0} → ${spec.replicas}`
-              : 'routing updated; replicas unchanged',
+          rolling
+            ? `spec updated to generation ${row.generation}; rolling out as a canary`
+            : templateChanged
+              ? `spec updated to generation ${row.generation}; replicas will be replaced`
+              : old?.replicas !== spec.replicas
+                ? `replicas ${old?.replicas ?? 0} → ${spec.replicas}`
+                : 'routing updated; replicas unchanged',
         );
       } else {
         row = {
@@ -301,9 +324,14 @@ export class DeploymentService {
       .select(['state', 'restarts', 'generation'])
       .where('deployment_id', '=', row.id)
       .execute();
-    const ready = reps.filter((r) => r.state === 'ready' && r.generation === row.generation).length;
+    // During a rollout the stable version serves: its ready replicas count.
+    const rollout = await this.controller.rollouts.get(row.id);
+    const rolling = rollout !== undefined && ACTIVE_PHASES.includes(rollout.phase);
+    const servingGen = rolling ? rollout.stable.generation : row.generation;
+    const ready = reps.filter((r) => r.state === 'ready' && r.generation === servingGen).length;
     let phase: string;
-    if (spec.replicas === 0) phase = 'Stopped';
+    if (rolling) phase = 'RollingOut';
+    else if (spec.replicas === 0) phase = 'Stopped';
     else if (ready >= spec.replicas) phase = 'Ready';
     else if (this.controller.unschedulable.has(row.id)) phase = 'Unschedulable';
     else if (reps.some((r) => r.state === 'restarting' || r.state === 'unhealthy'))
@@ -320,6 +348,97 @@ export class DeploymentService {
       generation: row.generation,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
+      ...(rollout
+        ? {
+            rollout: {
+              phase: rollout.phase,
+              stable: rollout.stable.version,
+              canary: rollout.canary.version,
+              canaryWeight: rollout.weight,
+              warmupMs: rollout.warmupMs,
+            },
+          }
+        : {}),
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Rollouts (src/deploy/rollout.ts)
+
+  /** GET /deployments/{name}/rollout: phase, step, weights and each gate against its threshold. */
+  async rolloutStatus(name: string, principal: Principal): Promise<RolloutView> {
+    const row = await this.getRow(name, principal);
+    return this.rolloutView(row);
+  }
+
+  async rolloutPromote(name: string, principal: Principal): Promise<RolloutView> {
+    const row = await this.getRow(name, principal);
+    await this.controller.rollouts.promote(row);
+    return this.rolloutView(row);
+  }
+
+  async rolloutAbort(name: string, principal: Principal): Promise<RolloutView> {
+    const row = await this.getRow(name, principal);
+    await this.controller.rollouts.abort(row);
+    return this.rolloutView(row);
+  }
+
+  /** Re-applies the previous stable spec (it rolls out like any change); see rollout.ts. */
+  async rolloutUndo(name: string, principal: Principal): Promise<ApplyResponse> {
+    const row = await this.getRow(name, principal);
+    const spec = await this.controller.rollouts.undoSpec(row);
+    return this.apply(spec, principal);
+  }
+
+  private async rolloutView(row: DeploymentTable): Promise<RolloutView> {
+    const spec = JSON.parse(row.spec) as DeploymentSpec;
+    const st = await this.controller.rollouts.get(row.id);
+    const r = spec.rollout;
+    const iso = (ms: number | null | undefined): string | null =>
+      ms === null || ms === undefined ? null : new Date(ms).toISOString();
+    if (!st) {
+      const version = this.controller.rollouts.labelOf(undefined, spec, row.generation);
+      return {
+        deployment: row.name,
+        phase: 'None',
+        stable: { version, generation: row.generation },
+        canary: null,
+        step: 0,
+        steps: r?.steps.length ?? 0,
+        weights: { [version]: 100 },
+        gates: [],
+        intervalMs: r ? durationMs(r.interval) : null,
+        warmupMs: null,
+        startedAt: null,
+        finishedAt: null,
+      };
+    }
+    const active = ACTIVE_PHASES.includes(st.phase);
+    const weights: Record<string, number> =
+      st.phase === 'Completed'
+        ? { [st.canary.version]: 100 }
+        : st.phase === 'RolledBack' || st.phase === 'RollingBack'
+          ? { [st.stable.version]: 100, [st.canary.version]: 0 }
+          : { [st.stable.version]: 100 - st.weight, [st.canary.version]: st.weight };
+    return {
+      deployment: row.name,
+      phase: st.phase,
+      stable: { version: st.stable.version, generation: st.stable.generation },
+      canary: { version: st.canary.version, generation: st.canary.generation },
+      step: Math.max(0, st.step + 1),
+      steps: r?.steps.length ?? 0,
+      weights,
+      gates: st.gates,
+      intervalMs: r ? durationMs(r.interval) : null,
+      warmupMs: st.warmupMs,
+      startedAt: iso(st.startedAt),
+      finishedAt: iso(st.finishedAt),
+      ...(st.failedGate ? { failedGate: st.failedGate } : {}),
+      ...(st.reason ? { reason: st.reason } : {}),
+      ...(st.rollbackMs !== undefined ? { rollbackMs: st.rollbackMs } : {}),
+      ...(active && r && st.step >= 0 && st.step < r.steps.length
+        ? { pauseMs: durationMs(r.steps[st.step]!.pause) }
+        : {}),
     };
   }
 }

@@ -22,6 +22,7 @@ import { newApiKey } from '../core/ids.js';
 import type { DeploymentSpecInput } from '../core/schemas.js';
 import type { RoutingSnapshot } from '../core/types.js';
 import { DeploymentController } from '../deploy/controller.js';
+import type { RolloutManager } from '../deploy/rollout.js';
 import { DeploymentService } from '../deploy/service.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LocalDriver } from '../runtime/local.js';
@@ -31,6 +32,7 @@ import { openStore, type Db } from '../store/db.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { createTracing } from '../telemetry/tracing.js';
+import { registryVersionStats } from '../telemetry/version-stats.js';
 import { TenancyService } from '../tenancy/tenancy.js';
 import type { PlatformConfig } from './config.js';
 
@@ -91,13 +93,22 @@ export async function startPlatform(
     publishing = (async () => {
       do {
         republish = false;
-        gateway.update(await buildRoutingSnapshot(++snapshotVersion, tenancy, deployments));
+        gateway.update(
+          await buildRoutingSnapshot(++snapshotVersion, tenancy, deployments, controller.rollouts),
+        );
       } while (republish);
     })()
       .catch((e: unknown) => logger.error({ err: e }, 'routing snapshot failed'))
       .finally(() => {
         publishing = undefined;
       });
+  };
+
+  // Resolves once the gateway holds a snapshot built after this call (rollouts: traffic shifts
+  // before a teardown).
+  const publishNow = async (): Promise<void> => {
+    publish();
+    while (publishing) await publishing;
   };
 
   const controller = new DeploymentController({
@@ -107,6 +118,8 @@ export async function startPlatform(
     driver,
     logger,
     onChange: publish,
+    publishNow,
+    versionStats: registryVersionStats(metrics),
   });
   const deployments = new DeploymentService(db, tenancy, inventory, placer, controller, driver);
 
@@ -229,11 +242,14 @@ export async function buildRoutingSnapshot(
   version: number,
   tenancy: Pick<TenancyService, 'keyEntries' | 'tenantRoutes'>,
   deployments: Pick<DeploymentService, 'routes'>,
+  rollouts?: Pick<RolloutManager, 'decorate'>,
 ): Promise<RoutingSnapshot> {
+  const models = await deployments.routes();
   return {
     version,
     keys: await tenancy.keyEntries(),
-    models: await deployments.routes(),
+    // Endpoints tagged with their version; canary version weights during a rollout.
+    models: rollouts ? await rollouts.decorate(models) : models,
     tenants: await tenancy.tenantRoutes(),
   };
 }

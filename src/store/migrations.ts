@@ -98,6 +98,20 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  // Rollout state per deployment (src/deploy/rollout.ts: RolloutState as JSON), so a restart
+  // resumes a canary where it was.
+  '0005_rollouts': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema
+        .createTable('rollouts')
+        .addColumn('deployment_id', 'text', (c) =>
+          c.primaryKey().references('deployments.id').onDelete('cascade'),
+        )
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
   // Model registry (models → immutable versions → artifacts) and the hash-chained audit log.
   '0006_registry_audit': {
     async up(db: Kysely<unknown>): Promise<void> {

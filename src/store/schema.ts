@@ -141,4 +141,5 @@ export interface Database {
   model_artifacts: ModelArtifactTable;
   audit_log: AuditLogTable;
   audit_head: AuditHeadTable;
+  rollouts: RolloutTable;
 }

@@ -74,6 +74,13 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     }),
+    // Requests answered per model version (canary gates: the error rate of one version).
+    versionRequests: new Counter({
+      name: 'inferplane_gateway_version_requests_total',
+      help: 'Proxied requests by model, version and outcome (ok, error: status >= 500 or failed mid-response).',
+      labelNames: ['model', 'version', 'outcome'] as const,
+      registers: [registry],
+    }),
     tokens: new Counter({
       name: 'inferplane_gateway_tokens_total',
       help: "Tokens served, from the engines' usage reports, by kind (prompt, completion, cached).",
