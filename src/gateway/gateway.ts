@@ -138,6 +138,10 @@ interface Series {
   promptTokens: { inc(v: number): void };
   completionTokens: { inc(v: number): void };
   cachedTokens: { inc(v: number): void };
+  /** Per-version outcomes (the rollout gates' error rate). */
+  versionOk: { inc(): void };
+  versionError: { inc(): void };
+  versionCancelled: { inc(): void };
 }
 
 /** Per-(tenant, model, code) request counters, resolved once. */
@@ -624,6 +628,13 @@ export class Gateway {
           kind: 'completion',
         }),
         cachedTokens: this.o.metrics.tokens.labels({ tenant, model, version, kind: 'cached' }),
+        versionOk: this.o.metrics.versionRequests.labels({ model, version, outcome: 'ok' }),
+        versionError: this.o.metrics.versionRequests.labels({ model, version, outcome: 'error' }),
+        versionCancelled: this.o.metrics.versionRequests.labels({
+          model,
+          version,
+          outcome: 'cancelled',
+        }),
       };
       this.series.set(k, s);
     }
@@ -806,6 +817,9 @@ export class Gateway {
           if (usage.cachedTokens > 0) series.cachedTokens.inc(usage.cachedTokens);
         }
         const code = outcome === 'cancelled' ? 499 : status;
+        if (outcome === 'cancelled') series.versionCancelled.inc();
+        else if (outcome === 'error' || code >= 500) series.versionError.inc();
+        else series.versionOk.inc();
         span.end(outcome === 'ok' ? { httpStatus: status } : { error: outcome });
         this.settle(ctx, code, usage);
         this.grantIfRoom(route.model);
