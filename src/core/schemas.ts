@@ -172,6 +172,15 @@ export const DeploymentSpecSchema = z
     rollout: RolloutSpecSchema.optional().describe(
       'Roll template changes out as a canary with traffic steps and gates; without it replicas are replaced.',
     ),
+    modelVersion: z
+      .strictObject({
+        name: z.string().min(1).max(128).describe('Model name in the registry (the team’s own).'),
+        version: z.string().min(1).max(128).describe('Registered version (immutable).'),
+      })
+      .optional()
+      .describe(
+        'The registered model version whose artifact the engine serves: fetched into the node cache and verified (sha256) before the engine starts.',
+      ),
   })
   .describe('A deployment: a model served by an engine on N replicas.');
 

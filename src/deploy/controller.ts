@@ -5,7 +5,7 @@
 // (src/deploy/rollout.ts) it keeps two replica sets, stable and canary, each of its generation:
 // the rollout manager says how many of each; replicas take the lowest free index.
 import { isoNow } from '../core/clock.js';
-import { toInferplaneError } from '../core/errors.js';
+import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import type { DeploymentSpec } from '../core/schemas.js';
 import type { ReplicaState } from '../core/types.js';
@@ -20,6 +20,26 @@ import type { Logger } from '../telemetry/logger.js';
 import type { VersionStats } from '../telemetry/version-stats.js';
 import { RolloutManager, type ReplicaSet } from './rollout.js';
 
+/**
+ * Where model artifacts come from: a registered model version of a tenant, made local (fetched
+ * into the node's cache and its sha256 verified). Implemented by the platform over the registry.
+ */
+export interface ArtifactSource {
+  /** Throws (IP_NOT_FOUND / IP_VALIDATION) when the version is not registered for the tenant. */
+  check(tenant: string, name: string, version: string): Promise<void>;
+  /**
+   * The local path of the version's artifact. Throws IP_ARTIFACT_CORRUPT when the bytes do not
+   * match the registered sha256 (nothing is cached), IP_ARTIFACT_UNAVAILABLE when the source
+   * cannot be read (retried on the next reconcile).
+   */
+  fetch(
+    tenant: string,
+    name: string,
+    version: string,
+    onProgress?: (phase: string, bytes: number, total: number | undefined) => void,
+  ): Promise<string>;
+}
+
 export interface ControllerOptions {
   db: Db;
   inventory: Inventory;
@@ -33,6 +53,8 @@ export interface ControllerOptions {
   versionStats?: VersionStats;
   /** Publishes a routing snapshot and resolves when the gateway has it (default: onChange). */
   publishNow?: () => Promise<void>;
+  /** Model artifacts for deployments that name a `modelVersion`. */
+  artifacts?: ArtifactSource;
   /** How often the rollout manager looks at active rollouts (default 200 ms). */
   rolloutTickMs?: number;
 }
@@ -51,6 +73,10 @@ export class DeploymentController {
   private stopped = false;
   /** replica id → deployment id, for status events of replicas whose row may be gone. */
   private readonly owner = new Map<string, string>();
+  /** Replicas whose artifact is being fetched/verified (not started yet). */
+  private readonly preparing = new Set<string>();
+  /** Replicas whose artifact failed verification: never started (their bytes never serve). */
+  private readonly corrupt = new Map<string, string>();
   /** deployment id → last placement failure, cleared when placement succeeds. */
   readonly unschedulable = new Map<string, string>();
   /** Canary rollouts (src/deploy/rollout.ts). */
@@ -162,7 +188,10 @@ export class DeploymentController {
       .where('deployment_id', '=', deploymentId)
       .execute();
     // Forget ownership first: the deployment is going away, so its stop events are not kept.
-    for (const r of rows) this.owner.delete(r.id);
+    for (const r of rows) {
+      this.owner.delete(r.id);
+      this.corrupt.delete(r.id);
+    }
     await Promise.all(rows.map((r) => this.o.driver.stop(r.id)));
     await this.o.db.deleteFrom('replicas').where('deployment_id', '=', deploymentId).execute();
     this.unschedulable.delete(deploymentId);
@@ -243,6 +272,7 @@ export class DeploymentController {
       await this.o.driver.stop(r.id);
       await this.o.db.deleteFrom('replicas').where('id', '=', r.id).execute();
       this.owner.delete(r.id);
+      this.corrupt.delete(r.id);
       await this.recordEvent(
         d.id,
         'Normal',
@@ -375,6 +405,18 @@ export class DeploymentController {
     });
   }
 
+  /** Admission: the named model version must be registered for the tenant. */
+  async checkModelVersion(tenant: string, mv: { name: string; version: string }): Promise<void> {
+    if (!this.o.artifacts) {
+      throw new InferplaneError(
+        'IP_VALIDATION',
+        'modelVersion needs the model registry, which is not enabled on this server',
+        { details: [{ path: 'modelVersion', message: 'no registry' }] },
+      );
+    }
+    await this.o.artifacts.check(tenant, mv.name, mv.version);
+  }
+
   private launch(
     d: DeploymentTable,
     spec: DeploymentSpec,
@@ -384,20 +426,74 @@ export class DeploymentController {
   ): void {
     const { adapter, args } = resolveEngine(spec.engine.name, spec.engine.args);
     this.owner.set(replicaId, d.id);
-    this.o.driver.start({
-      replicaId,
-      deployment: d.name,
-      index: idx,
-      engine: adapter,
-      launch: {
-        servedModelName: spec.name,
-        model: spec.model,
-        replicaIndex: idx,
-        gpus,
-        gpuType: spec.resources.gpuType,
-        args,
-      },
-    });
+    const start = (artifactPath?: string): void =>
+      this.o.driver.start({
+        replicaId,
+        deployment: d.name,
+        index: idx,
+        engine: adapter,
+        launch: {
+          servedModelName: spec.name,
+          model: spec.model,
+          replicaIndex: idx,
+          gpus,
+          gpuType: spec.resources.gpuType,
+          args,
+          ...(artifactPath !== undefined ? { artifactPath } : {}),
+        },
+      });
+    const mv = spec.modelVersion;
+    if (!mv || !this.o.artifacts) {
+      start();
+      return;
+    }
+    // The artifact first: fetched and verified before the engine may read a byte of it. A replica
+    // whose artifact is corrupt stays failed (its bytes never serve) until the spec changes.
+    if (this.preparing.has(replicaId) || this.corrupt.has(replicaId)) return;
+    this.preparing.add(replicaId);
+    const t0 = Date.now();
+    let lastPhase = '';
+    void this.o.artifacts
+      .fetch(spec.tenant, mv.name, mv.version, (phase) => {
+        lastPhase = phase;
+      })
+      .then(
+        async (path) => {
+          this.preparing.delete(replicaId);
+          if (this.owner.get(replicaId) !== d.id || this.stopped) return;
+          await this.recordEvent(
+            d.id,
+            'Normal',
+            'ArtifactReady',
+            `replica ${idx}: ${mv.name}@${mv.version} ready in ${Date.now() - t0} ms (${lastPhase === 'hit' ? 'cache hit' : 'fetched and verified'})`,
+            idx,
+          );
+          start(path);
+        },
+        async (e: unknown) => {
+          this.preparing.delete(replicaId);
+          const err = toInferplaneError(e);
+          const corrupt = err.code === 'IP_ARTIFACT_CORRUPT';
+          if (corrupt) this.corrupt.set(replicaId, err.message);
+          try {
+            await this.o.db
+              .updateTable('replicas')
+              .set({ state: corrupt ? 'failed' : 'pending', last_error: err.message })
+              .where('id', '=', replicaId)
+              .execute();
+            await this.recordEvent(
+              d.id,
+              'Warning',
+              corrupt ? 'ArtifactCorrupt' : 'ArtifactUnavailable',
+              `replica ${idx}: ${mv.name}@${mv.version}: ${err.message}${corrupt ? '' : ' (retrying)'}`,
+              idx,
+            );
+          } catch (dbErr) {
+            this.o.logger.error({ err: dbErr }, 'recording an artifact failure failed');
+          }
+          this.o.onChange();
+        },
+      );
   }
 
   private async persistStatus(s: ReplicaStatus, reason: string, message: string): Promise<void> {

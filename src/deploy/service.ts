@@ -35,6 +35,7 @@ function template(spec: DeploymentSpec): unknown {
     engine: spec.engine,
     resources: spec.resources,
     ...(spec.version !== undefined ? { version: spec.version } : {}),
+    ...(spec.modelVersion !== undefined ? { modelVersion: spec.modelVersion } : {}),
   };
 }
 
@@ -65,6 +66,7 @@ export class DeploymentService {
     const engine = resolveEngine(spec.engine.name, spec.engine.args);
     checkEngineModel(engine.adapter, spec.model, spec.resources.gpuType);
     spec.engine.args = engine.args as DeploymentSpec['engine']['args'];
+    if (spec.modelVersion) await this.controller.checkModelVersion(spec.tenant, spec.modelVersion);
 
     return this.controller.exclusive(async () => {
       const existing = await this.db

@@ -15,6 +15,11 @@ export interface LaunchContext {
   gpuType: string;
   /** Validated engine args (the adapter's own schema). */
   args: Record<string, unknown>;
+  /**
+   * Local path of the model artifact (a registered model version, fetched into the node cache and
+   * verified) when the deployment names one.
+   */
+  artifactPath?: string;
 }
 
 export interface LaunchCommand {

@@ -21,7 +21,7 @@ import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { newApiKey } from '../core/ids.js';
 import type { DeploymentSpecInput } from '../core/schemas.js';
 import type { RoutingSnapshot } from '../core/types.js';
-import { DeploymentController } from '../deploy/controller.js';
+import { DeploymentController, type ArtifactSource } from '../deploy/controller.js';
 import type { RolloutManager } from '../deploy/rollout.js';
 import { DeploymentService } from '../deploy/service.js';
 import { Gateway } from '../gateway/gateway.js';
@@ -32,6 +32,7 @@ import { openStore, type Db } from '../store/db.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { createTracing } from '../telemetry/tracing.js';
+import { ArtifactCache, AuditLog, ModelRegistry } from '../registry/index.js';
 import { registryVersionStats } from '../telemetry/version-stats.js';
 import { TenancyService } from '../tenancy/tenancy.js';
 import type { PlatformConfig } from './config.js';
@@ -72,6 +73,28 @@ export async function startPlatform(
   const inventory = new Inventory(db);
   const placer = new PackPlacer();
   const driver = new LocalDriver({ logDir: join(config.stateDir, 'logs'), logger });
+  // The model registry and the hash-chained audit log of every change.
+  const audit = new AuditLog(db);
+  const registry = new ModelRegistry(db, audit);
+  // The node's artifact cache: registered model versions are fetched here and verified.
+  // Copies, not hard links: a later in-place edit of the source must not reach verified bytes.
+  const artifactCache = new ArtifactCache({
+    dir: join(config.stateDir, 'artifacts'),
+    hardLink: false,
+  });
+  const artifacts: ArtifactSource = {
+    async check(tenant, name, version) {
+      await registry.resolve({ tenant, name, version });
+    },
+    async fetch(tenant, name, version, onProgress) {
+      const v = await registry.resolve({ tenant, name, version });
+      const a = v.artifacts[0];
+      if (!a) {
+        throw new InferplaneError('IP_VALIDATION', `${name}@${version} has no artifact`);
+      }
+      return artifactCache.ensure(a, (p) => onProgress?.(p.phase, p.bytes, p.total ?? undefined));
+    },
+  };
   const tracing = createTracing(
     {
       ...config.tracing,
@@ -120,6 +143,7 @@ export async function startPlatform(
     onChange: publish,
     publishNow,
     versionStats: registryVersionStats(metrics),
+    artifacts,
   });
   const deployments = new DeploymentService(db, tenancy, inventory, placer, controller, driver);
 
@@ -146,6 +170,8 @@ export async function startPlatform(
       tenancy,
       deployments,
       inventory,
+      registry,
+      audit,
       logger,
       onChange: publish,
       version: opts.version,
@@ -224,6 +250,7 @@ export async function startPlatform(
           server.closeAllConnections();
         });
         await gateway.close();
+        await artifactCache.close();
         await db.destroy();
         releaseLock();
         logger.info('stopped');

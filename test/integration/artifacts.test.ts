@@ -1,0 +1,127 @@
+// Deployments that name a registered model version: the artifact is fetched into the node cache
+// and its sha256 verified before the engine starts; a corrupted artifact (one byte changed after
+// registration) never serves. Through `inferplane up` and its API.
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeploymentDetail } from '../../src/core/api-types.js';
+import { ADMIN_KEY, api, startUp, tempStateDir, waitFor, type UpProcess } from './helpers.js';
+
+let up: UpProcess;
+let state: ReturnType<typeof tempStateDir>;
+
+beforeAll(async () => {
+  state = tempStateDir();
+  up = await startUp(state.dir, ['--no-demo']);
+  const t = await api(up.info.url, ADMIN_KEY, 'POST', '/api/v1/tenants', { name: 'team-a' });
+  expect(t.status).toBe(201);
+}, 60_000);
+
+afterAll(async () => {
+  await up?.stop();
+  state?.cleanup();
+});
+
+function spec(name: string, version: string) {
+  return {
+    name,
+    tenant: 'team-a',
+    model: 'llama-3.1-8b',
+    engine: { name: 'sim', args: { timeScale: 0.1 } },
+    replicas: 1,
+    resources: { gpus: 1, gpuType: 'H100-80GB' },
+    modelVersion: { name: 'llama-8b-ft', version },
+  };
+}
+
+async function register(version: string, bytes: Buffer): Promise<{ path: string; sha: string }> {
+  const path = join(state.dir, `weights-${version}.gguf`);
+  writeFileSync(path, bytes);
+  const r = await api<{ version: { artifacts: { sha256: string }[] } }>(
+    up.info.url,
+    ADMIN_KEY,
+    'POST',
+    '/api/v1/models/llama-8b-ft/versions',
+    { version, tenant: 'team-a', artifacts: [{ uri: `file://${path}` }], source: 'test' },
+  );
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  expect(r.body.version.artifacts[0]!.sha256).toBe(sha);
+  return { path, sha };
+}
+
+const describeDep = async (name: string) =>
+  (await api<DeploymentDetail>(up.info.url, ADMIN_KEY, 'GET', `/api/v1/deployments/${name}`)).body;
+
+describe('model artifacts', () => {
+  it('fetches and verifies the registered artifact before the replica starts', async () => {
+    const { sha } = await register('1', randomBytes(256 * 1024));
+    const r = await api(
+      up.info.url,
+      ADMIN_KEY,
+      'PUT',
+      '/api/v1/deployments/ft-v1',
+      spec('ft-v1', '1'),
+    );
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const d = await waitFor(async () => {
+      const x = await describeDep('ft-v1');
+      return x.replicas[0]?.state === 'ready' ? x : undefined;
+    }, 'replica ready');
+    expect(d.events.map((e) => e.reason)).toContain('ArtifactReady');
+    expect(existsSync(join(state.dir, 'artifacts', 'sha256', sha))).toBe(true);
+  }, 60_000);
+
+  it('never serves a corrupted artifact: the replica fails with the checksum error', async () => {
+    const bytes = randomBytes(256 * 1024);
+    const { path, sha } = await register('2', bytes);
+    bytes[1000] = bytes[1000]! ^ 0xff; // one byte changed after registration
+    writeFileSync(path, bytes);
+    const r = await api(
+      up.info.url,
+      ADMIN_KEY,
+      'PUT',
+      '/api/v1/deployments/ft-v2',
+      spec('ft-v2', '2'),
+    );
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const d = await waitFor(async () => {
+      const x = await describeDep('ft-v2');
+      return x.replicas[0]?.state === 'failed' ? x : undefined;
+    }, 'replica failed');
+    expect(d.replicas[0]!.pid).toBeNull();
+    expect(d.replicas[0]!.lastError).toMatch(/sha256|checksum/i);
+    expect(d.events.map((e) => e.reason)).toContain('ArtifactCorrupt');
+    expect(existsSync(join(state.dir, 'artifacts', 'sha256', sha))).toBe(false);
+    // Nothing serves it: the gateway has no ready replica for the model.
+    const key = await api<{ key: string }>(
+      up.info.url,
+      ADMIN_KEY,
+      'POST',
+      '/api/v1/tenants/team-a/keys',
+      {},
+    );
+    const res = await fetch(`${up.info.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.body.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'ft-v2', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(res.status).toBe(503);
+    await res.text();
+    // Still failed a while later (not retried into serving).
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await describeDep('ft-v2')).replicas[0]!.state).toBe('failed');
+  }, 60_000);
+
+  it('refuses a deployment naming a version that is not registered', async () => {
+    const r = await api<{ error: { code: string } }>(
+      up.info.url,
+      ADMIN_KEY,
+      'PUT',
+      '/api/v1/deployments/ft-v9',
+      spec('ft-v9', '9'),
+    );
+    expect(r.status).toBe(404);
+  });
+});
