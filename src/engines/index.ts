@@ -1,11 +1,15 @@
 import { InferplaneError } from '../core/errors.js';
 import { parseOrThrow } from '../core/schemas.js';
+import { llamaCppEngine } from './llamacpp.js';
 import { simEngine } from './sim.js';
 import type { EngineAdapter } from './types.js';
 
 export type { EngineAdapter, LaunchCommand, LaunchContext } from './types.js';
 
-const adapters = new Map<string, EngineAdapter>([[simEngine.name, simEngine]]);
+const adapters = new Map<string, EngineAdapter>([
+  [simEngine.name, simEngine],
+  [llamaCppEngine.name, llamaCppEngine],
+]);
 
 export function engineNames(): string[] {
   return [...adapters.keys()];
