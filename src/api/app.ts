@@ -20,7 +20,7 @@ import type { DeploymentService } from '../deploy/service.js';
 import type { Inventory } from '../schedule/inventory.js';
 import { bearerToken, type Principal, type TenancyService } from '../tenancy/tenancy.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { AuditLog } from '../registry/audit.js';
+import { actorOf, type AuditLog } from '../registry/audit.js';
 import type { ModelRegistry } from '../registry/registry.js';
 import { openApiDocument } from './openapi.js';
 
@@ -130,6 +130,25 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     const all = await deps.tenancy.listTenants();
     return c.json({ items: p.kind === 'operator' ? all : all.filter((t) => t.id === p.tenantId) });
   });
+  /** Appends to the audit log (when enabled) on behalf of the request's principal. */
+  const record = async (
+    c: Context<Env>,
+    action: string,
+    resource: string,
+    before: unknown,
+    after: unknown,
+  ): Promise<void> => {
+    if (!deps.audit) return;
+    await deps.audit.append({
+      actor: actorOf(c.get('principal')),
+      action,
+      resource,
+      before: before ?? null,
+      after: after ?? null,
+      reason: c.req.header('x-inferplane-reason') ?? null,
+    });
+  };
+
   app.post('/tenants', async (c) => {
     operatorOnly(c);
     const { name, limits, quota, policy } = parseOrThrow(
@@ -138,6 +157,7 @@ export function createApi(deps: ApiDeps): Hono<Env> {
       'tenant',
     );
     const tenant = await deps.tenancy.createTenant(name, limits, quota, policy);
+    await record(c, 'tenant.create', `tenant/${name}`, null, tenant);
     deps.onChange();
     return c.json({ tenant }, 201);
   });
@@ -155,7 +175,9 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     operatorOnly(c);
     const patch = parseOrThrow(TenantPatchSchema, await jsonBody(c), 'tenant');
     const name = c.req.param('name');
-    await deps.tenancy.patchTenant(name, patch);
+    const before = await deps.tenancy.getTenant(name);
+    const after = await deps.tenancy.patchTenant(name, patch);
+    await record(c, 'tenant.update', `tenant/${name}`, before, after);
     deps.onChange();
     return c.json(await deps.tenancy.view(name));
   });
@@ -168,6 +190,13 @@ export function createApi(deps: ApiDeps): Hono<Env> {
     const raw = c.req.header('content-length') === '0' ? {} : await jsonBody(c, {});
     const { description } = parseOrThrow(KeyCreateSchema, raw, 'key');
     const key = await deps.tenancy.createKey(name, description);
+    // The key's id and prefix only: never the key or its digest.
+    await record(c, 'key.create', `key/${name}/${key.id}`, null, {
+      id: key.id,
+      tenant: key.tenant,
+      prefix: key.prefix,
+      ...(description !== undefined ? { description } : {}),
+    });
     deps.onChange();
     return c.json(key, 201);
   });

@@ -27,6 +27,7 @@ import { checkPolicy, checkQuota } from '../tenancy/quota.js';
 import type { Principal, TenancyService } from '../tenancy/tenancy.js';
 import type { DeploymentController } from './controller.js';
 import { ACTIVE_PHASES } from './rollout.js';
+import { actorOf, type AuditLog } from '../registry/audit.js';
 
 /** The fields whose change replaces replicas (a scale alone does not). */
 function template(spec: DeploymentSpec): unknown {
@@ -47,7 +48,27 @@ export class DeploymentService {
     private readonly placer: Placer,
     private readonly controller: DeploymentController,
     private readonly driver: RuntimeDriver,
+    /** The hash-chained audit log: every apply, delete and rollout action is appended. */
+    private readonly audit?: AuditLog,
   ) {}
+
+  private async record(
+    principal: Principal,
+    action: string,
+    name: string,
+    before: unknown,
+    after: unknown,
+    reason: string | null,
+  ): Promise<void> {
+    await this.audit?.append({
+      actor: actorOf(principal),
+      action,
+      resource: `deployment/${name}`,
+      before: before ?? null,
+      after: after ?? null,
+      reason,
+    });
+  }
 
   async apply(input: unknown, principal: Principal): Promise<ApplyResponse> {
     const spec = parseOrThrow(DeploymentSpecSchema, input, 'deployment spec');
@@ -108,18 +129,15 @@ export class DeploymentService {
           templateChanged && old
             ? await this.controller.rollouts.onTemplateChange(existing, row, old, spec)
             : false;
-        await this.controller.recordEvent(
-          row.id,
-          'Normal',
-          'Updated',
-          rolling
-            ? `spec updated to generation ${row.generation}; rolling out as a canary`
-            : templateChanged
-              ? `spec updated to generation ${row.generation}; replicas will be replaced`
-              : old?.replicas !== spec.replicas
-                ? `replicas ${old?.replicas ?? 0} → ${spec.replicas}`
-                : 'routing updated; replicas unchanged',
-        );
+        const what = rolling
+          ? `spec updated to generation ${row.generation}; rolling out as a canary`
+          : templateChanged
+            ? `spec updated to generation ${row.generation}; replicas will be replaced`
+            : old?.replicas !== spec.replicas
+              ? `replicas ${old?.replicas ?? 0} → ${spec.replicas}`
+              : 'routing updated; replicas unchanged';
+        await this.controller.recordEvent(row.id, 'Normal', 'Updated', what);
+        await this.record(principal, 'deployment.update', spec.name, old, spec, what);
       } else {
         row = {
           id: newId('dep'),
@@ -131,6 +149,7 @@ export class DeploymentService {
           updated_at: now,
         };
         await this.db.insertInto('deployments').values(row).execute();
+        await this.record(principal, 'deployment.create', spec.name, null, spec, null);
         await this.controller.recordEvent(
           row.id,
           'Normal',
@@ -212,6 +231,7 @@ export class DeploymentService {
       await this.controller.removeReplicas(row.id);
       await this.db.deleteFrom('events').where('deployment_id', '=', row.id).execute();
       await this.db.deleteFrom('deployments').where('id', '=', row.id).execute();
+      await this.record(principal, 'deployment.delete', name, JSON.parse(row.spec), null, null);
     });
     this.controller.changed();
   }
@@ -376,12 +396,14 @@ export class DeploymentService {
   async rolloutPromote(name: string, principal: Principal): Promise<RolloutView> {
     const row = await this.getRow(name, principal);
     await this.controller.rollouts.promote(row);
+    await this.record(principal, 'rollout.promote', name, null, null, null);
     return this.rolloutView(row);
   }
 
   async rolloutAbort(name: string, principal: Principal): Promise<RolloutView> {
     const row = await this.getRow(name, principal);
     await this.controller.rollouts.abort(row);
+    await this.record(principal, 'rollout.abort', name, null, null, null);
     return this.rolloutView(row);
   }
 

@@ -145,7 +145,15 @@ export async function startPlatform(
     versionStats: registryVersionStats(metrics),
     artifacts,
   });
-  const deployments = new DeploymentService(db, tenancy, inventory, placer, controller, driver);
+  const deployments = new DeploymentService(
+    db,
+    tenancy,
+    inventory,
+    placer,
+    controller,
+    driver,
+    audit,
+  );
 
   // The node agent of this machine (simulated GPUs).
   const node = simulatedNode({

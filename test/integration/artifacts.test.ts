@@ -114,6 +114,32 @@ describe('model artifacts', () => {
     expect((await describeDep('ft-v2')).replicas[0]!.state).toBe('failed');
   }, 60_000);
 
+  it('audits every change: tenant, model versions, deployments, keys; the chain verifies', async () => {
+    const list = await api<{ items: { action: string; resource: string; actor: string }[] }>(
+      up.info.url,
+      ADMIN_KEY,
+      'GET',
+      '/api/v1/audit?limit=100',
+    );
+    expect(list.status).toBe(200);
+    const actions = list.body.items.map((r) => `${r.action} ${r.resource}`);
+    expect(actions).toContain('tenant.create tenant/team-a');
+    expect(actions).toContain('deployment.create deployment/ft-v1');
+    expect(actions.some((a) => a.startsWith('model.version.register'))).toBe(true);
+    expect(actions.some((a) => a.startsWith('key.create key/team-a/'))).toBe(true);
+    expect(list.body.items.every((r) => r.actor.startsWith('operator/'))).toBe(true);
+    const del = await api(up.info.url, ADMIN_KEY, 'DELETE', '/api/v1/deployments/ft-v2');
+    expect(del.status).toBeLessThan(300);
+    const v = await api<{ ok: boolean; checked: number }>(
+      up.info.url,
+      ADMIN_KEY,
+      'POST',
+      '/api/v1/audit/verify',
+    );
+    expect(v.body.ok).toBe(true);
+    expect(v.body.checked).toBeGreaterThanOrEqual(6);
+  });
+
   it('refuses a deployment naming a version that is not registered', async () => {
     const r = await api<{ error: { code: string } }>(
       up.info.url,
