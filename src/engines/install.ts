@@ -14,6 +14,7 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -374,13 +375,17 @@ export async function installLlamaCpp(o: InstallOptions = {}): Promise<InstallRe
       return finish(b, true);
     }
   }
+  // Holding the lock, any work folder left here is from an install that died: remove it.
+  for (const e of readdirSync(dir)) {
+    if (e.startsWith('tmp-')) rmSync(join(dir, e), { recursive: true, force: true });
+  }
   const tmp = mkdtempSync(join(dir, 'tmp-'));
   try {
     progress({ stage: 'fetch', message: `fetching ${spec} (npm pack)` });
     const packed = await runOrThrow(
       'npm pack',
       'npm',
-      ['pack', spec, '--pack-destination', tmp, '--silent', '--no-audit', '--no-fund'],
+      ['pack', spec, '--pack-destination', tmp, '--loglevel=error', '--no-audit', '--no-fund'],
       { cwd: tmp, env },
     );
     const tgzName = packed.stdout.trim().split('\n').pop()?.trim();
