@@ -35,7 +35,7 @@ const ALLOWED = {
     'registry',
   ],
   bench: ['core', 'sim'],
-  cli: ['core', 'platform', 'telemetry', 'sim', 'bench'],
+  cli: ['core', 'platform', 'telemetry', 'sim', 'bench', 'engines'],
 };
 
 function walk(dir) {

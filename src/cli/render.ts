@@ -73,6 +73,42 @@ export function replicasTable(replicas: readonly Replica[], now: Date): string {
   );
 }
 
+/** Where each replica's latest (re)start spent its time, ms per phase ('-': not applicable). */
+export function coldStartTable(replicas: readonly Replica[]): string {
+  const ms = (v: number | undefined): string => (v === undefined ? '-' : String(v));
+  return formatTable(
+    [
+      'INDEX',
+      'FETCH',
+      'VERIFY',
+      'ENGINE-START',
+      'MODEL-LOAD',
+      'WARMUP',
+      'READY',
+      'FIRST-TOKEN',
+      'NOTE',
+    ],
+    [...replicas]
+      .sort((a, b) => a.index - b.index)
+      .map((r) => {
+        const c = r.coldStart ?? {};
+        return [
+          String(r.index),
+          ms(c.artifactFetchMs),
+          ms(c.artifactVerifyMs),
+          ms(c.engineStartMs),
+          ms(c.modelLoadMs),
+          ms(c.warmupMs),
+          ms(c.readyMs),
+          ms(c.firstTokenMs),
+          [c.restart ? 'restart' : '', c.artifactCacheHit ? 'cache hit' : '']
+            .filter(Boolean)
+            .join(', '),
+        ];
+      }),
+  );
+}
+
 /** The last `limit` events, oldest first. */
 export function recentEvents(
   events: readonly DeploymentEvent[],
@@ -122,6 +158,10 @@ export function describeDeployment(detail: DeploymentDetail, now: Date): string 
     'Replicas:\n' +
       (detail.replicas.length === 0 ? '  <none>\n' : indent(replicasTable(detail.replicas, now))),
   );
+  const cold = detail.replicas.filter((r) => r.coldStart);
+  if (cold.length > 0) {
+    parts.push('Cold start (ms):\n' + indent(coldStartTable(cold)));
+  }
   const events = recentEvents(detail.events);
   const more = detail.events.length - events.length;
   parts.push(

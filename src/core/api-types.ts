@@ -35,6 +35,27 @@ export interface Replica {
   restarts: number;
   startedAt: string | null;
   lastError: string | null;
+  /** Where the time of the latest (re)start went; absent until one is recorded. */
+  coldStart?: ColdStart;
+}
+
+/**
+ * Cold start of a replica, in ms per phase: artifact fetch and verify (a registered model
+ * version; 0 on a cache hit), engine start (spawn), model load (process start to healthy:
+ * weights loaded, engine ready), warmup (canary replicas of a rollout), ready (launch to ready,
+ * in total), first token (ready to the first byte the gateway relayed from it).
+ */
+export interface ColdStart {
+  artifactFetchMs?: number;
+  artifactVerifyMs?: number;
+  artifactCacheHit?: boolean;
+  engineStartMs?: number;
+  modelLoadMs?: number;
+  warmupMs?: number;
+  readyMs?: number;
+  firstTokenMs?: number;
+  /** A restart of the engine after a crash or failed probes (the artifact is local already). */
+  restart?: boolean;
 }
 
 export interface DeploymentEvent {

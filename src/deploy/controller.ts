@@ -8,6 +8,7 @@ import { isoNow } from '../core/clock.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
 import type { DeploymentSpec } from '../core/schemas.js';
+import type { ColdStart } from '../core/api-types.js';
 import type { ReplicaState } from '../core/types.js';
 import { resolveEngine } from '../engines/index.js';
 import type { RuntimeDriver, ReplicaStatus } from '../runtime/driver.js';
@@ -16,6 +17,7 @@ import type { Inventory } from '../schedule/inventory.js';
 import type { ClusterView, Placer } from '../schedule/placement.js';
 import type { Db } from '../store/db.js';
 import type { DeploymentTable, ReplicaTable } from '../store/schema.js';
+import type { Selectable } from 'kysely';
 import type { Logger } from '../telemetry/logger.js';
 import type { VersionStats } from '../telemetry/version-stats.js';
 import { RolloutManager, type ReplicaSet } from './rollout.js';
@@ -53,6 +55,8 @@ export interface ControllerOptions {
   versionStats?: VersionStats;
   /** Publishes a routing snapshot and resolves when the gateway has it (default: onChange). */
   publishNow?: () => Promise<void>;
+  /** Called with each cold-start phase as it completes (metrics): phase name, seconds. */
+  onColdStartPhase?: (deployment: string, phase: keyof ColdStart, seconds: number) => void;
   /** Model artifacts for deployments that name a `modelVersion`. */
   artifacts?: ArtifactSource;
   /** How often the rollout manager looks at active rollouts (default 200 ms). */
@@ -73,6 +77,8 @@ export class DeploymentController {
   private stopped = false;
   /** replica id → deployment id, for status events of replicas whose row may be gone. */
   private readonly owner = new Map<string, string>();
+  /** Cold start of each replica's latest (re)start, while it is being measured. */
+  private readonly cold = new Map<string, ColdTimes>();
   /** Replicas whose artifact is being fetched/verified (not started yet). */
   private readonly preparing = new Set<string>();
   /** Replicas whose artifact failed verification: never started (their bytes never serve). */
@@ -191,6 +197,7 @@ export class DeploymentController {
     for (const r of rows) {
       this.owner.delete(r.id);
       this.corrupt.delete(r.id);
+      this.cold.delete(r.id);
     }
     await Promise.all(rows.map((r) => this.o.driver.stop(r.id)));
     await this.o.db.deleteFrom('replicas').where('deployment_id', '=', deploymentId).execute();
@@ -258,7 +265,7 @@ export class DeploymentController {
       .execute();
 
     // Surplus replicas and replicas of a generation no set wants go away.
-    const keep: Array<{ r: ReplicaTable; set: ReplicaSet }> = [];
+    const keep: Array<{ r: Selectable<ReplicaTable>; set: ReplicaSet }> = [];
     const kept = new Map<number, number>();
     for (const r of rows) {
       const set = setOf.get(r.generation);
@@ -273,6 +280,7 @@ export class DeploymentController {
       await this.o.db.deleteFrom('replicas').where('id', '=', r.id).execute();
       this.owner.delete(r.id);
       this.corrupt.delete(r.id);
+      this.cold.delete(r.id);
       await this.recordEvent(
         d.id,
         'Normal',
@@ -426,7 +434,15 @@ export class DeploymentController {
   ): void {
     const { adapter, args } = resolveEngine(spec.engine.name, spec.engine.args);
     this.owner.set(replicaId, d.id);
-    const start = (artifactPath?: string): void =>
+    const times: ColdTimes = {
+      deploymentId: d.id,
+      deployment: d.name,
+      launchAt: Date.now(),
+      phases: {},
+    };
+    this.cold.set(replicaId, times);
+    const start = (artifactPath?: string): void => {
+      times.startCalledAt = Date.now();
       this.o.driver.start({
         replicaId,
         deployment: d.name,
@@ -442,6 +458,7 @@ export class DeploymentController {
           ...(artifactPath !== undefined ? { artifactPath } : {}),
         },
       });
+    };
     const mv = spec.modelVersion;
     if (!mv || !this.o.artifacts) {
       start();
@@ -453,14 +470,21 @@ export class DeploymentController {
     this.preparing.add(replicaId);
     const t0 = Date.now();
     let lastPhase = '';
+    let verifyAt: number | undefined;
     void this.o.artifacts
       .fetch(spec.tenant, mv.name, mv.version, (phase) => {
+        if (phase === 'verify' && verifyAt === undefined) verifyAt = Date.now();
         lastPhase = phase;
       })
       .then(
         async (path) => {
           this.preparing.delete(replicaId);
           if (this.owner.get(replicaId) !== d.id || this.stopped) return;
+          const done = Date.now();
+          const hit = lastPhase === 'hit';
+          this.phase(replicaId, 'artifactFetchMs', (verifyAt ?? done) - t0);
+          this.phase(replicaId, 'artifactVerifyMs', verifyAt === undefined ? 0 : done - verifyAt);
+          times.phases.artifactCacheHit = hit;
           await this.recordEvent(
             d.id,
             'Normal',
@@ -496,10 +520,74 @@ export class DeploymentController {
       );
   }
 
+  /** Records one cold-start phase of a replica (and reports it as a metric). */
+  private phase(replicaId: string, phase: keyof ColdStart, ms: number): void {
+    const t = this.cold.get(replicaId);
+    if (!t) return;
+    (t.phases as Record<string, number | boolean>)[phase] = Math.max(0, Math.round(ms));
+    this.o.onColdStartPhase?.(t.deployment, phase, Math.max(0, ms) / 1000);
+  }
+
+  private async saveColdStart(replicaId: string): Promise<void> {
+    const t = this.cold.get(replicaId);
+    if (!t) return;
+    await this.o.db
+      .updateTable('replicas')
+      .set({ cold_start: JSON.stringify(t.phases) })
+      .where('id', '=', replicaId)
+      .execute();
+  }
+
+  /** Cold start, as the driver reports a replica starting and becoming ready. */
+  private async coldStartStatus(s: ReplicaStatus): Promise<void> {
+    let t = this.cold.get(s.replicaId);
+    const now = Date.now();
+    if (s.state === 'starting') {
+      if (!t || t.readyAt !== undefined) {
+        // A restart by the driver (crash, failed probes): a new cold start, artifact local.
+        const deploymentId = this.owner.get(s.replicaId);
+        if (deploymentId === undefined) return;
+        t = {
+          deploymentId,
+          deployment: t?.deployment ?? s.deployment,
+          launchAt: now,
+          startCalledAt: now,
+          phases: { restart: true },
+        };
+        this.cold.set(s.replicaId, t);
+      }
+      t.spawnAt = now;
+      this.phase(s.replicaId, 'engineStartMs', now - (t.startCalledAt ?? now));
+    } else if (s.state === 'ready' && t && t.readyAt === undefined && t.spawnAt !== undefined) {
+      t.readyAt = now;
+      this.phase(s.replicaId, 'modelLoadMs', now - t.spawnAt);
+      this.phase(s.replicaId, 'readyMs', now - t.launchAt);
+      await this.saveColdStart(s.replicaId);
+    }
+  }
+
+  /** The gateway relayed the first byte from this replica (its first token after a start). */
+  noteServed(replicaId: string): void {
+    const t = this.cold.get(replicaId);
+    if (!t || t.readyAt === undefined || t.phases.firstTokenMs !== undefined) return;
+    this.phase(replicaId, 'firstTokenMs', Date.now() - t.readyAt);
+    void this.saveColdStart(replicaId).catch((e: unknown) =>
+      this.o.logger.error({ err: e }, 'could not save a cold start'),
+    );
+  }
+
+  noteWarmup(replicaIds: readonly string[], ms: number): void {
+    for (const id of replicaIds) {
+      this.phase(id, 'warmupMs', ms);
+      void this.saveColdStart(id).catch(() => undefined);
+    }
+  }
+
   private async persistStatus(s: ReplicaStatus, reason: string, message: string): Promise<void> {
     try {
       const deploymentId = this.owner.get(s.replicaId);
       if (deploymentId === undefined) return;
+      await this.coldStartStatus(s);
       if (s.state !== 'stopped') {
         await this.o.db
           .updateTable('replicas')
@@ -527,4 +615,15 @@ export class DeploymentController {
       this.o.logger.error({ err: e, replica: s.replicaId }, 'could not persist replica status');
     }
   }
+}
+
+/** Cold-start bookkeeping of one replica start (ms timestamps; phases as reported). */
+interface ColdTimes {
+  deploymentId: string;
+  deployment: string;
+  launchAt: number;
+  startCalledAt?: number;
+  spawnAt?: number;
+  readyAt?: number;
+  phases: ColdStart;
 }

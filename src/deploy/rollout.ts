@@ -331,6 +331,8 @@ export interface RolloutHost {
     reason: string,
     message: string,
   ): Promise<void>;
+  /** Records the warmup time of replicas (their cold start). */
+  noteWarmup?(replicaIds: readonly string[], ms: number): void;
   /** Canary (or any) replicas of a deployment generation with their runtime state. */
   replicasOf(
     deploymentId: string,
@@ -735,6 +737,7 @@ export class RolloutManager {
           return;
         cur.warmed = [...new Set([...cur.warmed, ...step.replicas])];
         cur.warmupMs = ms;
+        this.o.host.noteWarmup?.(step.replicas, ms);
         if (!(await commit(cur))) return;
         await this.o.host.recordEvent(
           a.d.id,

@@ -15,6 +15,7 @@ import type {
   DeploymentDetail,
   DeploymentSummary,
   RolloutView,
+  ColdStart,
 } from '../core/api-types.js';
 import type { RouteModel } from '../core/types.js';
 import { checkEngineModel, resolveEngine } from '../engines/index.js';
@@ -272,6 +273,7 @@ export class DeploymentService {
         restarts: r.restarts,
         startedAt: r.started_at,
         lastError: r.last_error,
+        ...(r.cold_start ? { coldStart: JSON.parse(r.cold_start) as ColdStart } : {}),
       })),
       events: events.reverse().map((e) => ({
         time: e.time,

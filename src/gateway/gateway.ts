@@ -75,6 +75,8 @@ export interface GatewayOptions {
   breaker?: { failureThreshold?: number; openMs?: number; maxOpenMs?: number };
   /** The per-model queue requests wait in while every replica is saturated. */
   queue?: { maxDepth?: number; maxWaitMs?: number };
+  /** Called when a replica relays its first byte of a response (cold start: first token). */
+  onServed?: (replicaId: string) => void;
   /** Clock for limits and breakers (ms; tests). */
   now?: () => number;
   /** Engine-signal scraping and the default pipeline's knobs. */
@@ -798,6 +800,7 @@ export class Gateway {
       streaming,
       stripUsage,
       onFirstByte: () => {
+        this.o.onServed?.(ep.replicaId);
         const s = elapsed();
         series.ttftByte.observe(s);
         if (streaming) {

@@ -102,7 +102,14 @@ export async function startPlatform(
     },
     opts.version,
   );
-  const gateway = new Gateway({ metrics, logger, tracing });
+  const gateway = new Gateway({
+    metrics,
+    logger,
+    tracing,
+    // The gateway reports first bytes to the controller (cold start: first token). Requests
+    // arrive only after the controller below exists.
+    onServed: (id) => controller.noteServed(id),
+  });
 
   // Routing snapshots: rebuilt (coalesced) whenever keys, deployments or replicas change.
   let snapshotVersion = 0;
@@ -144,6 +151,8 @@ export async function startPlatform(
     publishNow,
     versionStats: registryVersionStats(metrics),
     artifacts,
+    onColdStartPhase: (deployment, phase, seconds) =>
+      metrics.coldStart.observe({ deployment, phase }, seconds),
   });
   const deployments = new DeploymentService(
     db,

@@ -182,6 +182,12 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  // Cold start of each replica's latest (re)start: phase durations as JSON (see controller.ts).
+  '0007_replica_cold_start': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('replicas').addColumn('cold_start', 'text').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -50,6 +50,8 @@ export interface ReplicaTable {
   started_at: string | null;
   last_error: string | null;
   created_at: string;
+  /** JSON ColdStart of the latest (re)start (null until one is recorded). */
+  cold_start: Generated<string | null>;
 }
 
 export interface EventTable {

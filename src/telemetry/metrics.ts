@@ -124,6 +124,13 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['tenant', 'limit'] as const,
       registers: [registry],
     }),
+    coldStart: new Histogram({
+      name: 'inferplane_replica_cold_start_seconds',
+      help: 'Replica cold start by phase: artifactFetchMs, artifactVerifyMs, engineStartMs, modelLoadMs, warmupMs, readyMs (launch to ready), firstTokenMs (ready to first byte served).',
+      labelNames: ['deployment', 'phase'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+      registers: [registry],
+    }),
     replicaWaiting: new Gauge({
       name: 'inferplane_replica_waiting',
       help: 'Requests waiting in the engine queue, as last scraped by the gateway.',

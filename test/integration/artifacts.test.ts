@@ -71,6 +71,49 @@ describe('model artifacts', () => {
     }, 'replica ready');
     expect(d.events.map((e) => e.reason)).toContain('ArtifactReady');
     expect(existsSync(join(state.dir, 'artifacts', 'sha256', sha))).toBe(true);
+    // Cold start: where the time went, per phase, in describe and in /metrics.
+    const cs = d.replicas[0]!.coldStart!;
+    for (const k of [
+      'artifactFetchMs',
+      'artifactVerifyMs',
+      'engineStartMs',
+      'modelLoadMs',
+      'readyMs',
+    ] as const) {
+      expect(cs[k], k).toBeGreaterThanOrEqual(0);
+    }
+    expect(cs.readyMs!).toBeGreaterThanOrEqual(cs.modelLoadMs!);
+    expect(cs.firstTokenMs).toBeUndefined();
+    const key = await api<{ key: string }>(
+      up.info.url,
+      ADMIN_KEY,
+      'POST',
+      '/api/v1/tenants/team-a/keys',
+      {},
+    );
+    const res = await fetch(`${up.info.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.body.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'ft-v1',
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 2,
+      }),
+    });
+    expect(res.status).toBe(200);
+    await res.text();
+    const after = await waitFor(async () => {
+      const x = await describeDep('ft-v1');
+      return x.replicas[0]?.coldStart?.firstTokenMs !== undefined ? x : undefined;
+    }, 'first token recorded');
+    expect(after.replicas[0]!.coldStart!.firstTokenMs).toBeGreaterThan(0);
+    const metrics = await (await fetch(`${up.info.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /inferplane_replica_cold_start_seconds_count\{deployment="ft-v1",phase="readyMs"\} 1/,
+    );
+    expect(metrics).toMatch(
+      /inferplane_replica_cold_start_seconds_count\{deployment="ft-v1",phase="firstTokenMs"\} 1/,
+    );
   }, 60_000);
 
   it('never serves a corrupted artifact: the replica fails with the checksum error', async () => {
