@@ -36,6 +36,8 @@ export interface ApiDeps {
   registry?: ModelRegistry;
   /** The audit log (/audit); the routes answer IP_NOT_FOUND while it is not wired. */
   audit?: AuditLog;
+  /** The platform's Prometheus text (/metrics), for the per-team view at /api/v1/metrics. */
+  metricsText?: () => Promise<string>;
 }
 
 type Env = { Variables: { principal: Principal } };
@@ -79,6 +81,27 @@ export function createApi(deps: ApiDeps): Hono<Env> {
   app.get('/deployments/:name', async (c) =>
     c.json(await deps.deployments.describe(c.req.param('name'), c.get('principal'))),
   );
+  app.get('/deployments/:name/events', async (c) => {
+    const d = await deps.deployments.describe(c.req.param('name'), c.get('principal'));
+    return c.json({ items: d.events });
+  });
+  // Prometheus text, scoped to the caller: an operator gets every series; a team key only the
+  // series labelled with its tenant or one of its deployments (the unauthenticated /metrics of
+  // the platform is for the operator's scraper).
+  app.get('/metrics', async (c) => {
+    if (!deps.metricsText) throw new InferplaneError('IP_NOT_FOUND', 'metrics are not enabled');
+    const text = await deps.metricsText();
+    const p = c.get('principal');
+    const body =
+      p.kind === 'operator'
+        ? text
+        : filterMetrics(
+            text,
+            p.tenantName,
+            new Set((await deps.deployments.list(p)).map((d) => d.name)),
+          );
+    return c.body(body, 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+  });
   app.put('/deployments/:name', async (c) => {
     const body = await jsonBody(c);
     const name = c.req.param('name');
@@ -317,4 +340,49 @@ function intQuery(c: Context, name: string, dflt: number): number {
     );
   }
   return n;
+}
+
+/**
+ * The samples of a Prometheus text exposition that belong to one team: labelled `tenant` with
+ * its name, or `deployment` / `model` with one of its deployments. Global series (GPUs, process)
+ * and other teams' series are dropped; a family's HELP/TYPE lines are kept when a sample is.
+ */
+export function filterMetrics(
+  text: string,
+  tenant: string,
+  deployments: ReadonlySet<string>,
+): string {
+  const out: string[] = [];
+  let meta: string[] = [];
+  let family = '';
+  let kept = false;
+  const mine = (labels: string): boolean => {
+    for (const m of labels.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      const [, k, v] = m;
+      if (k === 'tenant' && v === tenant) return true;
+      if ((k === 'deployment' || k === 'model') && deployments.has(v!)) return true;
+    }
+    return false;
+  };
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# HELP ') || line.startsWith('# TYPE ')) {
+      const name = line.split(' ')[2] ?? '';
+      if (name !== family) {
+        family = name;
+        meta = [];
+        kept = false;
+      }
+      meta.push(line);
+      continue;
+    }
+    const brace = line.indexOf('{');
+    if (line === '' || brace === -1) continue;
+    if (!mine(line.slice(brace + 1, line.lastIndexOf('}')))) continue;
+    if (!kept) {
+      out.push(...meta);
+      kept = true;
+    }
+    out.push(line);
+  }
+  return out.length > 0 ? out.join('\n') + '\n' : '';
 }

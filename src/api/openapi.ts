@@ -209,6 +209,23 @@ export function openApiDocument(version: string): Record<string, unknown> {
           },
         },
       },
+      '/deployments/{name}/events': {
+        parameters: [nameParam],
+        get: {
+          summary: "The deployment's events (newest kept: 500), oldest first",
+          responses: { '200': ok('Events'), ...errors },
+        },
+      },
+      '/metrics': {
+        get: {
+          summary:
+            "Prometheus text scoped to the caller: all series for an operator; a team key gets only its tenant's and its deployments' series",
+          responses: {
+            '200': { description: 'Prometheus text', content: { 'text/plain': {} } },
+            ...errors,
+          },
+        },
+      },
       '/deployments/{name}/rollout': {
         parameters: [nameParam],
         get: {

@@ -189,6 +189,10 @@ export async function startPlatform(
       inventory,
       registry,
       audit,
+      metricsText: async () => {
+        await refreshGauges(db, metrics, node.name);
+        return metrics.registry.metrics();
+      },
       logger,
       onChange: publish,
       version: opts.version,

@@ -19,6 +19,7 @@ import { Inventory } from '../../src/schedule/inventory.js';
 import { PackPlacer } from '../../src/schedule/placement.js';
 import { openStore, type Db } from '../../src/store/db.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { createMetrics } from '../../src/telemetry/metrics.js';
 import { TenancyService } from '../../src/tenancy/tenancy.js';
 
 const ADMIN = 'ipk_admin_roles_test_0123456789';
@@ -92,7 +93,15 @@ beforeEach(async () => {
     version: 'test',
     registry,
     audit,
+    metricsText: () => metrics.registry.metrics(),
   });
+  // The platform's registry with series of both teams and a fleet-wide one.
+  const metrics = createMetrics({ defaultMetrics: false });
+  metrics.requests.inc({ tenant: 'team-a', model: 'a-web', code: '200' }, 3);
+  metrics.requests.inc({ tenant: 'team-b', model: 'b-web', code: '200' }, 5);
+  metrics.replicas.set({ deployment: 'a-web', state: 'ready' }, 1);
+  metrics.replicas.set({ deployment: 'b-web', state: 'ready' }, 1);
+  metrics.gpuAllocated.set({ node: 'n1', gpu: '0', type: 'H100-80GB' }, 1);
   await tenancy.ensureOperatorKey(ADMIN);
   await tenancy.createTenant('team-a');
   await tenancy.createTenant('team-b');
@@ -219,6 +228,13 @@ const ROWS: Row[] = [
     route: 'describe (spec, replicas, events)',
     method: 'GET',
     path: '/deployments/a-web',
+    expect: READ_NAMED,
+  },
+  {
+    resource: 'events',
+    route: 'list of a deployment',
+    method: 'GET',
+    path: '/deployments/a-web/events',
     expect: READ_NAMED,
   },
   {
@@ -406,10 +422,27 @@ describe('roles through the API: route × {operator, own team, other team, no ke
     }
   });
 
-  // /metrics is served by the platform (src/platform/platform.ts), not this API: it is not
-  // authenticated and its gateway series carry a tenant label, so any caller sees every team's
-  // request counts. Per-tenant filtering (or operator-only access) belongs to that file.
-  it.todo('metrics: a team key sees only its own series (needs platform /metrics behind auth)');
-  // No separate events route exists yet: events are read through describe (covered above).
-  it.todo('events: a dedicated /deployments/{name}/events route, when one is added');
+  it('metrics: a team key sees only its own series; the operator sees all; no key gets 401', async () => {
+    const text = async (who: Who) => {
+      const r = await call(who, 'GET', '/metrics');
+      return { status: r.status, text: r.text };
+    };
+    expect((await text('none')).status).toBe(401);
+    const all = await text('operator');
+    expect(all.status).toBe(200);
+    expect(all.text).toContain('tenant="team-b"');
+    expect(all.text).toContain('gpu="0"');
+    const own = await text('own');
+    expect(own.status).toBe(200);
+    expect(own.text).toContain(
+      'inferplane_gateway_requests_total{tenant="team-a",model="a-web",code="200"} 3',
+    );
+    expect(own.text).toContain('inferplane_replicas{deployment="a-web",state="ready"} 1');
+    expect(own.text).not.toContain('team-b');
+    expect(own.text).not.toContain('b-web');
+    expect(own.text).not.toContain('gpu="0"'); // fleet-wide series are the operator's
+    const other = await text('other');
+    expect(other.text).toContain('tenant="team-b"');
+    expect(other.text).not.toContain('team-a');
+  });
 });
