@@ -136,7 +136,9 @@ export class DeploymentService {
             ? `spec updated to generation ${row.generation}; replicas will be replaced`
             : old?.replicas !== spec.replicas
               ? `replicas ${old?.replicas ?? 0} → ${spec.replicas}`
-              : 'routing updated; replicas unchanged';
+              : !isDeepStrictEqual(old?.slo, spec.slo)
+                ? 'SLO targets updated; replicas unchanged'
+                : 'routing updated; replicas unchanged';
         await this.controller.recordEvent(row.id, 'Normal', 'Updated', what);
         await this.record(principal, 'deployment.update', spec.name, old, spec, what);
       } else {

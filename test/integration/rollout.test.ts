@@ -2,6 +2,8 @@
 // v1 serving; v2 with a slow profile → canary at 10% → its TTFT gate fails → rolled back within
 // one gate interval; v3 (healthy) → promoted to 100% in steps. A small open-loop load generator
 // streams through the whole rollout: zero failed requests, stable-version latency unchanged.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ADMIN_KEY,
@@ -50,6 +52,19 @@ beforeAll(async () => {
     {},
   );
   key = k.body.key;
+  // Each version is a registered model version (its artifact fetched and verified before its
+  // replicas start); v2's slowness comes from its engine args.
+  for (const v of ['v1', 'v2', 'v3', 'v4']) {
+    const path = join(state.dir, `web-model-${v}.gguf`);
+    writeFileSync(path, `weights of ${v}\n`.repeat(1000));
+    const r = await api(up.info.url, ADMIN_KEY, 'POST', '/api/v1/models/web-model/versions', {
+      version: v,
+      tenant: 'ro',
+      artifacts: [{ uri: `file://${path}` }],
+      source: 'rollout test',
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+  }
 }, 90_000);
 
 afterAll(async () => {
@@ -62,6 +77,7 @@ const spec = (version: string, args: Record<string, number> = {}) => ({
   tenant: 'ro',
   model: 'llama-3.1-8b',
   version,
+  modelVersion: { name: 'web-model', version },
   engine: { name: 'sim', args },
   replicas: 2,
   resources: { gpus: 1, gpuType: 'H100-80GB' },
