@@ -108,7 +108,7 @@ export class DeploymentService {
         return { deployment: await this.summary(existing!), result: 'unchanged' as const };
       }
       const templateChanged = !old || !isDeepStrictEqual(template(old), template(spec));
-      await this.admitTeam(spec, tenant.name, tenant.id, existing?.id, old);
+      await this.admitTeam(spec, tenant.name, tenant.id, existing?.id, old, templateChanged);
       await this.admit(spec, existing?.id, templateChanged);
 
       const now = isoNow();
@@ -178,12 +178,16 @@ export class DeploymentService {
     tenantId: string,
     deploymentId: string | undefined,
     old: DeploymentSpec | undefined,
+    templateChanged: boolean,
   ): Promise<void> {
     const { quota, policy } = await this.tenancy.getTenant(tenantName);
     checkPolicy(tenantName, policy, spec, old);
     if (quota.replicas === undefined && quota.gpus === undefined) return;
     const others = await this.tenancy.usage(tenantId, deploymentId);
-    checkQuota(tenantName, quota, others, spec, old);
+    // A template change with a rollout block runs a canary next to the stable replicas: its peak
+    // (promotion) holds both sets, and that peak must fit the quota too.
+    const surge = spec.rollout && old && templateChanged ? old : undefined;
+    checkQuota(tenantName, quota, others, spec, old, surge);
   }
 
   /**

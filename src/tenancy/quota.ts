@@ -50,8 +50,18 @@ export function checkQuota(
   others: TenantUsage,
   spec: Pick<DeploymentSpec, 'replicas' | 'resources'>,
   old?: Pick<DeploymentSpec, 'replicas' | 'resources'>,
+  /**
+   * Held on top of `spec` for a while: a rollout keeps the stable replicas (`old`) until the
+   * canary is promoted to the full count, so its peak is both sets at once.
+   */
+  surge?: Pick<DeploymentSpec, 'replicas' | 'resources'>,
 ): void {
   const want = specUsage(spec);
+  if (surge) {
+    const s = specUsage(surge);
+    want.replicas += s.replicas;
+    for (const [t, n] of Object.entries(s.gpus)) want.gpus[t] = (want.gpus[t] ?? 0) + n;
+  }
   const had = old ? specUsage(old) : { replicas: 0, gpus: {} as Record<string, number> };
   const over: ErrorDetail[] = [];
   const check = (name: string, path: string, used: number, requested: number, prev: number) => {
@@ -63,7 +73,7 @@ export function checkQuota(
       used,
       requested,
       limit,
-      message: `quota ${name}: ${used} in use + ${requested} requested > limit ${limit}`,
+      message: `quota ${name}: ${used} in use + ${requested} requested${surge ? ' (stable and canary replicas at the rollout peak)' : ''} > limit ${limit}`,
     });
   };
   for (const [type, n] of Object.entries(want.gpus)) {

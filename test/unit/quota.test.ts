@@ -336,6 +336,23 @@ describe('admission in the deployment service', () => {
     expect(z.details?.[0]?.quota).toBe('replicas');
   });
 
+  it('counts a rollout canary next to the stable replicas (the promotion peak holds both)', async () => {
+    await tenancy.patchTenant('team-a', { quota: { replicas: 3 } });
+    const rollout = { steps: [{ weight: 50, pause: '1s' }] };
+    await service.apply(spec({ name: 'web', replicas: 2, version: 'v1', rollout }), OP);
+    // v2 would run 2 canary replicas beside the 2 stable ones at its peak: 4 > 3.
+    const e = await refusal(
+      service.apply(spec({ name: 'web', replicas: 2, version: 'v2', rollout }), OP),
+    );
+    expect(e.code).toBe('IP_QUOTA_EXCEEDED');
+    expect(e.message).toContain('replicas: 0 in use + 4 requested');
+    expect(e.message).toContain('rollout peak');
+    expect((await service.describe('web', OP)).spec.version).toBe('v1');
+    // Without a rollout block the replicas are replaced, not doubled: it fits.
+    const plain = await service.apply(spec({ name: 'web', replicas: 2, version: 'v2' }), OP);
+    expect(plain.result).toBe('updated');
+  });
+
   it('counts the new spec in place of the old one on update (scale)', async () => {
     await tenancy.patchTenant('team-a', { quota: { gpus: { 'H100-80GB': 8 } } });
     await service.apply(spec({ replicas: 3, resources: { gpus: 2, gpuType: 'H100-80GB' } }), OP);
