@@ -89,6 +89,13 @@ export class DeploymentService {
     checkEngineModel(engine.adapter, spec.model, spec.resources.gpuType);
     spec.engine.args = engine.args as DeploymentSpec['engine']['args'];
     if (spec.modelVersion) await this.controller.checkModelVersion(spec.tenant, spec.modelVersion);
+    else if (engine.adapter.requiresModelFile && engine.args.modelPath === undefined) {
+      throw new InferplaneError(
+        'IP_VALIDATION',
+        `engine ${spec.engine.name} serves a model file: name a registered model version (modelVersion) or set engine.args.modelPath`,
+        { details: [{ path: 'modelVersion', message: 'required for this engine' }] },
+      );
+    }
 
     return this.controller.exclusive(async () => {
       const existing = await this.db

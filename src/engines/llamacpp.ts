@@ -9,12 +9,16 @@ import { requireLlamaServer } from './install.js';
 import type { EngineAdapter, LaunchCommand, LaunchContext } from './types.js';
 
 const argsSchema = z.strictObject({
-  /** Absolute path of the GGUF file (a model registry will supply it later). */
+  /**
+   * Absolute path of a GGUF file on the node. Prefer naming a registered model version in the
+   * deployment (`modelVersion`): its artifact is fetched, verified and used instead.
+   */
   modelPath: z
     .string()
     .min(1)
     .max(4096)
-    .refine((p) => isAbsolute(p), { message: 'modelPath must be an absolute path' }),
+    .refine((p) => isAbsolute(p), { message: 'modelPath must be an absolute path' })
+    .optional(),
   /** Total context size in tokens, shared by the slots (`-c`); default: the model's. */
   ctxSize: z.int().positive().max(10_000_000).optional(),
   /** Parallel decoding slots (`--parallel`). */
@@ -44,7 +48,8 @@ export type LlamaCppArgs = z.infer<typeof argsSchema>;
 /** The llama-server argument list for a replica (pure; the executable is resolved apart). */
 export function llamaServerArgs(ctx: LaunchContext): string[] {
   const a = ctx.args as LlamaCppArgs;
-  const args = ['--model', a.modelPath, '--host', ctx.host, '--port', String(ctx.port)];
+  const model = ctx.artifactPath ?? a.modelPath ?? '';
+  const args = ['--model', model, '--host', ctx.host, '--port', String(ctx.port)];
   // Clients send the deployment name as `model`; llama-server answers to its alias.
   args.push('--alias', ctx.servedModelName);
   args.push('--metrics');
@@ -70,6 +75,7 @@ export const llamaCppEngine: EngineAdapter = {
   metricsPath: '/metrics',
   // Loading a large model from disk (or warming up on CPU) can take minutes.
   startTimeoutMs: 600_000,
+  requiresModelFile: true,
   checkModel(): undefined {
     // Any model name: the GGUF file (engine.args.modelPath) is what is served; its presence is
     // checked at launch, on the node that runs the replica.
@@ -78,8 +84,17 @@ export const llamaCppEngine: EngineAdapter = {
   launch(ctx: LaunchContext): LaunchCommand {
     const a = ctx.args as LlamaCppArgs;
     const server = requireLlamaServer(a.build !== undefined ? { build: a.build } : {});
-    if (!existsSync(a.modelPath) || !statSync(a.modelPath).isFile()) {
-      throw new InferplaneError('IP_VALIDATION', `model file not found: ${a.modelPath}`, {
+    // A registered model version (fetched and verified by the controller) wins over a path.
+    const model = ctx.artifactPath ?? a.modelPath;
+    if (model === undefined) {
+      throw new InferplaneError(
+        'IP_VALIDATION',
+        'llamacpp needs a model: name a registered version (modelVersion) or engine.args.modelPath',
+        { details: [{ path: 'modelVersion', message: 'required for llamacpp' }] },
+      );
+    }
+    if (!existsSync(model) || !statSync(model).isFile()) {
+      throw new InferplaneError('IP_VALIDATION', `model file not found: ${model}`, {
         details: [{ path: 'engine.args.modelPath', message: 'no such file' }],
       });
     }

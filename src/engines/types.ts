@@ -36,6 +36,11 @@ export interface EngineAdapter {
   readonly healthPath: string;
   /** Prometheus metrics path. */
   readonly metricsPath: string;
+  /**
+   * The engine serves a model file (GGUF, …): a deployment must name a registered model version
+   * (`modelVersion`) or give the file in its engine args (`modelPath`).
+   */
+  readonly requiresModelFile?: boolean;
   /** How long the engine may take to become healthy before the start counts as failed. */
   readonly startTimeoutMs: number;
   /**

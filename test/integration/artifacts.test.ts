@@ -183,6 +183,25 @@ describe('model artifacts', () => {
     expect(v.body.checked).toBeGreaterThanOrEqual(6);
   });
 
+  it('refuses a model-file engine (llamacpp) with neither a model version nor a path', async () => {
+    const r = await api<{ error: { code: string; details: { path: string }[] } }>(
+      up.info.url,
+      ADMIN_KEY,
+      'PUT',
+      '/api/v1/deployments/no-model',
+      {
+        name: 'no-model',
+        tenant: 'team-a',
+        model: 'x',
+        engine: { name: 'llamacpp', args: {} },
+        replicas: 1,
+        resources: { gpus: 0, gpuType: 'H100-80GB' },
+      },
+    );
+    expect(r.status).toBe(400);
+    expect(r.body.error.details[0]!.path).toBe('modelVersion');
+  });
+
   it('refuses a deployment naming a version that is not registered', async () => {
     const r = await api<{ error: { code: string } }>(
       up.info.url,

@@ -123,14 +123,35 @@ describe.skipIf(missing.length > 0)(
       const k = await cli(['key', 'create', '--tenant', 'team-l', '--json'], asAdmin);
       expect(k.code, k.stderr).toBe(0);
       tenantKey = (JSON.parse(k.stdout) as { key: string }).key;
+      // The synthesized GGUF is registered as a model version; the deployment names that version
+      // (its artifact is fetched into the node cache and verified before llama-server starts).
+      const reg = await cli(
+        [
+          'model',
+          'register',
+          'tiny-random-llama',
+          '--version',
+          '1',
+          '--uri',
+          modelPath,
+          '--format',
+          'gguf',
+          '--tenant',
+          'team-l',
+          '--json',
+        ],
+        asAdmin,
+      );
+      expect(reg.code, reg.stderr).toBe(0);
       const spec = {
         name: DEP,
         tenant: 'team-l',
         model: 'tiny-random-llama',
         engine: {
           name: 'llamacpp',
-          args: { modelPath, ctxSize: 1024, parallel: 2, threads: 1, seed: 1 },
+          args: { ctxSize: 1024, parallel: 2, threads: 1, seed: 1 },
         },
+        modelVersion: { name: 'tiny-random-llama', version: '1' },
         replicas: 1,
         resources: { gpus: 0, gpuType: 'H100-80GB' },
       };

@@ -69,7 +69,10 @@ describe('llamacpp adapter', () => {
         return ((e as InferplaneError).details ?? []).map((d) => d.path);
       }
     };
-    expect(bad({})).toEqual(['engine.args.modelPath']);
+    // modelPath is optional (a registered modelVersion supplies the file); the service refuses a
+    // llamacpp deployment with neither (requiresModelFile).
+    expect(bad({})).toEqual([]);
+    expect(llamaCppEngine.requiresModelFile).toBe(true);
     expect(bad({ modelPath: 'relative.gguf' })).toEqual(['engine.args.modelPath']);
     expect(bad({ modelPath: '/x.gguf', parallel: 0 })).toEqual(['engine.args.parallel']);
     expect(bad({ modelPath: '/x.gguf', build: '../../bin' })).toEqual(['engine.args.build']);

@@ -94,13 +94,19 @@ export function parseEngineMetrics(text: string, now: number): EngineSignals {
         break;
       case 'vllm:kv_cache_usage_perc':
       case 'vllm:gpu_cache_usage_perc':
+      case 'llamacpp:kv_cache_usage_ratio':
       case 'sglang:token_usage':
         s.kvUtilization = Math.max(s.kvUtilization, Math.min(1, Math.max(0, value)));
         break;
       case 'vllm:prefix_cache_hits_total':
       case 'vllm:prefix_cache_hits':
+        s.prefixHits += value;
+        break;
+      // llama-server counts prompt_tokens_total without the cached ones: a cached token is
+      // both a hit and a query.
       case 'llamacpp:prompt_tokens_cached_total':
         s.prefixHits += value;
+        s.prefixQueries += value;
         break;
       case 'vllm:prefix_cache_queries_total':
       case 'vllm:prefix_cache_queries':
