@@ -89,10 +89,10 @@ export class DeploymentService {
     checkEngineModel(engine.adapter, spec.model, spec.resources.gpuType);
     spec.engine.args = engine.args as DeploymentSpec['engine']['args'];
     if (spec.modelVersion) await this.controller.checkModelVersion(spec.tenant, spec.modelVersion);
-    else if (engine.adapter.requiresModelFile && engine.args.modelPath === undefined) {
+    else if (engine.adapter.requiresModelFile) {
       throw new InferplaneError(
         'IP_VALIDATION',
-        `engine ${spec.engine.name} serves a model file: name a registered model version (modelVersion) or set engine.args.modelPath`,
+        `engine ${spec.engine.name} serves a model file: name a registered model version (modelVersion)`,
         { details: [{ path: 'modelVersion', message: 'required for this engine' }] },
       );
     }

@@ -2,23 +2,12 @@
 // OpenAI API, `/health` and Prometheus `/metrics` (with --metrics). The executable comes from the
 // cache `inferplane engine install llamacpp` fills (src/engines/install.ts).
 import { existsSync, statSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { InferplaneError } from '../core/errors.js';
 import { requireLlamaServer } from './install.js';
 import type { EngineAdapter, LaunchCommand, LaunchContext } from './types.js';
 
 const argsSchema = z.strictObject({
-  /**
-   * Absolute path of a GGUF file on the node. Prefer naming a registered model version in the
-   * deployment (`modelVersion`): its artifact is fetched, verified and used instead.
-   */
-  modelPath: z
-    .string()
-    .min(1)
-    .max(4096)
-    .refine((p) => isAbsolute(p), { message: 'modelPath must be an absolute path' })
-    .optional(),
   /** Total context size in tokens, shared by the slots (`-c`); default: the model's. */
   ctxSize: z.int().positive().max(10_000_000).optional(),
   /** Parallel decoding slots (`--parallel`). */
@@ -48,7 +37,8 @@ export type LlamaCppArgs = z.infer<typeof argsSchema>;
 /** The llama-server argument list for a replica (pure; the executable is resolved apart). */
 export function llamaServerArgs(ctx: LaunchContext): string[] {
   const a = ctx.args as LlamaCppArgs;
-  const model = ctx.artifactPath ?? a.modelPath ?? '';
+  // The GGUF file: the deployment's registered model version, fetched and verified.
+  const model = ctx.artifactPath ?? '';
   const args = ['--model', model, '--host', ctx.host, '--port', String(ctx.port)];
   // Clients send the deployment name as `model`; llama-server answers to its alias.
   args.push('--alias', ctx.servedModelName);
@@ -77,25 +67,26 @@ export const llamaCppEngine: EngineAdapter = {
   startTimeoutMs: 600_000,
   requiresModelFile: true,
   checkModel(): undefined {
-    // Any model name: the GGUF file (engine.args.modelPath) is what is served; its presence is
+    // Any model name: the GGUF file (the registered modelVersion) is what is served; its presence is
     // checked at launch, on the node that runs the replica.
     return undefined;
   },
   launch(ctx: LaunchContext): LaunchCommand {
     const a = ctx.args as LlamaCppArgs;
     const server = requireLlamaServer(a.build !== undefined ? { build: a.build } : {});
-    // A registered model version (fetched and verified by the controller) wins over a path.
-    const model = ctx.artifactPath ?? a.modelPath;
+    // The model is a registered version, fetched into the node cache and verified by the
+    // controller: never a bare path or URI.
+    const model = ctx.artifactPath;
     if (model === undefined) {
       throw new InferplaneError(
         'IP_VALIDATION',
-        'llamacpp needs a model: name a registered version (modelVersion) or engine.args.modelPath',
+        'llamacpp serves a registered model version: name one in the deployment (modelVersion)',
         { details: [{ path: 'modelVersion', message: 'required for llamacpp' }] },
       );
     }
     if (!existsSync(model) || !statSync(model).isFile()) {
       throw new InferplaneError('IP_VALIDATION', `model file not found: ${model}`, {
-        details: [{ path: 'engine.args.modelPath', message: 'no such file' }],
+        details: [{ path: 'modelVersion', message: 'artifact missing from the node cache' }],
       });
     }
     // The replica sees only the GPUs placed for it (none: none).

@@ -38,7 +38,7 @@ export interface EngineAdapter {
   readonly metricsPath: string;
   /**
    * The engine serves a model file (GGUF, …): a deployment must name a registered model version
-   * (`modelVersion`) or give the file in its engine args (`modelPath`).
+   * (`modelVersion`); the engine gets the verified local copy as `artifactPath`.
    */
   readonly requiresModelFile?: boolean;
   /** How long the engine may take to become healthy before the start counts as failed. */

@@ -183,7 +183,7 @@ describe('model artifacts', () => {
     expect(v.body.checked).toBeGreaterThanOrEqual(6);
   });
 
-  it('refuses a model-file engine (llamacpp) with neither a model version nor a path', async () => {
+  it('refuses a model-file engine (llamacpp) without a registered model version', async () => {
     const r = await api<{ error: { code: string; details: { path: string }[] } }>(
       up.info.url,
       ADMIN_KEY,

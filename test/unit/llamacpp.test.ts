@@ -25,8 +25,11 @@ const dir = mkdtempSync(join(tmpdir(), 'inferplane-llamacpp-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 afterEach(() => vi.unstubAllEnvs());
 
-function ctx(args: Record<string, unknown>, gpus: number[] = []): LaunchContext {
+/** A launch context; `modelPath` stands for the verified artifact the controller passes. */
+function ctx(all: Record<string, unknown>, gpus: number[] = []): LaunchContext {
+  const { modelPath, ...args } = all;
   return {
+    ...(typeof modelPath === 'string' ? { artifactPath: modelPath } : {}),
     servedModelName: 'team-a-tiny',
     model: 'tiny',
     host: '127.0.0.1',
@@ -57,8 +60,8 @@ function fakeBuild(cache: string, key: string, current = true): string {
 describe('llamacpp adapter', () => {
   it('is registered and validates its args', () => {
     expect(getEngine('llamacpp')).toBe(llamaCppEngine);
-    const ok = resolveEngine('llamacpp', { modelPath: '/m/x.gguf', parallel: 2, threads: 1 });
-    expect(ok.args).toEqual({ modelPath: '/m/x.gguf', parallel: 2, threads: 1 });
+    const ok = resolveEngine('llamacpp', { parallel: 2, threads: 1 });
+    expect(ok.args).toEqual({ parallel: 2, threads: 1 });
     const bad = (args: unknown): string[] => {
       try {
         resolveEngine('llamacpp', args);
@@ -69,14 +72,15 @@ describe('llamacpp adapter', () => {
         return ((e as InferplaneError).details ?? []).map((d) => d.path);
       }
     };
-    // modelPath is optional (a registered modelVersion supplies the file); the service refuses a
-    // llamacpp deployment with neither (requiresModelFile).
+    // The model file comes from the deployment's modelVersion; the service refuses a llamacpp
+    // deployment without one (requiresModelFile).
     expect(bad({})).toEqual([]);
     expect(llamaCppEngine.requiresModelFile).toBe(true);
-    expect(bad({ modelPath: 'relative.gguf' })).toEqual(['engine.args.modelPath']);
-    expect(bad({ modelPath: '/x.gguf', parallel: 0 })).toEqual(['engine.args.parallel']);
-    expect(bad({ modelPath: '/x.gguf', build: '../../bin' })).toEqual(['engine.args.build']);
-    expect(bad({ modelPath: '/x.gguf', nope: 1 }).length).toBe(1);
+    // A bare path is not accepted: deployments name a registered model version.
+    expect(bad({ modelPath: '/x.gguf' }).length).toBe(1);
+    expect(bad({ parallel: 0 })).toEqual(['engine.args.parallel']);
+    expect(bad({ build: '../../bin' })).toEqual(['engine.args.build']);
+    expect(bad({ nope: 1 }).length).toBe(1);
     expect(llamaCppEngine.healthPath).toBe('/health');
     expect(llamaCppEngine.metricsPath).toBe('/metrics');
     expect(llamaCppEngine.startTimeoutMs).toBeGreaterThanOrEqual(120_000);
