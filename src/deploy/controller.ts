@@ -471,9 +471,28 @@ export class DeploymentController {
     const t0 = Date.now();
     let lastPhase = '';
     let verifyAt: number | undefined;
+    let lastLog = 0;
     void this.o.artifacts
-      .fetch(spec.tenant, mv.name, mv.version, (phase) => {
+      .fetch(spec.tenant, mv.name, mv.version, (phase, bytes, total) => {
         if (phase === 'verify' && verifyAt === undefined) verifyAt = Date.now();
+        // Progress of a long fetch or verify in the platform log, at most every 2 s per phase.
+        const now = Date.now();
+        if (phase !== lastPhase || now - lastLog >= 2000) {
+          lastLog = now;
+          this.o.logger.info(
+            {
+              deployment: d.name,
+              replica: idx,
+              artifact: `${mv.name}@${mv.version}`,
+              phase,
+              bytes,
+              ...(total !== undefined
+                ? { total, pct: Math.round((100 * bytes) / Math.max(1, total)) }
+                : {}),
+            },
+            'artifact progress',
+          );
+        }
         lastPhase = phase;
       })
       .then(
