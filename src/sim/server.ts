@@ -718,23 +718,27 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
     });
   }
 
-  async function handleEmbeddings(
+  /**
+   * A work request arrives: the crash and hang faults first, then its body. Undefined when it was
+   * answered (or parked) already.
+   */
+  async function arrive(
     req: http.IncomingMessage,
     res: http.ServerResponse,
-  ): Promise<void> {
+  ): Promise<Buffer | undefined> {
     const decision = faults.onArrival();
     if (decision === 'crash') {
       park(req);
       crash('fault: crash after requests');
-      return;
+      return undefined;
     }
     if (decision === 'hang') {
       park(req);
-      return;
+      return undefined;
     }
-    let raw: Buffer;
     try {
-      raw = await readBody(req);
+      const raw = await readBody(req);
+      return res.destroyed ? undefined : raw;
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         sendError(
@@ -743,8 +747,38 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
           { connection: 'close' },
         );
       } else res.destroy();
-      return;
+      return undefined;
     }
+  }
+
+  /** A valid request is refused while shutting down, or by the errorRate fault (HTTP 500). */
+  function refuse(res: http.ServerResponse): boolean {
+    if (closing) {
+      sendError(res, new ApiError(503, 'Server is shutting down', null, null, 'server_error'));
+      return true;
+    }
+    if (faults.shouldError()) {
+      sendError(
+        res,
+        new ApiError(
+          500,
+          'Simulated engine failure (fault injection: errorRate)',
+          null,
+          'simulated_fault',
+          'server_error',
+        ),
+      );
+      return true;
+    }
+    return false;
+  }
+
+  async function handleEmbeddings(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<void> {
+    const raw = await arrive(req, res);
+    if (raw === undefined) return;
     let parsed: EmbeddingsRequest;
     try {
       let body: unknown;
@@ -769,23 +803,7 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
       }
       throw err;
     }
-    if (closing) {
-      sendError(res, new ApiError(503, 'Server is shutting down', null, null, 'server_error'));
-      return;
-    }
-    if (faults.shouldError()) {
-      sendError(
-        res,
-        new ApiError(
-          500,
-          'Simulated engine failure (fault injection: errorRate)',
-          null,
-          'simulated_fault',
-          'server_error',
-        ),
-      );
-      return;
-    }
+    if (refuse(res)) return;
     const headerId = req.headers['x-request-id'];
     const base = typeof headerId === 'string' && headerId.length > 0 ? headerId : 'emb-' + hexId();
     const handles = parsed.inputs.map((ids, i) =>
@@ -831,33 +849,8 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
     res: http.ServerResponse,
     kind: 'completion' | 'chat',
   ): Promise<void> {
-    const decision = faults.onArrival();
-    if (decision === 'crash') {
-      park(req);
-      crash('fault: crash after requests');
-      return;
-    }
-    if (decision === 'hang') {
-      park(req);
-      return;
-    }
-
-    let raw: Buffer;
-    try {
-      raw = await readBody(req);
-    } catch (err) {
-      if (err instanceof BodyTooLarge) {
-        sendError(
-          res,
-          new ApiError(413, `Request body exceeds ${MAX_BODY_BYTES} bytes`, null, 'body_too_large'),
-          { connection: 'close' },
-        );
-      } else {
-        res.destroy();
-      }
-      return;
-    }
-    if (res.destroyed) return;
+    const raw = await arrive(req, res);
+    if (raw === undefined) return;
 
     let parsed: ParsedRequest;
     let promptIds: number[];
@@ -889,23 +882,7 @@ export function createSimServer(options: SimServerOptions = {}): SimServer {
       }
       throw err;
     }
-    if (closing) {
-      sendError(res, new ApiError(503, 'Server is shutting down', null, null, 'server_error'));
-      return;
-    }
-    if (faults.shouldError()) {
-      sendError(
-        res,
-        new ApiError(
-          500,
-          'Simulated engine failure (fault injection: errorRate)',
-          null,
-          'simulated_fault',
-          'server_error',
-        ),
-      );
-      return;
-    }
+    if (refuse(res)) return;
     const dropAfter = faults.disconnectAfter();
 
     const maxTokens = Math.min(
