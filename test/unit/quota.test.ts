@@ -43,6 +43,7 @@ import {
   sumUsage,
 } from '../../src/tenancy/quota.js';
 import { TenancyService, type Principal } from '../../src/tenancy/tenancy.js';
+import { apiCall, closeServers } from './api-helpers.js';
 
 const ADMIN = 'ipk_admin_quota_test_0123456789';
 const OP: Principal = { kind: 'operator', keyId: 'test' };
@@ -90,15 +91,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          s.closeAllConnections();
-          s.close(() => resolve());
-        }),
-    ),
-  );
+  await closeServers(servers);
   await db.destroy();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -135,18 +128,13 @@ async function stored(): Promise<{ deployments: number; events: number }> {
   return { deployments: Number(d.n), events: Number(ev.n) };
 }
 
-async function api(
+function api(
   method: string,
   path: string,
   body?: unknown,
   key = ADMIN,
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await app.request(`/${path.replace(/^\//, '')}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  return apiCall(app, key, method, path, body);
 }
 
 const errorOf = (json: Record<string, unknown>) =>

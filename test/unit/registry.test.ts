@@ -32,6 +32,7 @@ import { PackPlacer } from '../../src/schedule/placement.js';
 import { openStore, type Db } from '../../src/store/db.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { TenancyService } from '../../src/tenancy/tenancy.js';
+import { apiCall, closeServers } from './api-helpers.js';
 
 const ADMIN = 'ipk_admin_registry_test_0123456789';
 let dir: string;
@@ -92,31 +93,18 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          s.closeAllConnections();
-          s.close(() => resolve());
-        }),
-    ),
-  );
+  await closeServers(servers);
   await db.destroy();
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function api(
+function api(
   method: string,
   path: string,
   body?: unknown,
   key = ADMIN,
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await app.request(`/${path.replace(/^\//, '')}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  return apiCall(app, key, method, path, body);
 }
 
 const errCode = (json: Record<string, unknown>): string => (json.error as { code: string }).code;
