@@ -523,14 +523,12 @@ export class Gateway {
     return headers;
   }
 
-  /** Waits in the model's queue while every candidate replica is saturated. */
+  /** Waits in the model's queue (the caller found every candidate replica saturated). */
   private async waitForRoom(
     route: RouteModel,
     tenantKey: string,
-    req: PickRequest,
     signal: AbortSignal,
   ): Promise<void> {
-    if (!this.picker.saturated?.(route, req)) return;
     const q = this.queueOf(route.model);
     const t0 = performance.now();
     try {
@@ -669,7 +667,10 @@ export class Gateway {
         { retryAfterS: this.retryAfterS },
       );
     }
-    await this.waitForRoom(route, key.tenantId ?? '(operator)', req, signal);
+    // (Checked here first: an unsaturated model — the usual case — costs no extra await.)
+    if (this.picker.saturated?.(route, req)) {
+      await this.waitForRoom(route, key.tenantId ?? '(operator)', signal);
+    }
 
     let upstream: Awaited<ReturnType<typeof request>> | undefined;
     let decision: RouteDecision | undefined = this.pickTimed(route, req);
@@ -870,17 +871,26 @@ export class Gateway {
     const chunks: Buffer[] = [];
     let size = 0;
     try {
-      for await (const chunk of upstream.body as AsyncIterable<Buffer>) {
-        chunks.push(watcher.chunk(chunk));
-        size += chunk.length;
-        if (size > this.maxResponseBytes) {
-          upstream.body.destroy();
-          throw new InferplaneError(
-            'IP_UPSTREAM_UNAVAILABLE',
-            `replica ${ep.index} of ${route.model} answered more than ${this.maxResponseBytes} bytes`,
-          );
-        }
-      }
+      const max = this.maxResponseBytes;
+      const b = upstream.body;
+      // One promise for the whole body (no async iteration per chunk).
+      await new Promise<void>((resolve, reject) => {
+        b.on('data', (chunk: Buffer) => {
+          chunks.push(watcher.chunk(chunk));
+          size += chunk.length;
+          if (size > max) {
+            b.destroy();
+            reject(
+              new InferplaneError(
+                'IP_UPSTREAM_UNAVAILABLE',
+                `replica ${ep.index} of ${route.model} answered more than ${max} bytes`,
+              ),
+            );
+          }
+        });
+        b.once('end', resolve);
+        b.once('error', reject);
+      });
     } catch (e) {
       if (signal.aborted) {
         watcher.cancel();
