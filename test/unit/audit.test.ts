@@ -3,17 +3,12 @@
 // CLI (`audit list`, `audit verify` exit 1 with the bad record).
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
-import { Hono } from 'hono';
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from '../../src/api/app.js';
 import { parseSince } from '../../src/cli/commands/audit.js';
-import type { Io } from '../../src/cli/output.js';
-import { run } from '../../src/cli/program.js';
 import type { AuditRecord, AuditVerifyResult } from '../../src/core/api-types.js';
 import type { Clock } from '../../src/core/clock.js';
 import { InferplaneError } from '../../src/core/errors.js';
@@ -29,6 +24,7 @@ import { Inventory } from '../../src/schedule/inventory.js';
 import { openStore, type Db } from '../../src/store/db.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { TenancyService } from '../../src/tenancy/tenancy.js';
+import { runCli, serveApiOn } from './api-helpers.js';
 
 const ADMIN = 'ipk_admin_audit_test_0123456789';
 let dir: string;
@@ -282,34 +278,10 @@ describe('audit API and CLI', () => {
     expect(v.firstBad).toMatchObject({ seq: 3, record: { seq: 3, before: null } });
   });
 
-  async function serveApi(): Promise<string> {
-    const root = new Hono();
-    root.route('/api/v1', api());
-    const server = await new Promise<Server>((resolve) => {
-      const s = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-        resolve(s),
-      ) as Server;
-    });
-    servers.push(server);
-    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  }
+  const serveApi = (): Promise<string> => serveApiOn(api(), servers);
 
-  async function cli(
-    args: string[],
-    url: string,
-  ): Promise<{ code: number; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const io: Io = {
-      out: (s) => (out += s),
-      err: (s) => (err += s),
-      readStdin: () => Promise.resolve(''),
-      env: { INFERPLANE_URL: url, INFERPLANE_API_KEY: ADMIN },
-      now: () => new Date('2026-01-01T00:10:00Z'),
-    };
-    const c = await run(['node', 'inferplane', ...args], io);
-    return { code: c, out, err };
-  }
+  const cli = (args: string[], url: string) =>
+    runCli(args, url, ADMIN, () => new Date('2026-01-01T00:10:00Z'));
 
   it('parses --since as a duration or an ISO time', () => {
     const t = new Date('2026-01-01T12:00:00Z');

@@ -3,12 +3,9 @@
 // migration, and the CLI (tenant quota / tenant policy / describe tenant) against the same API.
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
 import SQLite from 'better-sqlite3';
-import { Hono } from 'hono';
 import { Kysely, Migrator, SqliteDialect, sql, type Migration } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { simulatedNode } from '../../src/agent/agent.js';
@@ -21,8 +18,6 @@ import {
   policyPatch,
   quotaPatch,
 } from '../../src/cli/commands/tenant.js';
-import type { Io } from '../../src/cli/output.js';
-import { run } from '../../src/cli/program.js';
 import type { TenantView } from '../../src/core/api-types.js';
 import { InferplaneError, type ErrorDetail } from '../../src/core/errors.js';
 import type { DeploymentSpecInput } from '../../src/core/schemas.js';
@@ -43,7 +38,7 @@ import {
   sumUsage,
 } from '../../src/tenancy/quota.js';
 import { TenancyService, type Principal } from '../../src/tenancy/tenancy.js';
-import { apiCall, closeServers } from './api-helpers.js';
+import { apiCall, closeServers, runCli, serveApiOn } from './api-helpers.js';
 
 const ADMIN = 'ipk_admin_quota_test_0123456789';
 const OP: Principal = { kind: 'operator', keyId: 'test' };
@@ -660,33 +655,9 @@ describe('CLI: tenant quota, tenant policy, describe tenant', () => {
     expect(policyPatch({ clear: true })).toEqual({ policy: null });
   });
 
-  async function listen(): Promise<string> {
-    const s = await new Promise<Server>((resolve) => {
-      const root = new Hono().route('/api/v1', app);
-      const srv = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-        resolve(srv),
-      ) as Server;
-    });
-    servers.push(s);
-    return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
-  }
+  const listen = (): Promise<string> => serveApiOn(app, servers);
 
-  async function cli(
-    args: string[],
-    url: string,
-  ): Promise<{ code: number; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const io: Io = {
-      out: (s) => (out += s),
-      err: (s) => (err += s),
-      readStdin: () => Promise.resolve(''),
-      env: { INFERPLANE_URL: url, INFERPLANE_API_KEY: ADMIN },
-      now: () => new Date(Date.now() + 60_000),
-    };
-    const c = await run(['node', 'inferplane', ...args], io);
-    return { code: c, out, err };
-  }
+  const cli = (args: string[], url: string) => runCli(args, url, ADMIN);
 
   it('sets, shows and clears through the API, with --json and --help', async () => {
     const url = await listen();

@@ -4,18 +4,13 @@
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { serve } from '@hono/node-server';
-import { Hono } from 'hono';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from '../../src/api/app.js';
 import { openApiDocument } from '../../src/api/openapi.js';
 import { formatBytes, uriArg } from '../../src/cli/commands/model.js';
-import type { Io } from '../../src/cli/output.js';
-import { run } from '../../src/cli/program.js';
 import type { ModelVersion, RegisterVersionResponse } from '../../src/core/api-types.js';
 import { InferplaneError } from '../../src/core/errors.js';
 import { DeploymentController } from '../../src/deploy/controller.js';
@@ -32,7 +27,7 @@ import { PackPlacer } from '../../src/schedule/placement.js';
 import { openStore, type Db } from '../../src/store/db.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { TenancyService } from '../../src/tenancy/tenancy.js';
-import { apiCall, closeServers } from './api-helpers.js';
+import { apiCall, closeServers, runCli, serveApiOn } from './api-helpers.js';
 
 const ADMIN = 'ipk_admin_registry_test_0123456789';
 let dir: string;
@@ -399,35 +394,9 @@ describe('registry API /api/v1/models', () => {
 });
 
 describe('inferplane model (CLI)', () => {
-  async function serveApi(): Promise<string> {
-    const root = new Hono();
-    root.route('/api/v1', app);
-    const server = await new Promise<Server>((resolve) => {
-      const s = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-        resolve(s),
-      ) as Server;
-    });
-    servers.push(server);
-    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  }
+  const serveApi = (): Promise<string> => serveApiOn(app, servers);
 
-  async function cli(
-    args: string[],
-    url: string,
-    key = ADMIN,
-  ): Promise<{ code: number; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const io: Io = {
-      out: (s) => (out += s),
-      err: (s) => (err += s),
-      readStdin: () => Promise.resolve(''),
-      env: { INFERPLANE_URL: url, INFERPLANE_API_KEY: key },
-      now: () => new Date(Date.now() + 60_000),
-    };
-    const c = await run(['node', 'inferplane', ...args], io);
-    return { code: c, out, err };
-  }
+  const cli = (args: string[], url: string, key = ADMIN) => runCli(args, url, key);
 
   it('parses arguments and formats sizes', () => {
     expect(uriArg('https://h/m.gguf')).toBe('https://h/m.gguf');

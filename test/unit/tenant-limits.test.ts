@@ -3,18 +3,13 @@
 // (against the same API served on an ephemeral port).
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
 import SQLite from 'better-sqlite3';
-import { Hono } from 'hono';
 import { Kysely, Migrator, SqliteDialect, type Migration, sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApi } from '../../src/api/app.js';
 import { openApiDocument } from '../../src/api/openapi.js';
-import type { Io } from '../../src/cli/output.js';
-import { run } from '../../src/cli/program.js';
 import { formatLimits, parseLimit } from '../../src/cli/commands/tenant.js';
 import { InferplaneError } from '../../src/core/errors.js';
 import type { RoutingSnapshot } from '../../src/core/types.js';
@@ -28,7 +23,7 @@ import { openStore, type Db } from '../../src/store/db.js';
 import { migrationProvider } from '../../src/store/migrations.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { TenancyService } from '../../src/tenancy/tenancy.js';
-import { apiCall, closeServers } from './api-helpers.js';
+import { apiCall, closeServers, runCli, serveApiOn } from './api-helpers.js';
 
 const ADMIN = 'ipk_admin_limits_test_0123456789';
 let dir: string;
@@ -355,33 +350,9 @@ describe('API /api/v1/tenants limits', () => {
 });
 
 describe('CLI tenant limits', () => {
-  async function serveApi(): Promise<string> {
-    const s = await new Promise<Server>((resolve) => {
-      const root = new Hono().route('/api/v1', app);
-      const srv = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }, () =>
-        resolve(srv),
-      ) as Server;
-    });
-    servers.push(s);
-    return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
-  }
+  const serveApi = (): Promise<string> => serveApiOn(app, servers);
 
-  async function cli(
-    args: string[],
-    url = 'http://127.0.0.1:1',
-  ): Promise<{ code: number; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const io: Io = {
-      out: (s) => (out += s),
-      err: (s) => (err += s),
-      readStdin: () => Promise.resolve(''),
-      env: { INFERPLANE_URL: url, INFERPLANE_API_KEY: ADMIN },
-      now: () => new Date(Date.now() + 60_000),
-    };
-    const c = await run(['node', 'inferplane', ...args], io);
-    return { code: c, out, err };
-  }
+  const cli = (args: string[], url = 'http://127.0.0.1:1') => runCli(args, url, ADMIN);
 
   it('parses limit values (k/M suffixes) and formats them', () => {
     expect(parseLimit('tokensPerMinute', '60k')).toBe(60000);
