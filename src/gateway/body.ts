@@ -127,8 +127,3 @@ export function promptParts(body: Record<string, unknown>, kind: InferenceKind):
   }
   return out;
 }
-
-/** The flattened prompt as one string (what `promptParts` hashes as). */
-export function promptText(body: Record<string, unknown>, kind: InferenceKind): string {
-  return promptParts(body, kind).join('');
-}

@@ -49,9 +49,6 @@ import { RoutingPipeline, policyOf } from './routing/pipeline.js';
 import type { PrefixIndexOptions } from './routing/prefix-index.js';
 import { SignalScraper, type EngineSignals } from './routing/signals.js';
 
-export { parseInferenceBody, promptParts, promptText } from './body.js';
-export { relay } from './relay.js';
-
 export interface GatewayOptions {
   metrics: Metrics;
   logger: Logger;
@@ -961,10 +958,6 @@ function errorOutgoing(err: InferplaneError, extra?: Record<string, string>): Ou
   const headers: Record<string, string> = { 'content-type': 'application/json', ...extra };
   if (err.retryAfterS !== undefined) headers['retry-after'] = String(err.retryAfterS);
   return { status: err.status, headers, body: JSON.stringify(err.toOpenAI()) };
-}
-
-export function errorResponse(err: InferplaneError, extra?: Record<string, string>): Response {
-  return toResponse(errorOutgoing(err, extra));
 }
 
 function tooLarge(max: number, len?: number): InferplaneError {

@@ -4,7 +4,8 @@
 // usage and the client did not — dropping that usage event.
 //
 // `StreamWatcher` holds that logic independent of the transport; `pipeToNode` writes to a
-// node:http response (the serving path) and `relay` makes a Web ReadableStream (the Hono path).
+// node:http response (the serving path) and `relayWatched` makes a Web ReadableStream (the Hono
+// path).
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 
@@ -109,10 +110,6 @@ export class StreamWatcher {
  * destroyed, which closes the upstream connection and cancels the engine's work. If the upstream
  * dies mid-stream, an SSE client gets an error event and a clean end, never a hang.
  */
-export function relay(body: Readable, hooks: RelayHooks): ReadableStream<Uint8Array> {
-  return relayWatched(body, new StreamWatcher(hooks));
-}
-
 export function relayWatched(body: Readable, w: StreamWatcher): ReadableStream<Uint8Array> {
   const it: AsyncIterator<Buffer, undefined> = body[Symbol.asyncIterator]();
   return new ReadableStream<Uint8Array>(
