@@ -513,7 +513,7 @@ export class Gateway {
     let headers: Record<string, string> | undefined;
     for (const name in admission.headers) (headers ??= {})[name] = admission.headers[name]!;
     if (!admission.ok) {
-      this.o.metrics.rateLimited.inc({ tenant: ctx.tenant, limit: limitKind(admission.error) });
+      this.o.metrics.rateLimited.inc({ tenant: ctx.tenant, limit: admission.limit });
       throw new HeaderedError(admission.error, headers ?? {});
     }
     ctx.admission = admission;
@@ -998,13 +998,6 @@ function readNodeBody(req: IncomingMessage, max: number): Promise<string> {
       reject(new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request')),
     );
   });
-}
-
-function limitKind(err: InferplaneError): string {
-  const m = err.message;
-  if (m.startsWith('tenant limit of') && m.includes('requests/s')) return 'requests';
-  if (m.includes('tokens/min')) return 'tokens';
-  return 'concurrency';
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {

@@ -39,7 +39,15 @@ export type Admission =
       /** Call exactly once when the request ends; usage corrects the token estimate. Idempotent. */
       release(actualTokens?: number): void;
     }
-  | { ok: false; error: InferplaneError; headers: RateLimitHeaders };
+  | {
+      ok: false;
+      error: InferplaneError;
+      headers: RateLimitHeaders;
+      /** The first limit that refused (metrics label). */
+      limit: LimitKind;
+    };
+
+export type LimitKind = 'requests' | 'tokens' | 'concurrency';
 
 const EMPTY_HEADERS: RateLimitHeaders = Object.freeze({});
 const NO_LIMITS: Admission = Object.freeze({
@@ -169,12 +177,14 @@ export class TenantLimiter {
       Number.isFinite(estimatedTokens) && estimatedTokens > 0 ? Math.ceil(estimatedTokens) : 0;
 
     // All checks first.
+    let first: LimitKind | undefined;
     let refused: string[] | undefined;
     let maxWait = 0;
     if (req !== undefined && req.level + EPS < 1) {
       const w = waitMs(req, 1);
       maxWait = Math.max(maxWait, w);
       (refused ??= []).push(`tenant limit of ${rps} requests/s exceeded`);
+      first ??= 'requests';
     }
     if (tok !== undefined) {
       const need = Math.min(estimate, tok.capacity);
@@ -182,11 +192,13 @@ export class TenantLimiter {
         const w = waitMs(tok, need);
         maxWait = Math.max(maxWait, w);
         (refused ??= []).push(`tenant limit of ${tpm} tokens/min exceeded`);
+        first ??= 'tokens';
       }
     }
     if (conc !== undefined && st.inflight >= conc) {
       maxWait = Math.max(maxWait, 1000);
       (refused ??= []).push(`tenant limit of ${conc} concurrent requests reached`);
+      first ??= 'concurrency';
     }
     if (refused !== undefined) {
       const retryAfterS = Math.max(1, Math.ceil(maxWait / 1000 - 1e-9));
@@ -195,7 +207,7 @@ export class TenantLimiter {
         `${refused.join('; ')}; retry in ${fmtSeconds(maxWait)} s`,
         { retryAfterS },
       );
-      return { ok: false, error, headers: headersOf(req, tok) };
+      return { ok: false, error, headers: headersOf(req, tok), limit: first ?? 'requests' };
     }
 
     // Then deduct.

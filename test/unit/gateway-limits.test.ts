@@ -213,6 +213,7 @@ describe('TenantLimiter: combined', () => {
     expect(r.error.message).toBe(
       'tenant limit of 600 tokens/min exceeded; tenant limit of 1 concurrent requests reached; retry in 15 s',
     );
+    expect(r.limit).toBe('tokens'); // the first limit that refused
     expect(r.error.retryAfterS).toBe(15);
     expect(r.headers['x-ratelimit-remaining-requests']).toBe('9');
     expect(l.inflight('t')).toBe(1);
