@@ -1,5 +1,5 @@
-// The gateway alone, mounted exactly as src/platform/platform.ts mounts it (node:http server: the
-// inference routes to Gateway.handleNode, the rest to a Hono app with the gateway at /v1,
+// The gateway alone, mounted exactly as src/platform/platform.ts mounts it (Gateway.server: the
+// inference routes on the raw path, the rest to a Hono app on node:http with the gateway at /v1,
 // keepAliveTimeout 65 s, JSON logs at info level to a file, as
 // `inferplane up` does), fed a routing snapshot instead of the control plane's: one key and two
 // models on the same upstream endpoints, `bench-rr` (round-robin) and `bench-pa` (the default
@@ -8,7 +8,6 @@
 // Run as a child: `node gateway-server.mjs '<json>'` with { upstreamPorts, key, port?, logFile?,
 // logLevel?, snapshot? } (`snapshot`: a whole RoutingSnapshot to serve instead of the default one); prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin closes
 // (a graceful exit, so `node --cpu-prof` writes its profile).
-import { createServer } from 'node:http';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 
@@ -63,22 +62,16 @@ const app = new Hono();
 app.route('/v1', gateway.routes());
 app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
-const hono = getRequestListener(app.fetch);
-const server = createServer((req, res) => {
-  if (!gateway.handleNode(req, res)) void hono(req, res);
-});
-await new Promise((resolve, reject) => {
-  server.once('error', reject);
-  server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
-});
-server.keepAliveTimeout = 65_000;
+const server = gateway.server(getRequestListener(app.fetch), { keepAliveTimeoutMs: 65_000 });
+await server.listen(opts.port ?? 0, '127.0.0.1');
 
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
+  const closed = server.close();
   server.closeAllConnections();
-  await new Promise((r) => server.close(() => r()));
+  await closed;
   await gateway.close();
   logger.flush();
   process.exit(0);

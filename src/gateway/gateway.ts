@@ -5,15 +5,14 @@
 // retried once on another replica. It never reads the store: it serves from the last routing
 // snapshot the control plane pushed.
 //
-// Two front doors share one core (`infer`): `handleNode` serves the inference routes straight on
-// node:http (the serving path: no Web Request/Response conversion, non-streamed answers written
-// in one call, streams piped with backpressure), and `routes()` is a Hono app (model listing,
-// 404s, and in-process use in tests).
+// Two front doors share one core (`serve`): `server()` is the serving path, raw HTTP/1.1 on
+// node:net both ways (./h1: one head parse and one write per answer, streams relayed chunk by
+// chunk with backpressure), handing every request it does not take to a node:http listener; and
+// `routes()` is a Hono app (model listing, 404s, requests the raw path declines, and in-process
+// use in tests).
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { Hono, type Context } from 'hono';
-import { Agent, errors as undiciErrors, request } from 'undici';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { hashApiKey } from '../core/ids.js';
 import type {
@@ -23,7 +22,8 @@ import type {
   RoutingSnapshot,
   TenantLimits,
 } from '../core/types.js';
-import type { Logger } from '../telemetry/logger.js';
+import { bindCounter, bindHistogram } from '../telemetry/bound-metrics.js';
+import { accessLogger, type AccessRecord, type Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import {
   createTracing,
@@ -42,8 +42,15 @@ import {
 } from './body.js';
 import { CircuitBreakers, type BreakerState } from './breaker.js';
 import { FairWaitQueue } from './fair-queue.js';
+import {
+  UpstreamClient,
+  UpstreamError,
+  type UpstreamBody,
+  type UpstreamResponse,
+} from './h1/client.js';
+import { H1Server, type H1Request, type H1Response } from './h1/server.js';
 import { TenantLimiter, estimateTokens, type Admission } from './limits.js';
-import { StreamWatcher, pipeToNode, relayWatched, type Usage } from './relay.js';
+import { StreamWatcher, pipeToH1, relayWatched, type Usage } from './relay.js';
 import type { PickRequest, Picker, RouteDecision } from './routing/picker.js';
 import { RoutingPipeline, policyOf } from './routing/pipeline.js';
 import type { PrefixIndexOptions } from './routing/prefix-index.js';
@@ -113,7 +120,12 @@ interface Incoming {
 /** What the core answers: a whole body, or an upstream stream to relay through its watcher. */
 type Outgoing =
   | { status: number; headers: Record<string, string>; body: Buffer | string }
-  | { status: number; headers: Record<string, string>; stream: Readable; watcher: StreamWatcher };
+  | {
+      status: number;
+      headers: Record<string, string>;
+      stream: UpstreamBody;
+      watcher: StreamWatcher;
+    };
 
 /** One request's bookkeeping, settled exactly once (metrics, limits, trace). */
 interface Ctx {
@@ -173,7 +185,8 @@ export class Gateway {
   /** Presented key → its entry, for keys seen valid in the current snapshot (saves a sha256). */
   private readonly keyCache = new Map<string, KeyEntry>();
   private readonly decisions = new Map<string, { observe(v: number): void }>();
-  private readonly dispatcher: Agent;
+  private readonly upstream: UpstreamClient;
+  private readonly accessLog: (r: AccessRecord) => void;
   private readonly maxBodyBytes: number;
   private readonly maxResponseBytes: number;
   private readonly retryAfterS: number;
@@ -206,11 +219,11 @@ export class Gateway {
     this.maxBodyBytes = o.maxBodyBytes ?? 16 * 1024 * 1024;
     this.maxResponseBytes = o.maxResponseBytes ?? 256 * 1024 * 1024;
     this.retryAfterS = o.retryAfterS ?? 2;
-    this.dispatcher = new Agent({
-      keepAliveTimeout: 30_000,
-      connect: { timeout: o.connectTimeoutMs ?? 5000 },
-      headersTimeout: o.headersTimeoutMs ?? 300_000,
-      bodyTimeout: o.idleTimeoutMs ?? 120_000,
+    this.accessLog = accessLogger(o.logger);
+    this.upstream = new UpstreamClient({
+      connectTimeoutMs: o.connectTimeoutMs ?? 5000,
+      headersTimeoutMs: o.headersTimeoutMs ?? 300_000,
+      idleTimeoutMs: o.idleTimeoutMs ?? 120_000,
     });
   }
 
@@ -297,7 +310,7 @@ export class Gateway {
       q.clear(new InferplaneError('IP_SHUTTING_DOWN', 'The gateway is shutting down.'));
     }
     await this.signals.close();
-    await this.dispatcher.close();
+    await this.upstream.close();
     await this.tracing.shutdown();
   }
 
@@ -305,36 +318,40 @@ export class Gateway {
   // Front doors
 
   /**
-   * Serves the inference routes (POST /v1/chat/completions, /v1/completions, /v1/embeddings)
-   * straight on node:http. Returns false for anything else (the caller hands it to Hono).
+   * The serving front door: the inference routes (POST /v1/chat/completions, /v1/completions,
+   * /v1/embeddings) on the raw path; every other request, and any the raw parser declines, to
+   * `fallback` (node:http). Call `listen` on the result.
    */
-  handleNode(req: IncomingMessage, res: ServerResponse): boolean {
-    if (req.method !== 'POST') return false;
-    const url = req.url ?? '';
-    const q = url.indexOf('?');
-    const kind = ROUTE_KIND[q === -1 ? url : url.slice(0, q)];
-    if (kind === undefined) return false;
-    const ac = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) ac.abort();
+  server(fallback: RequestListener, opts: { keepAliveTimeoutMs?: number } = {}): H1Server {
+    return new H1Server({
+      accepts: (method, path) => method === 'POST' && ROUTE_KIND[path] !== undefined,
+      handle: (req, res) => this.serveH1(req, res),
+      fallback: createHttpServer(fallback),
+      maxBodyBytes: this.maxBodyBytes,
+      ...(opts.keepAliveTimeoutMs !== undefined
+        ? { keepAliveTimeoutMs: opts.keepAliveTimeoutMs }
+        : {}),
     });
+  }
+
+  private serveH1(req: H1Request, res: H1Response): void {
+    const kind = ROUTE_KIND[req.path]!;
+    const ac = new AbortController();
+    res.onClose(() => ac.abort());
+    const text = req.body.toString('utf8');
     const inc: Incoming = {
-      header: (name) => {
-        const v = req.headers[name];
-        return Array.isArray(v) ? v[0] : v;
-      },
-      body: (max) => readNodeBody(req, max),
+      header: (name) => req.headers[name],
+      body: () => Promise.resolve(text),
       signal: ac.signal,
     };
     void this.serve(kind, inc).then(
-      (out) => writeNode(res, out),
+      (out) => writeH1(res, out),
       (e: unknown) => {
         this.o.logger.error({ err: e }, 'gateway error');
-        if (!res.headersSent) writeNode(res, errorOutgoing(toInferplaneError(e)));
+        if (!res.headersSent) writeH1(res, errorOutgoing(toInferplaneError(e)));
         else res.destroy();
       },
     );
-    return true;
   }
 
   /** The OpenAI routes as a Hono app, to mount at `/v1`. */
@@ -422,8 +439,8 @@ export class Gateway {
     if (!out) {
       const labels = { tenant: ctx.tenant, model: ctx.model, code: String(status) };
       out = {
-        requests: this.o.metrics.requests.labels(labels),
-        duration: this.o.metrics.requestDuration.labels(labels),
+        requests: bindCounter(this.o.metrics.requests, labels),
+        duration: bindHistogram(this.o.metrics.requestDuration, labels),
       };
       // Unauthenticated or unknown-model labels are bounded; keep the cache bounded regardless.
       if (this.outcomes.size > 10_000) this.outcomes.clear();
@@ -599,7 +616,7 @@ export class Gateway {
     const k = `${route.model}\u0000${policy}`;
     let h = this.decisions.get(k);
     if (!h) {
-      h = this.o.metrics.routingDecision.labels({ model: route.model, policy });
+      h = bindHistogram(this.o.metrics.routingDecision, { model: route.model, policy });
       this.decisions.set(k, h);
     }
     h.observe(seconds);
@@ -611,27 +628,19 @@ export class Gateway {
     let s = this.series.get(k);
     if (!s) {
       const l = { tenant, model, version, replica: String(replica) };
+      const m = this.o.metrics;
       s = {
-        ttftByte: this.o.metrics.ttft.labels({ tenant, model }),
-        ttft: this.o.metrics.streamTtft.labels(l),
-        itl: this.o.metrics.itl.labels(l),
-        e2e: this.o.metrics.e2e.labels(l),
-        inflight: this.o.metrics.inflight.labels({ model }),
-        promptTokens: this.o.metrics.tokens.labels({ tenant, model, version, kind: 'prompt' }),
-        completionTokens: this.o.metrics.tokens.labels({
-          tenant,
-          model,
-          version,
-          kind: 'completion',
-        }),
-        cachedTokens: this.o.metrics.tokens.labels({ tenant, model, version, kind: 'cached' }),
-        versionOk: this.o.metrics.versionRequests.labels({ model, version, outcome: 'ok' }),
-        versionError: this.o.metrics.versionRequests.labels({ model, version, outcome: 'error' }),
-        versionCancelled: this.o.metrics.versionRequests.labels({
-          model,
-          version,
-          outcome: 'cancelled',
-        }),
+        ttftByte: bindHistogram(m.ttft, { tenant, model }),
+        ttft: bindHistogram(m.streamTtft, l),
+        itl: bindHistogram(m.itl, l),
+        e2e: bindHistogram(m.e2e, l),
+        inflight: m.inflight.labels({ model }),
+        promptTokens: bindCounter(m.tokens, { tenant, model, version, kind: 'prompt' }),
+        completionTokens: bindCounter(m.tokens, { tenant, model, version, kind: 'completion' }),
+        cachedTokens: bindCounter(m.tokens, { tenant, model, version, kind: 'cached' }),
+        versionOk: bindCounter(m.versionRequests, { model, version, outcome: 'ok' }),
+        versionError: bindCounter(m.versionRequests, { model, version, outcome: 'error' }),
+        versionCancelled: bindCounter(m.versionRequests, { model, version, outcome: 'cancelled' }),
       };
       this.series.set(k, s);
     }
@@ -669,7 +678,7 @@ export class Gateway {
       await this.waitForRoom(route, key.tenantId ?? '(operator)', signal);
     }
 
-    let upstream: Awaited<ReturnType<typeof request>> | undefined;
+    let upstream: UpstreamResponse | undefined;
     let decision: RouteDecision | undefined = this.pickTimed(route, req);
     let retried = false;
     for (;;) {
@@ -701,20 +710,19 @@ export class Gateway {
         'url.full': ep.url + UPSTREAM_PATH[ctx.kind],
         'inferplane.upstream.attempt': retried ? 2 : 1,
       });
-      const headers: Record<string, string> = {
-        'content-type': 'application/json',
-        'x-request-id': ctx.reqId,
-        traceparent: span.traceparent,
-      };
-      if (span.tracestate) headers.tracestate = span.tracestate;
+      let headers =
+        'content-type: application/json\r\n' +
+        `x-request-id: ${ctx.reqId}\r\ntraceparent: ${span.traceparent}\r\n`;
+      if (span.tracestate) headers += `tracestate: ${span.tracestate}\r\n`;
       try {
-        upstream = await request(ep.url + UPSTREAM_PATH[ctx.kind], {
-          method: 'POST',
-          dispatcher: this.dispatcher,
+        upstream = await this.upstream.request(
+          ep.url,
+          'POST',
+          UPSTREAM_PATH[ctx.kind],
           headers,
-          body: upstreamBody,
+          upstreamBody,
           signal,
-        });
+        );
       } catch (e) {
         this.picker.release?.(ep.replicaId);
         if (signal.aborted) {
@@ -729,7 +737,7 @@ export class Gateway {
           { reqId: ctx.reqId, model: route.model, replica: ep.index, err: errMessage(e) },
           'upstream request failed',
         );
-        if (e instanceof undiciErrors.HeadersTimeoutError) {
+        if (e instanceof UpstreamError && e.kind === 'headers_timeout') {
           throw new InferplaneError(
             'IP_UPSTREAM_TIMEOUT',
             `replica ${ep.index} of ${route.model} sent no response in time`,
@@ -743,7 +751,7 @@ export class Gateway {
         decision = this.pickTimed(route, req);
         continue;
       }
-      if (upstream.statusCode >= 500) {
+      if (upstream.status >= 500) {
         this.breakers.onFailure(ep.replicaId);
         this.o.metrics.upstreamErrors.inc({ model: route.model, kind: 'status_5xx' });
         if (!retried) {
@@ -754,13 +762,13 @@ export class Gateway {
                 reqId: ctx.reqId,
                 model: route.model,
                 replica: ep.index,
-                status: upstream.statusCode,
+                status: upstream.status,
               },
               'upstream answered 5xx; retrying on another replica',
             );
-            upstream.body.dump().catch(() => undefined);
+            drain(upstream.body);
             this.picker.release?.(ep.replicaId);
-            span.end({ httpStatus: upstream.statusCode });
+            span.end({ httpStatus: upstream.status });
             this.o.metrics.retries.inc({ model: route.model, reason: 'status_5xx' });
             retried = true;
             upstream = undefined;
@@ -779,7 +787,7 @@ export class Gateway {
     ctx: Ctx,
     route: RouteModel,
     decision: RouteDecision,
-    upstream: Awaited<ReturnType<typeof request>>,
+    upstream: UpstreamResponse,
     span: UpstreamTrace,
     stripUsage: boolean,
     debug: boolean,
@@ -787,8 +795,8 @@ export class Gateway {
     signal: AbortSignal,
   ): Promise<Outgoing> {
     const ep = decision.endpoint;
-    const status = upstream.statusCode;
-    const contentType = headerValue(upstream.headers['content-type']) ?? 'application/json';
+    const status = upstream.status;
+    const contentType = upstream.headers['content-type'] ?? 'application/json';
     const streaming = contentType.startsWith('text/event-stream');
     const version = ep.version ?? 'default';
     const series = this.seriesOf(ctx.tenant, route.model, version, ep.index);
@@ -824,24 +832,20 @@ export class Gateway {
         span.end(outcome === 'ok' ? { httpStatus: status } : { error: outcome });
         this.settle(ctx, code, usage);
         this.grantIfRoom(route.model);
-        this.o.logger.info(
-          {
-            reqId: ctx.reqId,
-            tenant: ctx.tenant,
-            model: route.model,
-            version,
-            replica: ep.index,
-            status: code,
-            outcome,
-            retried,
-            ms: seconds * 1000,
-            traceId: ctx.trace.traceId,
-            ...(usage
-              ? { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens }
-              : {}),
-          },
-          'request done',
-        );
+        this.accessLog({
+          reqId: ctx.reqId,
+          tenant: ctx.tenant,
+          model: route.model,
+          version,
+          replica: ep.index,
+          status: code,
+          outcome,
+          retried,
+          ms: seconds * 1000,
+          traceId: ctx.trace.traceId,
+          promptTokens: usage?.promptTokens,
+          completionTokens: usage?.completionTokens,
+        });
       },
       onError: (e) => {
         this.breakers.onFailure(ep.replicaId);
@@ -870,23 +874,38 @@ export class Gateway {
     try {
       const max = this.maxResponseBytes;
       const b = upstream.body;
-      // One promise for the whole body (no async iteration per chunk).
+      // One promise for the whole body; usually it came with the head and is already complete.
       await new Promise<void>((resolve, reject) => {
-        b.on('data', (chunk: Buffer) => {
-          chunks.push(watcher.chunk(chunk));
-          size += chunk.length;
-          if (size > max) {
+        let onAbort: (() => void) | undefined;
+        const settle = (e?: Error): void => {
+          if (onAbort) signal.removeEventListener('abort', onAbort);
+          if (e === undefined) resolve();
+          else reject(e);
+        };
+        if (!b.complete) {
+          onAbort = () => {
             b.destroy();
-            reject(
-              new InferplaneError(
-                'IP_UPSTREAM_UNAVAILABLE',
-                `replica ${ep.index} of ${route.model} answered more than ${max} bytes`,
-              ),
-            );
-          }
+            settle(new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request'));
+          };
+          signal.addEventListener('abort', onAbort, { once: true });
+        }
+        b.read({
+          data: (chunk) => {
+            chunks.push(watcher.chunk(chunk));
+            size += chunk.length;
+            if (size > max) {
+              b.destroy();
+              settle(
+                new InferplaneError(
+                  'IP_UPSTREAM_UNAVAILABLE',
+                  `replica ${ep.index} of ${route.model} answered more than ${max} bytes`,
+                ),
+              );
+            }
+          },
+          end: () => settle(),
+          error: (e) => settle(e),
         });
-        b.once('end', resolve);
-        b.once('error', reject);
       });
     } catch (e) {
       if (signal.aborted) {
@@ -923,8 +942,8 @@ class HeaderedError extends Error {
   }
 }
 
-/** Writes an answer to a node:http response. */
-function writeNode(res: ServerResponse, out: Outgoing): void {
+/** Writes an answer on the raw path. */
+function writeH1(res: H1Response, out: Outgoing): void {
   if (res.destroyed) {
     if ('stream' in out) {
       out.stream.destroy();
@@ -934,13 +953,15 @@ function writeNode(res: ServerResponse, out: Outgoing): void {
   }
   if ('stream' in out) {
     res.writeHead(out.status, out.headers);
-    res.flushHeaders();
-    void pipeToNode(out.stream, res, out.watcher);
+    pipeToH1(out.stream, res, out.watcher);
     return;
   }
-  out.headers['content-length'] = String(Buffer.byteLength(out.body));
-  res.writeHead(out.status, out.headers);
-  res.end(out.body);
+  res.send(out.status, out.headers, out.body);
+}
+
+/** Reads and discards a body, so its connection can be reused. */
+function drain(body: UpstreamBody): void {
+  body.read({ data: () => undefined, end: () => undefined, error: () => undefined });
 }
 
 /** Turns an answer into a Web Response (the Hono front door). */
@@ -969,49 +990,16 @@ function tooLarge(max: number, len?: number): InferplaneError {
   );
 }
 
-/** Reads a node:http request body as text, refusing more than `max` bytes. */
-function readNodeBody(req: IncomingMessage, max: number): Promise<string> {
-  const len = Number(req.headers['content-length'] ?? '0');
-  if (len > max) {
-    req.resume();
-    return Promise.reject(tooLarge(max, len));
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > max) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(tooLarge(max));
-        return;
-      }
-      chunks.push(d);
-    });
-    req.once('end', () =>
-      resolve(
-        chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'),
-      ),
-    );
-    req.once('error', () =>
-      reject(new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request')),
-    );
-  });
-}
-
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
-
 function isConnectError(e: unknown): boolean {
-  if (e instanceof undiciErrors.ConnectTimeoutError) return true;
-  const code = (e as { code?: string }).code;
-  return code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET';
+  return (
+    e instanceof UpstreamError &&
+    e.beforeResponse &&
+    (e.kind === 'connect' || e.kind === 'connect_timeout' || e.kind === 'reset')
+  );
 }
 
 function connectKind(e: unknown): string {
-  if (e instanceof undiciErrors.HeadersTimeoutError) return 'first_byte_timeout';
+  if (e instanceof UpstreamError && e.kind === 'headers_timeout') return 'first_byte_timeout';
   return isConnectError(e) ? 'connect' : 'request';
 }
 

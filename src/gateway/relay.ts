@@ -3,11 +3,11 @@
 // (token counters and the tokens/min correction), and — when the gateway asked a stream for its
 // usage and the client did not — dropping that usage event.
 //
-// `StreamWatcher` holds that logic independent of the transport; `pipeToNode` writes to a
-// node:http response (the serving path) and `relayWatched` makes a Web ReadableStream (the Hono
+// `StreamWatcher` holds that logic independent of the transport; `pipeToH1` writes to the raw
+// front door (the serving path) and `relayWatched` makes a Web ReadableStream (the Hono
 // path).
-import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { UpstreamBody } from './h1/client.js';
+import type { H1Response } from './h1/server.js';
 
 export interface Usage {
   promptTokens: number;
@@ -110,90 +110,77 @@ export class StreamWatcher {
  * destroyed, which closes the upstream connection and cancels the engine's work. If the upstream
  * dies mid-stream, an SSE client gets an error event and a clean end, never a hang.
  */
-export function relayWatched(body: Readable, w: StreamWatcher): ReadableStream<Uint8Array> {
-  const it: AsyncIterator<Buffer, undefined> = body[Symbol.asyncIterator]();
+export function relayWatched(body: UpstreamBody, w: StreamWatcher): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>(
     {
-      async pull(controller) {
-        try {
-          for (;;) {
-            const next = await it.next();
-            if (next.done) {
-              const rest = w.finish();
-              if (rest && rest.length > 0) controller.enqueue(rest);
-              controller.close();
-              return;
-            }
-            const out = w.chunk(next.value);
-            if (out.length > 0) {
-              controller.enqueue(out);
-              return;
-            }
-            // Everything was held back (a partial event, or the dropped usage event): read on.
-          }
-        } catch (e) {
-          const tail = w.fail(e);
-          if (tail) {
-            controller.enqueue(tail);
+      start(controller) {
+        body.read({
+          data: (chunk) => {
+            if (w.done) return;
+            const out = w.chunk(chunk);
+            if (out.length === 0) return; // held back: a partial event, or the dropped usage
+            controller.enqueue(out);
+            if ((controller.desiredSize ?? 1) <= 0) body.pause();
+          },
+          end: () => {
+            if (w.done) return;
+            const rest = w.finish();
+            if (rest && rest.length > 0) controller.enqueue(rest);
             controller.close();
-          } else controller.error(e);
-        }
+          },
+          error: (e) => {
+            if (w.done) return;
+            const tail = w.fail(e);
+            if (tail) {
+              controller.enqueue(tail);
+              controller.close();
+            } else controller.error(e);
+          },
+        });
+      },
+      pull() {
+        body.resume();
       },
       cancel() {
         body.destroy();
         w.cancel();
       },
     },
-    { highWaterMark: 0 },
+    { highWaterMark: 1 },
   );
 }
 
 /**
- * Pipes an upstream body into a node:http response with backpressure (headers already written).
+ * Relays an upstream body on the raw path with backpressure (the response head already written).
  * The client going away destroys the upstream body (cancelling the engine's work); the upstream
  * dying mid-stream ends an SSE response with an error event, and destroys any other response (the
  * client sees a truncated body, never a hang).
  */
-export async function pipeToNode(
-  body: Readable,
-  res: ServerResponse,
-  w: StreamWatcher,
-): Promise<void> {
-  const gone = (): void => {
+export function pipeToH1(body: UpstreamBody, res: H1Response, w: StreamWatcher): void {
+  res.onClose(() => {
     if (!w.done) {
       body.destroy();
       w.cancel();
     }
-  };
-  res.once('close', gone);
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
+  });
+  res.onDrain(() => body.resume());
+  body.read({
+    data: (chunk) => {
       if (w.done) return;
       const out = w.chunk(chunk);
-      if (out.length > 0 && !res.write(out)) {
-        await new Promise<void>((resolve) => {
-          const go = (): void => {
-            res.off('drain', go);
-            res.off('close', go);
-            resolve();
-          };
-          res.on('drain', go);
-          res.on('close', go);
-        });
-        if (res.destroyed) return;
-      }
-    }
-    if (w.done) return;
-    const rest = w.finish();
-    res.end(rest);
-  } catch (e) {
-    if (w.done) return; // cancelled by the client: nothing to say
-    const tail = w.fail(e);
-    if (tail && !res.destroyed) res.end(tail);
-    else res.destroy();
-  } finally {
-    res.off('close', gone);
-  }
+      if (out.length > 0 && !res.write(out)) body.pause();
+    },
+    end: () => {
+      if (w.done) return;
+      res.end(w.finish());
+    },
+    error: (e) => {
+      if (w.done) return; // cancelled by the client: nothing to say
+      const tail = w.fail(e);
+      if (tail && !res.destroyed) res.end(tail);
+      else res.destroy();
+    },
+  });
 }
 
 const EVENT_END = Buffer.from('\n\n');

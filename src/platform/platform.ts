@@ -10,8 +10,6 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -25,6 +23,7 @@ import { DeploymentController, type ArtifactSource } from '../deploy/controller.
 import type { RolloutManager } from '../deploy/rollout.js';
 import { DeploymentService } from '../deploy/service.js';
 import { Gateway } from '../gateway/gateway.js';
+import type { H1Server } from '../gateway/h1/server.js';
 import { LocalDriver } from '../runtime/local.js';
 import { Inventory } from '../schedule/inventory.js';
 import { PackPlacer } from '../schedule/placement.js';
@@ -222,7 +221,7 @@ export async function startPlatform(
   );
 
   // Listen before starting engines, so a taken port fails fast with nothing left running.
-  let server: Server;
+  let server: H1Server;
   try {
     server = await listen(app, gateway, config);
   } catch (e) {
@@ -236,8 +235,7 @@ export async function startPlatform(
   publish();
   ready = true;
 
-  server.keepAliveTimeout = 65_000;
-  const port = (server.address() as AddressInfo).port;
+  const port = server.address().port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   logger.info({ url, stateDir: config.stateDir, gpus: config.gpus }, 'inferplane up');
@@ -266,10 +264,9 @@ export async function startPlatform(
         ready = false;
         logger.info('stopping');
         await controller.stop();
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        const closed = server.close();
+        server.closeAllConnections();
+        await closed;
         await gateway.close();
         await artifactCache.close();
         await db.destroy();
@@ -302,31 +299,22 @@ export async function buildRoutingSnapshot(
   };
 }
 
-function listen(app: Hono, gateway: Gateway, config: PlatformConfig): Promise<Server> {
-  return new Promise<Server>((resolve, reject) => {
-    // The inference routes go straight to the gateway on node:http (its serving path); the rest
-    // (API, metrics, model listing) through Hono.
-    const hono = getRequestListener(app.fetch);
-    const s = createServer((req, res) => {
-      if (!gateway.handleNode(req, res)) void hono(req, res);
-    });
-    const onError = (e: NodeJS.ErrnoException): void => {
-      s.close();
-      if (e.code === 'EADDRINUSE') {
-        reject(
-          new InferplaneError(
-            'IP_CONFLICT',
-            `port ${config.port} on ${config.host} is already in use; choose another with --port (0 picks a free one)`,
-          ),
-        );
-      } else reject(e);
-    };
-    s.once('error', onError);
-    s.listen(config.port, config.host, () => {
-      s.off('error', onError);
-      resolve(s);
-    });
-  });
+async function listen(app: Hono, gateway: Gateway, config: PlatformConfig): Promise<H1Server> {
+  // The inference routes go to the gateway's raw serving path; the rest (API, metrics, model
+  // listing) through Hono on node:http.
+  const s = gateway.server(getRequestListener(app.fetch), { keepAliveTimeoutMs: 65_000 });
+  try {
+    await s.listen(config.port, config.host);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new InferplaneError(
+        'IP_CONFLICT',
+        `port ${config.port} on ${config.host} is already in use; choose another with --port (0 picks a free one)`,
+      );
+    }
+    throw e;
+  }
+  return s;
 }
 
 /**

@@ -1,13 +1,12 @@
 // Fault tests through real sockets: simulated engines on loopback ports with injected faults, the
-// gateway on its own port (the node:http serving path, as `inferplane up` mounts it), clients over
+// gateway on its own port (the raw serving path, as `inferplane up` mounts it), clients over
 // HTTP. Every request must end with a definite answer — complete, or an error status/event — and
 // never hang: each call has a deadline far below the test timeout.
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../../src/core/ids.js';
 import type { RouteModel, RoutingPolicy } from '../../src/core/types.js';
 import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
+import type { H1Server } from '../../src/gateway/h1/server.js';
 import { createSimServer, type SimServer } from '../../src/sim/server.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { createMetrics } from '../../src/telemetry/metrics.js';
@@ -21,14 +20,15 @@ interface Rig {
   simUrls: string[];
   gateway: Gateway;
   metrics: ReturnType<typeof createMetrics>;
-  server: Server;
+  server: H1Server;
 }
 const rigs: Rig[] = [];
 
 afterEach(async () => {
   for (const r of rigs.splice(0)) {
+    const closed = r.server.close();
     r.server.closeAllConnections();
-    await new Promise((res) => r.server.close(res));
+    await closed;
     await r.gateway.close();
     await Promise.all(r.sims.map((s) => s.close()));
   }
@@ -75,14 +75,12 @@ async function rig(
     models: [route],
     tenants: [{ id: 't', name: 't', limits: {} }],
   });
-  const server = createServer((req, res) => {
-    if (!gateway.handleNode(req, res)) {
-      res.writeHead(404);
-      res.end();
-    }
+  const server = gateway.server((_req, res) => {
+    res.writeHead(404);
+    res.end();
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await server.listen(0, '127.0.0.1');
+  const url = `http://127.0.0.1:${server.address().port}`;
   const r = { url, sims, simUrls, gateway, metrics, server };
   rigs.push(r);
   return r;

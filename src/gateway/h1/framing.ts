@@ -1,0 +1,222 @@
+// HTTP/1.1 message framing for the gateway's raw-socket data plane (RFC 9112): finding and parsing
+// a message head, and decoding a body framed by Content-Length, chunked transfer coding, or the
+// connection's close. Deliberately strict and small: the server side hands anything it does not
+// accept here to node:http (whose parser is complete), and the client side only ever talks to
+// engines the platform started.
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+/** Header field names: RFC 9110 tokens. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Field values: visible characters, spaces and tabs (no CR, LF, NUL or other controls). */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what it finds
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+export class FramingError extends Error {}
+
+export interface Head {
+  /** The start line (request line or status line). */
+  line: string;
+  /** Lowercased names; repeated fields joined with ", ". */
+  headers: Record<string, string>;
+  /** How many header fields named each repeatable-but-must-not-repeat field (content-length). */
+  contentLengths: number;
+  /** Bytes of the head, including the blank line. */
+  size: number;
+}
+
+/**
+ * Parses the head at the start of `buf`: undefined while it is incomplete, a FramingError when it
+ * is malformed or larger than `maxBytes`.
+ */
+export function parseHead(buf: Buffer, maxBytes: number): Head | undefined {
+  const end = buf.indexOf(CRLF2);
+  if (end < 0) {
+    if (buf.length > maxBytes) throw new FramingError(`message head larger than ${maxBytes} bytes`);
+    return undefined;
+  }
+  if (end + 4 > maxBytes) throw new FramingError(`message head larger than ${maxBytes} bytes`);
+  const text = buf.toString('latin1', 0, end);
+  const lines = text.split('\r\n');
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  let contentLengths = 0;
+  for (let i = 1; i < lines.length; i++) {
+    const l = lines[i]!;
+    const colon = l.indexOf(':');
+    if (colon <= 0) throw new FramingError('malformed header line');
+    const name = l.slice(0, colon);
+    if (!TOKEN.test(name)) throw new FramingError('malformed header name');
+    const value = l.slice(colon + 1).trim();
+    if (BAD_VALUE.test(value)) throw new FramingError('invalid character in a header value');
+    const lower = name.toLowerCase();
+    if (lower === 'content-length') contentLengths++;
+    const prev = headers[lower];
+    headers[lower] = prev === undefined ? value : `${prev}, ${value}`;
+  }
+  return { line: lines[0]!, headers, contentLengths, size: end + 4 };
+}
+
+/** Content-Length as a number: undefined when absent; a FramingError when invalid or repeated. */
+export function contentLength(head: Head): number | undefined {
+  const v = head.headers['content-length'];
+  if (v === undefined) return undefined;
+  if (head.contentLengths !== 1 || !/^\d{1,15}$/.test(v)) {
+    throw new FramingError('invalid Content-Length');
+  }
+  return Number(v);
+}
+
+/** Whether the transfer coding is exactly `chunked` (anything else is not supported here). */
+export function isChunked(head: Head): boolean {
+  const te = head.headers['transfer-encoding'];
+  if (te === undefined) return false;
+  if (te.toLowerCase() !== 'chunked')
+    throw new FramingError(`unsupported Transfer-Encoding: ${te}`);
+  return true;
+}
+
+/** Whether a `Connection` header carries `token` (e.g. close, keep-alive). */
+export function connectionHas(head: Head, token: string): boolean {
+  const c = head.headers.connection;
+  if (c === undefined) return false;
+  for (const part of c.split(',')) if (part.trim().toLowerCase() === token) return true;
+  return false;
+}
+
+const enum Chunk {
+  Size,
+  Data,
+  DataEnd,
+  Trailer,
+  Done,
+}
+
+/**
+ * Decodes one message body from successive buffers. `push` returns how many bytes of the buffer
+ * belong to the body (the rest is the next message); decoded data goes to `onData`, and `done`
+ * turns true at the body's end.
+ */
+export class BodyDecoder {
+  done = false;
+  private remaining: number;
+  private state: Chunk = Chunk.Size;
+  /** A partial chunk-size or trailer line. */
+  private line = '';
+
+  /**
+   * @param length the Content-Length, 'chunked', or 'close' (until the connection ends)
+   */
+  constructor(
+    private readonly length: number | 'chunked' | 'close',
+    private readonly onData: (chunk: Buffer) => void,
+  ) {
+    this.remaining = typeof length === 'number' ? length : 0;
+    if (length === 0) this.done = true;
+  }
+
+  push(buf: Buffer, start = 0): number {
+    if (this.done) return 0;
+    if (this.length === 'close') {
+      if (start < buf.length) this.onData(start === 0 ? buf : buf.subarray(start));
+      return buf.length - start;
+    }
+    if (this.length !== 'chunked') {
+      const n = Math.min(this.remaining, buf.length - start);
+      if (n > 0) {
+        this.onData(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
+      }
+      this.remaining -= n;
+      if (this.remaining === 0) this.done = true;
+      return n;
+    }
+    return this.pushChunked(buf, start) - start;
+  }
+
+  /** The connection ended: whether that is a valid end of this body. */
+  endOfInput(): boolean {
+    if (this.length === 'close') this.done = true;
+    return this.done;
+  }
+
+  private pushChunked(buf: Buffer, start: number): number {
+    let i = start;
+    while (i < buf.length && !this.done) {
+      switch (this.state) {
+        case Chunk.Size:
+        case Chunk.Trailer: {
+          const nl = buf.indexOf(10, i);
+          const endAt = nl < 0 ? buf.length : nl + 1;
+          this.line += buf.toString('latin1', i, endAt);
+          if (this.line.length > 4096) throw new FramingError('chunk header line too long');
+          i = endAt;
+          if (nl < 0) break;
+          const l = this.line.endsWith('\r\n') ? this.line.slice(0, -2) : null;
+          this.line = '';
+          if (l === null) throw new FramingError('bare LF in chunked body');
+          if (this.state === Chunk.Trailer) {
+            if (l === '') this.state = Chunk.Done;
+            break;
+          }
+          const semi = l.indexOf(';');
+          const hex = (semi < 0 ? l : l.slice(0, semi)).trim();
+          if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw new FramingError('invalid chunk size');
+          this.remaining = parseInt(hex, 16);
+          this.state = this.remaining === 0 ? Chunk.Trailer : Chunk.Data;
+          break;
+        }
+        case Chunk.Data: {
+          const n = Math.min(this.remaining, buf.length - i);
+          this.onData(buf.subarray(i, i + n));
+          this.remaining -= n;
+          i += n;
+          if (this.remaining === 0) {
+            this.state = Chunk.DataEnd;
+            this.line = '';
+          }
+          break;
+        }
+        case Chunk.DataEnd: {
+          // CRLF after the chunk's data, possibly split across buffers.
+          const c = buf[i++]!;
+          const want = this.line === '' ? 13 : 10;
+          if (c !== want) throw new FramingError('missing CRLF after chunk data');
+          if (want === 13) this.line = '\r';
+          else {
+            this.line = '';
+            this.state = Chunk.Size;
+          }
+          break;
+        }
+        default:
+          break;
+      }
+      if (this.state === Chunk.Done) this.done = true;
+    }
+    return i;
+  }
+}
+
+/** Frames one chunk of a chunked body. */
+export function chunkFrame(data: Buffer): Buffer[] {
+  return [Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1'), data, CRLF];
+}
+export const CRLF = Buffer.from('\r\n');
+export const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+
+/** The reason phrases the gateway may send (the phrase is informative only). */
+export const REASON: Record<number, string> = {
+  200: 'OK',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  408: 'Request Timeout',
+  413: 'Payload Too Large',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
+  499: 'Client Closed Request',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};

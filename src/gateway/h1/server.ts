@@ -1,0 +1,364 @@
+// The gateway's front door on raw sockets. It serves the inference requests it fully understands
+// itself — `POST <path> HTTP/1.1` with one Content-Length, no Transfer-Encoding, Expect or
+// Upgrade, a well-formed head — and hands every other connection, at a request boundary and with
+// the bytes it has read put back, to a node:http server (which answers everything else: the API,
+// metrics, model listing, and any request this parser declines, including malformed ones with the
+// right 4xx). The serving path thus costs a head parse and one write per answer, while node:http's
+// complete parser still guards everything unusual.
+import type { Server as HttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { CRLF, LAST_CHUNK, REASON, parseHead, type Head } from './framing.js';
+
+export interface H1Request {
+  method: string;
+  /** Path and query, as sent. */
+  url: string;
+  /** Path without the query. */
+  path: string;
+  /** Lowercased names. */
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+export interface H1ServerOptions {
+  /** Whether the raw path serves `method path` (others go to the fallback). */
+  accepts: (method: string, path: string) => boolean;
+  /** Serves one accepted request; must finish `res` (answer, end or destroy) eventually. */
+  handle: (req: H1Request, res: H1Response) => void;
+  /** A node:http server (not listening) that gets every connection the raw path declines. */
+  fallback: HttpServer;
+  /** Bodies larger than this go to the fallback (which refuses them). */
+  maxBodyBytes: number;
+  maxHeadBytes?: number;
+  /** A request's head and body must arrive within this (ms). Default 60 s. */
+  headersTimeoutMs?: number;
+  /** An idle kept-alive connection is closed after this (ms). Default 65 s. */
+  keepAliveTimeoutMs?: number;
+}
+
+/** HTTP-date, recomputed at most once a second. */
+let dateCache = '';
+let dateAt = 0;
+function httpDate(): string {
+  const now = Date.now();
+  if (now - dateAt >= 1000) {
+    dateAt = now - (now % 1000);
+    dateCache = new Date(dateAt).toUTCString();
+  }
+  return dateCache;
+}
+
+const REQUEST_LINE = /^([A-Z]+) (\/\S*) HTTP\/1\.1$/;
+
+/** The answer to one raw-path request. */
+export class H1Response {
+  headersSent = false;
+  finished = false;
+  private onCloseCb: (() => void) | undefined;
+  private onDrainCb: (() => void) | undefined;
+
+  constructor(
+    private readonly conn: H1Conn,
+    private readonly close: boolean,
+  ) {}
+
+  /** The client went away (or the connection failed) before the answer finished. */
+  get destroyed(): boolean {
+    return this.conn.socket.destroyed;
+  }
+
+  onClose(cb: () => void): void {
+    this.onCloseCb = cb;
+  }
+
+  onDrain(cb: (() => void) | undefined): void {
+    this.onDrainCb = cb;
+  }
+
+  /** A whole answer, in one write. */
+  send(status: number, headers: Record<string, string>, body: Buffer | string): void {
+    if (this.headersSent || this.destroyed) return;
+    const len = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    const head = this.head(status, headers, `content-length: ${len}\r\n`);
+    this.headersSent = true;
+    const s = this.conn.socket;
+    if (typeof body === 'string') s.write(head + body, 'utf8');
+    else {
+      s.cork();
+      s.write(head, 'latin1');
+      s.write(body);
+      s.uncork();
+    }
+    this.done();
+  }
+
+  /** Starts a chunked answer (a stream); its head goes out at once. */
+  writeHead(status: number, headers: Record<string, string>): void {
+    if (this.headersSent || this.destroyed) return;
+    this.headersSent = true;
+    this.conn.socket.write(this.head(status, headers, 'transfer-encoding: chunked\r\n'), 'latin1');
+  }
+
+  /** One chunk of a streamed answer; false when the client is not keeping up (wait for drain). */
+  write(data: Buffer): boolean {
+    if (this.finished || this.destroyed || data.length === 0) return !this.destroyed;
+    const s = this.conn.socket;
+    s.cork();
+    s.write(`${data.length.toString(16)}\r\n`, 'latin1');
+    s.write(data);
+    const ok = s.write(CRLF);
+    s.uncork();
+    return ok;
+  }
+
+  /** Ends a streamed answer (with a last chunk of data, if any). */
+  end(last?: Buffer): void {
+    if (this.finished || this.destroyed) return;
+    if (last && last.length > 0) this.write(last);
+    this.conn.socket.write(LAST_CHUNK);
+    this.done();
+  }
+
+  /** Abandons the answer: the connection is closed (a truncated body, never a hang). */
+  destroy(): void {
+    this.finished = true;
+    this.conn.socket.destroy();
+  }
+
+  /** @internal */ closed(): void {
+    const cb = this.onCloseCb;
+    this.onCloseCb = undefined;
+    if (!this.finished) cb?.();
+  }
+
+  /** @internal */ drained(): void {
+    this.onDrainCb?.();
+  }
+
+  private head(status: number, headers: Record<string, string>, framing: string): string {
+    let h = `HTTP/1.1 ${status} ${REASON[status] ?? 'Status'}\r\n`;
+    for (const name in headers) h += `${name}: ${headers[name]}\r\n`;
+    h += `date: ${httpDate()}\r\n`;
+    h += this.close
+      ? 'connection: close\r\n'
+      : `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(this.conn.server.keepAliveTimeoutMs / 1000)}\r\n`;
+    return h + framing + '\r\n';
+  }
+
+  private done(): void {
+    this.finished = true;
+    this.conn.finished(this.close);
+  }
+}
+
+/** One client connection while the raw path owns it. */
+class H1Conn {
+  private buf: Buffer | undefined;
+  private res: H1Response | undefined;
+  private headStarted = 0;
+  /** When the server's sweep times this connection out (performance.now() ms; 0: never). */
+  deadline: number;
+  private readonly onData = (d: Buffer): void => this.data(d);
+  private readonly onClose = (): void => this.gone();
+  private readonly onDrain = (): void => this.res?.drained();
+
+  constructor(
+    readonly socket: Socket,
+    readonly server: H1Server,
+  ) {
+    socket.setNoDelay(true);
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+    socket.on('error', () => undefined);
+    this.deadline = performance.now() + server.keepAliveTimeoutMs;
+  }
+
+  private data(d: Buffer): void {
+    this.buf = this.buf ? Buffer.concat([this.buf, d]) : d;
+    if (this.res) {
+      // Pipelined bytes while an answer is in progress: kept for after it (bounded).
+      if (this.buf.length > this.server.maxHeadBytes + this.server.maxBodyBytes) {
+        this.socket.destroy();
+      }
+      return;
+    }
+    this.process();
+  }
+
+  /** Serves what is buffered: at most one request (the next waits for this answer). */
+  private process(): void {
+    const buf = this.buf;
+    if (!buf || buf.length === 0) return;
+    if (this.headStarted === 0) {
+      this.headStarted = performance.now();
+      this.deadline = this.headStarted + this.server.headersTimeoutMs;
+    }
+    let head: Head | undefined;
+    try {
+      head = parseHead(buf, this.server.maxHeadBytes);
+    } catch {
+      this.handoff();
+      return;
+    }
+    if (!head) return;
+    const m = REQUEST_LINE.exec(head.line);
+    const h = head.headers;
+    if (
+      !m ||
+      h['transfer-encoding'] !== undefined ||
+      h.expect !== undefined ||
+      h.upgrade !== undefined ||
+      head.contentLengths !== 1
+    ) {
+      this.handoff();
+      return;
+    }
+    const url = m[2]!;
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const cl = h['content-length']!;
+    if (!/^\d{1,15}$/.test(cl) || !this.server.accepts(m[1]!, path)) {
+      this.handoff();
+      return;
+    }
+    const len = Number(cl);
+    if (len > this.server.maxBodyBytes) {
+      this.handoff();
+      return;
+    }
+    const end = head.size + len;
+    if (buf.length < end) return; // the rest of the body is on its way
+    const body = buf.subarray(head.size, end);
+    this.buf = end === buf.length ? undefined : buf.subarray(end);
+    this.headStarted = 0;
+    this.deadline = 0;
+    const close = connectionClose(h.connection);
+    const res = new H1Response(this, close);
+    this.res = res;
+    this.server.handle({ method: m[1]!, url, path, headers: h, body }, res);
+  }
+
+  /** @internal the current answer is complete */
+  finished(close: boolean): void {
+    this.res = undefined;
+    if (close) {
+      this.socket.end();
+      return;
+    }
+    this.deadline = performance.now() + this.server.keepAliveTimeoutMs;
+    if (this.buf) this.process();
+  }
+
+  /** @internal past its deadline: a request that did not arrive in time, or an idle connection */
+  timeout(): void {
+    if (this.res) return;
+    if (this.buf && this.buf.length > 0) {
+      // A request that did not arrive in time.
+      this.socket.end(
+        'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n',
+      );
+    }
+    this.socket.destroy();
+  }
+
+  private gone(): void {
+    this.server.conns.delete(this);
+    const res = this.res;
+    this.res = undefined;
+    res?.closed();
+  }
+
+  /** Gives the connection, and what was read of the current request, to node:http. */
+  private handoff(): void {
+    const s = this.socket;
+    s.pause();
+    s.off('data', this.onData);
+    s.off('close', this.onClose);
+    s.off('drain', this.onDrain);
+    s.removeAllListeners('error');
+    this.server.conns.delete(this);
+    if (this.buf) s.unshift(this.buf);
+    this.buf = undefined;
+    this.server.fallback.emit('connection', s);
+    s.resume();
+  }
+}
+
+function connectionClose(v: string | undefined): boolean {
+  if (v === undefined) return false;
+  for (const part of v.split(',')) if (part.trim().toLowerCase() === 'close') return true;
+  return false;
+}
+
+/** A listening front door: the raw path, with node:http behind it. */
+export class H1Server {
+  readonly net: Server;
+  /** @internal */ readonly conns = new Set<H1Conn>();
+  readonly fallback: HttpServer;
+  readonly maxBodyBytes: number;
+  readonly maxHeadBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly accepts: H1ServerOptions['accepts'];
+  readonly handle: H1ServerOptions['handle'];
+
+  constructor(o: H1ServerOptions) {
+    this.fallback = o.fallback;
+    this.maxBodyBytes = o.maxBodyBytes;
+    this.maxHeadBytes = o.maxHeadBytes ?? 64 * 1024;
+    this.headersTimeoutMs = o.headersTimeoutMs ?? 60_000;
+    this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 65_000;
+    this.accepts = o.accepts;
+    this.handle = o.handle;
+    this.fallback.keepAliveTimeout = this.keepAliveTimeoutMs;
+    // It never listens itself, but tracks the connections it is handed (closeAllConnections,
+    // header and request timeouts) once it has seen 'listening'.
+    this.fallback.emit('listening');
+    this.net = createServer((socket) => {
+      this.conns.add(new H1Conn(socket, this));
+      this.sweeper ??= setInterval(() => this.sweep(), 500).unref();
+    });
+  }
+
+  private sweeper: NodeJS.Timeout | undefined;
+
+  /** Times out connections past their deadline (one timer for all, none per request). */
+  private sweep(): void {
+    const now = performance.now();
+    for (const c of this.conns) if (c.deadline !== 0 && now > c.deadline) c.timeout();
+    if (this.conns.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.net.once('error', reject);
+      this.net.listen(port, host, () => {
+        this.net.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.net.address() as AddressInfo;
+  }
+
+  /** Stops accepting; resolves when every connection is gone. */
+  close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    this.fallback.close(() => undefined);
+    return new Promise((resolve) => this.net.close(() => resolve()));
+  }
+
+  /** Closes every connection now (raw and handed-off). */
+  closeAllConnections(): void {
+    for (const c of this.conns) c.socket.destroy();
+    this.conns.clear();
+    this.fallback.closeAllConnections();
+  }
+}

@@ -1,0 +1,109 @@
+// Metric series bound once for the serving path. prom-client's `labels(...)` children hash and
+// validate their label set again on every `observe`/`inc`; a series bound here finds its storage
+// cell once and then updates it directly (what prom-client itself does after the lookup), so the
+// exposition is prom-client's own. Tested against prom-client's output (bound-metrics.test.ts).
+import type { Counter, Histogram, LabelValues } from 'prom-client';
+
+export interface BoundHistogram {
+  observe(v: number): void;
+}
+export interface BoundCounter {
+  inc(v?: number): void;
+}
+
+interface HistogramCell {
+  labels: Record<string, string | number>;
+  sum: number;
+  count: number;
+  bucketValues: Record<number, number>;
+}
+interface CounterCell {
+  labels: Record<string, string | number>;
+  value: number;
+}
+interface Internals<C> {
+  hashMap: Record<string, C>;
+  upperBounds?: number[];
+}
+
+function sameLabels(
+  a: Record<string, string | number>,
+  b: Record<string, string | number>,
+): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (String(a[k]) !== String(b[k])) return false;
+  return true;
+}
+
+/** Where each found cell sits in its metric's map (to notice a reset or removal). */
+const cellKey = new WeakMap<object, string>();
+
+function hashOf(cell: object): string {
+  return cellKey.get(cell) ?? '';
+}
+
+function findCell<C extends { labels: Record<string, string | number> }>(
+  metric: Internals<C>,
+  labels: Record<string, string | number>,
+): C | undefined {
+  for (const k in metric.hashMap) {
+    const c = metric.hashMap[k]!;
+    if (sameLabels(c.labels, labels)) {
+      cellKey.set(c, k);
+      return c;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A histogram series whose observations go straight to its cell. Like a prom-client child, the
+ * series appears with its first observation (that one goes through prom-client, which creates it).
+ */
+export function bindHistogram<T extends string>(
+  h: Histogram<T>,
+  labels: LabelValues<T>,
+): BoundHistogram {
+  const m = h as unknown as Internals<HistogramCell>;
+  const l = labels as Record<string, string | number>;
+  const bounds = m.upperBounds;
+  let cell = findCell(m, l);
+  return {
+    observe(v: number): void {
+      if (!cell || !bounds || m.hashMap[hashOf(cell)] !== cell) {
+        h.observe(labels, v);
+        cell = findCell(m, l);
+        return;
+      }
+      if (!Number.isFinite(v)) return;
+      const c = cell;
+      for (let i = 0; i < bounds.length; i++) {
+        const b = bounds[i]!;
+        if (v <= b) {
+          c.bucketValues[b]! += 1;
+          break;
+        }
+      }
+      c.sum += v;
+      c.count += 1;
+    },
+  };
+}
+
+/** A counter series whose increments go straight to its cell (created by its first increment). */
+export function bindCounter<T extends string>(c: Counter<T>, labels: LabelValues<T>): BoundCounter {
+  const m = c as unknown as Internals<CounterCell>;
+  const l = labels as Record<string, string | number>;
+  let cell = findCell(m, l);
+  return {
+    inc(v = 1): void {
+      if (!cell || m.hashMap[hashOf(cell)] !== cell) {
+        c.inc(labels, v);
+        cell = findCell(m, l);
+        return;
+      }
+      if (v > 0 && Number.isFinite(v)) cell.value += v;
+    },
+  };
+}
