@@ -27,13 +27,14 @@
 // ring); tenants are also bucketed by waiter count so the largest is found without a scan.
 // Abort listeners are removed when a waiter settles. A tenant without waiters holds no state.
 import { InferplaneError } from '../core/errors.js';
+import type { Cancellation } from './h1/client.js';
 
 interface Waiter {
   tq: TenantQueue;
   deadline: number;
   resolve: () => void;
   reject: (e: InferplaneError) => void;
-  signal: AbortSignal | undefined;
+  signal: Cancellation | undefined;
   onAbort: (() => void) | undefined;
   // tenant FIFO
   tPrev: Waiter | undefined;
@@ -104,7 +105,7 @@ export class FairWaitQueue {
    * Resolves when granted; rejects with IP_OVERLOADED (queue full, evicted by fair share, or
    * waited maxWaitMs) or IP_CLIENT_CLOSED (signal aborted; the entry is removed at once).
    */
-  wait(tenant: string, signal?: AbortSignal): Promise<void> {
+  wait(tenant: string, signal?: Cancellation): Promise<void> {
     if (signal?.aborted) {
       return Promise.reject(
         new InferplaneError('IP_CLIENT_CLOSED', 'client closed the request while queued'),

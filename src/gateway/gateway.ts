@@ -45,6 +45,7 @@ import { FairWaitQueue } from './fair-queue.js';
 import {
   UpstreamClient,
   UpstreamError,
+  type Cancellation,
   type UpstreamBody,
   type UpstreamResponse,
 } from './h1/client.js';
@@ -114,7 +115,7 @@ interface Incoming {
   /** The body as text; throws IP_PAYLOAD_TOO_LARGE beyond `max` bytes. */
   body(max: number): Promise<string>;
   /** Aborted when the client goes away. */
-  signal: AbortSignal;
+  signal: Cancellation;
 }
 
 /** What the core answers: a whole body, or an upstream stream to relay through its watcher. */
@@ -336,13 +337,11 @@ export class Gateway {
 
   private serveH1(req: H1Request, res: H1Response): void {
     const kind = ROUTE_KIND[req.path]!;
-    const ac = new AbortController();
-    res.onClose(() => ac.abort());
     const text = req.body.toString('utf8');
     const inc: Incoming = {
       header: (name) => req.headers[name],
       body: () => Promise.resolve(text),
-      signal: ac.signal,
+      signal: res,
     };
     void this.serve(kind, inc).then(
       (out) => writeH1(res, out),
@@ -541,7 +540,7 @@ export class Gateway {
   private async waitForRoom(
     route: RouteModel,
     tenantKey: string,
-    signal: AbortSignal,
+    signal: Cancellation,
   ): Promise<void> {
     const q = this.queueOf(route.model);
     const t0 = performance.now();
@@ -792,7 +791,7 @@ export class Gateway {
     stripUsage: boolean,
     debug: boolean,
     retried: boolean,
-    signal: AbortSignal,
+    signal: Cancellation,
   ): Promise<Outgoing> {
     const ep = decision.endpoint;
     const status = upstream.status;

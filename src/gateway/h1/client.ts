@@ -35,6 +35,16 @@ export class UpstreamError extends Error {
   }
 }
 
+/**
+ * What cancels a request: an AbortSignal, or anything with its `aborted` flag and 'abort'
+ * listeners (the raw front door's answer is one, without an AbortController per request).
+ */
+export interface Cancellation {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 export interface BodySink {
   data(chunk: Buffer): void;
   end(): void;
@@ -62,6 +72,9 @@ interface Origin {
   hostHeader: string;
   idle: Conn[];
 }
+
+/** The read buffer every upstream connection shares (reads are handled synchronously). */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 const enum Phase {
   Head,
@@ -148,7 +161,7 @@ export interface UpstreamResponse {
 interface Exchange {
   resolve: (r: UpstreamResponse) => void;
   reject: (e: UpstreamError) => void;
-  signal: AbortSignal | undefined;
+  signal: Cancellation | undefined;
   onAbort: (() => void) | undefined;
   wire: string;
   /** Retries left on a fresh connection when a reused one turns out closed. */
@@ -168,8 +181,8 @@ class Conn {
   lastActivity = 0;
   /** When this idle connection expires (performance.now() ms). */
   idleUntil = 0;
-  /** The server's `Keep-Alive: timeout` hint, less a second (ms); 0 without one. */
-  keepAliveHintMs = 0;
+  /** The server's `Keep-Alive: timeout` hint, less a second (ms); -1 without one. */
+  keepAliveHintMs = -1;
   closed = false;
   private head: Buffer | undefined;
 
@@ -177,14 +190,28 @@ class Conn {
     readonly client: UpstreamClient,
     readonly origin: Origin,
   ) {
-    const s = connect({ host: origin.host, port: origin.port, noDelay: true });
+    // Reads land in one shared buffer and come straight to onData (no stream per read); what is
+    // kept past the callback is copied out first.
+    const s = connect({
+      host: origin.host,
+      port: origin.port,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (n: number, buf: Uint8Array): boolean => {
+          const d = Buffer.allocUnsafe(n);
+          d.set(buf.subarray(0, n));
+          this.onData(d);
+          return true;
+        },
+      },
+    });
     this.socket = s;
     s.on('connect', () => {
       this.connected = true;
       this.lastActivity = performance.now();
       if (this.ex) this.ex.deadline = this.lastActivity + this.client.headersTimeoutMs;
     });
-    s.on('data', (d: Buffer) => this.onData(d));
     s.on('end', () => this.onClosed(undefined));
     s.on('error', (e: NodeJS.ErrnoException) => this.onClosed(e));
     s.on('close', () => this.onClosed(undefined));
@@ -369,14 +396,14 @@ class Conn {
       }
       return;
     }
-    this.detachAbort(ex);
     const nothingBack = this.head === undefined;
-    if (this.connected && this.usedBefore && nothingBack && ex.staleRetry) {
+    if (this.connected && this.usedBefore && nothingBack && ex.staleRetry && !this.client.closed) {
       // A kept-alive connection the engine had closed: once more on a fresh one.
       ex.staleRetry = false;
       this.client.dispatch(this.origin, ex);
       return;
     }
+    this.detachAbort(ex);
     const kind = !this.connected ? 'connect' : 'reset';
     ex.reject(
       new UpstreamError(
@@ -407,6 +434,11 @@ export class UpstreamClient {
   private sweeper: NodeJS.Timeout | undefined;
   private closing = false;
 
+  /** @internal whether close() was called */
+  get closed(): boolean {
+    return this.closing;
+  }
+
   constructor(o: UpstreamClientOptions = {}) {
     this.connectTimeoutMs = o.connectTimeoutMs ?? 5000;
     this.headersTimeoutMs = o.headersTimeoutMs ?? 300_000;
@@ -426,7 +458,7 @@ export class UpstreamClient {
     path: string,
     headerLines: string,
     body: string,
-    signal?: AbortSignal,
+    signal?: Cancellation,
   ): Promise<UpstreamResponse> {
     if (this.closing) {
       return Promise.reject(new UpstreamError('aborted', 'the client is closed', true));
@@ -434,7 +466,12 @@ export class UpstreamClient {
     if (signal?.aborted) {
       return Promise.reject(new UpstreamError('aborted', 'the request was aborted', true));
     }
-    const origin = this.originOf(baseUrl);
+    let origin: Origin;
+    try {
+      origin = this.originOf(baseUrl);
+    } catch (e) {
+      return Promise.reject(new UpstreamError('connect', errText(e), true));
+    }
     const wire =
       `${method} ${path} HTTP/1.1\r\nhost: ${origin.hostHeader}\r\n${headerLines}` +
       `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
@@ -486,7 +523,7 @@ export class UpstreamClient {
   release(conn: Conn): void {
     const hint = conn.keepAliveHintMs;
     conn.idleUntil =
-      performance.now() + (hint > 0 && hint < this.keepAliveMs ? hint : this.keepAliveMs);
+      performance.now() + (hint >= 0 && hint < this.keepAliveMs ? hint : this.keepAliveMs);
     if (this.closing || conn.origin.idle.length >= this.maxIdle) {
       conn.destroy();
       return;

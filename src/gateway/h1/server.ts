@@ -50,11 +50,17 @@ function httpDate(): string {
 
 const REQUEST_LINE = /^([A-Z]+) (\/\S*) HTTP\/1\.1$/;
 
-/** The answer to one raw-path request. */
+/**
+ * The answer to one raw-path request. It is also the request's cancellation: `aborted` and
+ * 'abort' listeners fire when the client goes away before the answer is complete.
+ */
 export class H1Response {
   headersSent = false;
   finished = false;
+  /** The client went away before the answer was complete. */
+  aborted = false;
   private onCloseCb: (() => void) | undefined;
+  private abortListeners: (() => void)[] | undefined;
   private onDrainCb: (() => void) | undefined;
 
   constructor(
@@ -71,6 +77,17 @@ export class H1Response {
     this.onCloseCb = cb;
   }
 
+  addEventListener(_type: 'abort', listener: () => void): void {
+    (this.abortListeners ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const l = this.abortListeners;
+    if (!l) return;
+    const i = l.indexOf(listener);
+    if (i >= 0) l.splice(i, 1);
+  }
+
   onDrain(cb: (() => void) | undefined): void {
     this.onDrainCb = cb;
   }
@@ -84,10 +101,11 @@ export class H1Response {
     const s = this.conn.socket;
     if (typeof body === 'string') s.write(head + body, 'utf8');
     else {
-      s.cork();
-      s.write(head, 'latin1');
-      s.write(body);
-      s.uncork();
+      // One buffer, one write (a corked pair costs a writev and its bookkeeping).
+      const out = Buffer.allocUnsafe(head.length + body.length);
+      out.write(head, 0, 'latin1');
+      body.copy(out, head.length);
+      s.write(out);
     }
     this.done();
   }
@@ -128,7 +146,12 @@ export class H1Response {
   /** @internal */ closed(): void {
     const cb = this.onCloseCb;
     this.onCloseCb = undefined;
-    if (!this.finished) cb?.();
+    if (this.finished) return;
+    this.aborted = true;
+    cb?.();
+    const l = this.abortListeners;
+    this.abortListeners = undefined;
+    if (l) for (const f of l) f();
   }
 
   /** @internal */ drained(): void {
@@ -209,6 +232,7 @@ class H1Conn {
       h['transfer-encoding'] !== undefined ||
       h.expect !== undefined ||
       h.upgrade !== undefined ||
+      h.host === undefined ||
       head.contentLengths !== 1
     ) {
       this.handoff();
@@ -239,10 +263,18 @@ class H1Conn {
     this.server.handle({ method: m[1]!, url, path, headers: h, body }, res);
   }
 
+  /** Between requests: no answer in progress and nothing of the next request read. */
+  get idle(): boolean {
+    return this.res === undefined && (this.buf === undefined || this.buf.length === 0);
+  }
+
   /** @internal the current answer is complete */
   finished(close: boolean): void {
     this.res = undefined;
-    if (close) {
+    if (close || this.server.closing) {
+      // Nothing more is read (a request sent after `connection: close` gets no work done).
+      this.socket.off('data', this.onData);
+      this.buf = undefined;
       this.socket.end();
       return;
     }
@@ -253,11 +285,15 @@ class H1Conn {
   /** @internal past its deadline: a request that did not arrive in time, or an idle connection */
   timeout(): void {
     if (this.res) return;
+    this.socket.off('data', this.onData);
     if (this.buf && this.buf.length > 0) {
-      // A request that did not arrive in time.
+      // A request that did not arrive in time: say so, then close (whether or not it reads).
+      this.buf = undefined;
       this.socket.end(
         'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n',
       );
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+      return;
     }
     this.socket.destroy();
   }
@@ -348,9 +384,13 @@ export class H1Server {
   }
 
   /** Stops accepting; resolves when every connection is gone. */
+  /** @internal close() was called: connections end after their current answer */
+  closing = false;
+
   close(): Promise<void> {
-    if (this.sweeper) clearInterval(this.sweeper);
-    this.sweeper = undefined;
+    this.closing = true;
+    // Idle connections go now; busy ones after their answer (the sweep keeps running meanwhile).
+    for (const c of this.conns) if (c.idle) c.socket.destroy();
     this.fallback.close(() => undefined);
     return new Promise((resolve) => this.net.close(() => resolve()));
   }
