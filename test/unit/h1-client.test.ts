@@ -19,26 +19,7 @@ import {
   type UpstreamBody,
   type UpstreamClientOptions,
 } from '../../src/gateway/h1/client.js';
-
-/** Rejects when `p` does not settle within `ms` (no test can hang on a network wait). */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const timer = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([p, timer]).finally(() => clearTimeout(t));
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `cond` until true (or fails after `ms`). */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
+import { sleep, until, within } from './wait-helpers.js';
 
 interface Collected {
   text: string;
