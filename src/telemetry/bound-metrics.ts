@@ -36,23 +36,14 @@ function sameLabels(
   return true;
 }
 
-/** Where each found cell sits in its metric's map (to notice a reset or removal). */
-const cellKey = new WeakMap<object, string>();
-
-function hashOf(cell: object): string {
-  return cellKey.get(cell) ?? '';
-}
-
+/** The cell of a label set in a metric's map, and its key there (to notice a reset or removal). */
 function findCell<C extends { labels: Record<string, string | number> }>(
   metric: Internals<C>,
   labels: Record<string, string | number>,
-): C | undefined {
-  for (const k in metric.hashMap) {
-    const c = metric.hashMap[k]!;
-    if (sameLabels(c.labels, labels)) {
-      cellKey.set(c, k);
-      return c;
-    }
+): { key: string; cell: C } | undefined {
+  for (const key in metric.hashMap) {
+    const cell = metric.hashMap[key]!;
+    if (sameLabels(cell.labels, labels)) return { key, cell };
   }
   return undefined;
 }
@@ -68,16 +59,16 @@ export function bindHistogram<T extends string>(
   const m = h as unknown as Internals<HistogramCell>;
   const l = labels as Record<string, string | number>;
   const bounds = m.upperBounds;
-  let cell = findCell(m, l);
+  let found = findCell(m, l);
   return {
     observe(v: number): void {
-      if (!cell || !bounds || m.hashMap[hashOf(cell)] !== cell) {
+      if (!found || !bounds || m.hashMap[found.key] !== found.cell) {
         h.observe(labels, v);
-        cell = findCell(m, l);
+        found = findCell(m, l);
         return;
       }
       if (!Number.isFinite(v)) return;
-      const c = cell;
+      const c = found.cell;
       for (let i = 0; i < bounds.length; i++) {
         const b = bounds[i]!;
         if (v <= b) {
@@ -95,15 +86,15 @@ export function bindHistogram<T extends string>(
 export function bindCounter<T extends string>(c: Counter<T>, labels: LabelValues<T>): BoundCounter {
   const m = c as unknown as Internals<CounterCell>;
   const l = labels as Record<string, string | number>;
-  let cell = findCell(m, l);
+  let found = findCell(m, l);
   return {
     inc(v = 1): void {
-      if (!cell || m.hashMap[hashOf(cell)] !== cell) {
+      if (!found || m.hashMap[found.key] !== found.cell) {
         c.inc(labels, v);
-        cell = findCell(m, l);
+        found = findCell(m, l);
         return;
       }
-      if (v > 0 && Number.isFinite(v)) cell.value += v;
+      if (v > 0 && Number.isFinite(v)) found.cell.value += v;
     },
   };
 }

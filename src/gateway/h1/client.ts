@@ -66,7 +66,6 @@ export interface UpstreamClientOptions {
 }
 
 interface Origin {
-  key: string;
   host: string;
   port: number;
   hostHeader: string;
@@ -184,6 +183,8 @@ class Conn {
   /** The server's `Keep-Alive: timeout` hint, less a second (ms); -1 without one. */
   keepAliveHintMs = -1;
   closed = false;
+  /** Whether this connection had served an exchange before the current one. */
+  usedBefore = false;
   private head: Buffer | undefined;
 
   constructor(
@@ -416,9 +417,6 @@ class Conn {
       ),
     );
   }
-
-  /** Whether this connection had served an exchange before the current one. */
-  usedBefore = false;
 }
 
 /** Pooled raw HTTP/1.1 connections to engine endpoints. */
@@ -560,7 +558,7 @@ export class UpstreamClient {
     if (u.protocol !== 'http:') throw new Error(`unsupported upstream scheme: ${u.protocol}`);
     const port = u.port ? Number(u.port) : 80;
     const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-    o = { key: baseUrl, host, port, hostHeader: u.host, idle: [] };
+    o = { host, port, hostHeader: u.host, idle: [] };
     this.origins.set(baseUrl, o);
     return o;
   }

@@ -7,7 +7,15 @@
 // complete parser still guards everything unusual.
 import type { Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { CRLF, LAST_CHUNK, REASON, parseHead, type Head } from './framing.js';
+import {
+  LAST_CHUNK,
+  REASON,
+  chunkFrame,
+  connectionHas,
+  contentLength,
+  parseHead,
+  type Head,
+} from './framing.js';
 
 export interface H1Request {
   method: string;
@@ -121,10 +129,9 @@ export class H1Response {
   write(data: Buffer): boolean {
     if (this.finished || this.destroyed || data.length === 0) return !this.destroyed;
     const s = this.conn.socket;
+    let ok = true;
     s.cork();
-    s.write(`${data.length.toString(16)}\r\n`, 'latin1');
-    s.write(data);
-    const ok = s.write(CRLF);
+    for (const part of chunkFrame(data)) ok = s.write(part);
     s.uncork();
     return ok;
   }
@@ -232,8 +239,7 @@ class H1Conn {
       h['transfer-encoding'] !== undefined ||
       h.expect !== undefined ||
       h.upgrade !== undefined ||
-      h.host === undefined ||
-      head.contentLengths !== 1
+      h.host === undefined
     ) {
       this.handoff();
       return;
@@ -241,13 +247,13 @@ class H1Conn {
     const url = m[2]!;
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
-    const cl = h['content-length']!;
-    if (!/^\d{1,15}$/.test(cl) || !this.server.accepts(m[1]!, path)) {
-      this.handoff();
-      return;
+    let len: number | undefined;
+    try {
+      len = contentLength(head);
+    } catch {
+      len = undefined; // invalid or repeated: node:http answers it
     }
-    const len = Number(cl);
-    if (len > this.server.maxBodyBytes) {
+    if (len === undefined || len > this.server.maxBodyBytes || !this.server.accepts(m[1]!, path)) {
       this.handoff();
       return;
     }
@@ -257,7 +263,7 @@ class H1Conn {
     this.buf = end === buf.length ? undefined : buf.subarray(end);
     this.headStarted = 0;
     this.deadline = 0;
-    const close = connectionClose(h.connection);
+    const close = connectionHas(head, 'close');
     const res = new H1Response(this, close);
     this.res = res;
     this.server.handle({ method: m[1]!, url, path, headers: h, body }, res);
@@ -319,12 +325,6 @@ class H1Conn {
     this.server.fallback.emit('connection', s);
     s.resume();
   }
-}
-
-function connectionClose(v: string | undefined): boolean {
-  if (v === undefined) return false;
-  for (const part of v.split(',')) if (part.trim().toLowerCase() === 'close') return true;
-  return false;
 }
 
 /** A listening front door: the raw path, with node:http behind it. */
