@@ -1,7 +1,7 @@
 // Shared zod schemas; types are inferred from them, JSON Schema is exported for the OpenAPI document.
 import { z } from 'zod';
 import { InferplaneError, type ErrorDetail } from './errors.js';
-import { ROUTING_POLICIES } from './types.js';
+import { PREFIX_SOURCES, ROUTING_POLICIES } from './types.js';
 
 /** DNS-1123 label: lower-case letters, digits and '-', starting and ending alphanumeric. */
 export const NameSchema = z
@@ -34,6 +34,12 @@ export const RoutingSpecSchema = z.strictObject({
     })
     .optional()
     .describe("Overrides of the policy's scorer weights (each 0..100)."),
+  prefixSource: z
+    .enum(PREFIX_SOURCES)
+    .optional()
+    .describe(
+      "Prefix scorer's source: auto (the engine's KV event stream where the engine publishes one — the simulator — else the approximate index), approximate, or precise (default: auto).",
+    ),
 });
 
 /** Latency targets of a deployment (p99, milliseconds); a team's policy may require them. */

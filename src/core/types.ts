@@ -60,11 +60,22 @@ export interface RoutingWeights {
   affinity: number;
 }
 
+/**
+ * Where the prefix scorer learns which replica holds which prompt prefix: `approximate` — the
+ * gateway's own index of what it sent where; `precise` — the engine's KV event stream (the
+ * simulator's `/kv/events`; replicas without a live stream score 0); `auto` — precise for the
+ * replicas whose stream is up, approximate for the others.
+ */
+export const PREFIX_SOURCES = ['auto', 'approximate', 'precise'] as const;
+export type PrefixSource = (typeof PREFIX_SOURCES)[number];
+
 export interface RouteRouting {
   /** Default: prefix-aware. */
   policy?: RoutingPolicy;
   /** Overrides of the policy's default scorer weights. */
   weights?: Partial<RoutingWeights>;
+  /** Source of the prefix scorer's matches. Default: auto. */
+  prefixSource?: PrefixSource;
 }
 
 export interface RouteModel {

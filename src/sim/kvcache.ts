@@ -5,7 +5,7 @@
  * - The cache is `numBlocks` blocks of `blockSize` tokens. A request holds a list of blocks (its
  *   block table); a block may be shared by several requests (reference counted).
  * - A full prompt block is identified by a chained hash: `hash(parentHash, tokenIds of the block)`,
- *   see {@link hashBlock}. Once computed, a full block is registered under its hash ("cached").
+ *   see `hashBlock` (src/core/tokens.ts). Once computed, a full block is registered under its hash ("cached").
  * - A block whose reference count falls to 0 goes to the free queue but keeps its hash, so a later
  *   request with the same prefix can reuse it. The free queue is in LRU order: new blocks are taken
  *   from its head, evicting the least recently freed cached block first (a `BlockRemoved` event).
@@ -39,64 +39,9 @@ export interface KvEventBatch {
   events: KvEvent[];
 }
 
-// FNV-1a 64-bit, on two 32-bit halves (no BigInt): offset basis 0xcbf29ce484222325,
-// prime 0x100000001b3 = 2^40 + 0x1b3.
-const OFFSET_HI = 0xcbf29ce4;
-const OFFSET_LO = 0x84222325;
-
-/**
- * Hash of one full block: FNV-1a 64-bit over the parent hash's 8 bytes (none for the first block)
- * followed by each token id as 4 little-endian bytes, written as 16 lower-case hex digits. Stable
- * across processes and platforms, so several replicas (and a router) compute the same hashes.
- */
-export function hashBlock(
-  parentHash: string | null,
-  tokenIds: readonly number[],
-  start = 0,
-  end = tokenIds.length,
-): string {
-  let hi = OFFSET_HI;
-  let lo = OFFSET_LO;
-  const feed = (byte: number): void => {
-    lo ^= byte & 0xff;
-    // (hi, lo) × (2^40 + 0x1b3) mod 2^64
-    const a = (lo >>> 0) * 0x1b3;
-    const carry = Math.floor(a / 0x1_0000_0000);
-    const newLo = a >>> 0;
-    hi = (Math.imul(hi, 0x1b3) + carry + (lo << 8)) >>> 0;
-    lo = newLo;
-  };
-  if (parentHash !== null) {
-    const p = parentHash.padStart(16, '0');
-    const phi = parseInt(p.slice(0, 8), 16);
-    const plo = parseInt(p.slice(8, 16), 16);
-    for (const w of [phi, plo]) for (let s = 0; s < 32; s += 8) feed(w >>> s);
-  }
-  for (let i = start; i < end; i++) {
-    const t = (tokenIds[i] ?? 0) >>> 0;
-    feed(t);
-    feed(t >>> 8);
-    feed(t >>> 16);
-    feed(t >>> 24);
-  }
-  return (hi >>> 0).toString(16).padStart(8, '0') + (lo >>> 0).toString(16).padStart(8, '0');
-}
-
-/** Chained hashes of the full blocks of `tokenIds` (at most `maxBlocks`). */
-export function blockHashes(
-  tokenIds: readonly number[],
-  blockSize: number,
-  maxBlocks = Infinity,
-): string[] {
-  const n = Math.min(Math.floor(tokenIds.length / blockSize), maxBlocks);
-  const out: string[] = [];
-  let parent: string | null = null;
-  for (let b = 0; b < n; b++) {
-    parent = hashBlock(parent, tokenIds, b * blockSize, (b + 1) * blockSize);
-    out.push(parent);
-  }
-  return out;
-}
+// The block hash and the per-prompt chain live in src/core/tokens.ts (the gateway's precise prefix
+// routing computes the same hashes); re-exported here.
+export { blockHashes, hashBlock } from '../core/tokens.js';
 
 export interface KvBlock {
   readonly id: number;

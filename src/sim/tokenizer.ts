@@ -12,54 +12,26 @@
  *    possibly the last one (e.g. "hel" vs "hello"). Appending a message to a chat, or text that
  *    starts at a word boundary, keeps all previous tokens: this is what prefix caching will key on.
  *
+ * The tokenizer itself (split, ids, chat flattening) lives in src/core/tokens.ts, shared with the
+ * gateway's precise prefix routing; it is re-exported here.
+ *
  * Generated text comes from {@link generatedToken}: readable words, each with a leading space, picked
  * deterministically from a seed and the token index.
  */
 
-/** Size of the simulated vocabulary; token ids are in `[0, VOCAB_SIZE)`. */
-export const VOCAB_SIZE = 128_000;
-
-const TOKEN_RE = /\s?\w+|[^\w\s]|\s+/gu;
+export {
+  chatPromptText,
+  countTokens,
+  fnv1a32,
+  splitTokens,
+  tokenId,
+  tokenize,
+  VOCAB_SIZE,
+  type ChatMessageText,
+} from '../core/tokens.js';
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
-
-/** FNV-1a 32-bit hash of a string's UTF-16 code units (unsigned). */
-export function fnv1a32(s: string): number {
-  let h = FNV_OFFSET;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, FNV_PRIME);
-  }
-  return h >>> 0;
-}
-
-/** Stable id of one token string. */
-export function tokenId(piece: string): number {
-  return fnv1a32(piece) % VOCAB_SIZE;
-}
-
-/** Splits text into token strings (concatenating them gives back the text). */
-export function splitTokens(text: string): string[] {
-  return text.match(TOKEN_RE) ?? [];
-}
-
-/** Tokenizes text into ids. */
-export function tokenize(text: string): number[] {
-  const pieces = splitTokens(text);
-  const ids = new Array<number>(pieces.length);
-  for (let i = 0; i < pieces.length; i++) ids[i] = tokenId(pieces[i] as string);
-  return ids;
-}
-
-/** Number of tokens in text, without building the id array. */
-export function countTokens(text: string): number {
-  let n = 0;
-  TOKEN_RE.lastIndex = 0;
-  while (TOKEN_RE.exec(text) !== null) n++;
-  TOKEN_RE.lastIndex = 0;
-  return n;
-}
 
 /** FNV-1a 32-bit hash over a sequence of token ids (used to derive default generation seeds). */
 export function hashTokens(ids: readonly number[]): number {
@@ -73,25 +45,6 @@ export function hashTokens(ids: readonly number[]): number {
     h = Math.imul(h, FNV_PRIME);
   }
   return h >>> 0;
-}
-
-export interface ChatMessageText {
-  role: string;
-  content: string;
-}
-
-/**
- * Flattens chat messages into one prompt string: `<|role|>content\n` per message, then (by default)
- * `<|assistant|>` as the generation prompt. Earlier messages produce the same prefix whatever follows.
- */
-export function chatPromptText(
-  messages: readonly ChatMessageText[],
-  addGenerationPrompt = true,
-): string {
-  let out = '';
-  for (const m of messages) out += `<|${m.role}|>${m.content}\n`;
-  if (addGenerationPrompt) out += '<|assistant|>';
-  return out;
 }
 
 const WORDS = [

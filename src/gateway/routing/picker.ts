@@ -9,6 +9,10 @@ export interface ReplicaScores {
   kv: number;
   affinity: number;
   total: number;
+  /** Where this replica's prefix match came from (absent when the prefix scorer did not run). */
+  prefixSource?: 'precise' | 'approximate';
+  /** Matched leading blocks, in that source's blocks (engine blocks for precise, 128 B otherwise). */
+  matchedBlocks?: number;
 }
 
 /** Why a replica was picked: returned with every decision, sent back on `x-inferplane-debug: route`. */
@@ -17,8 +21,17 @@ export interface RouteReceipt {
   replica: string;
   index: number;
   scores: Record<string, ReplicaScores>;
+  /** The chosen replica's matched leading blocks and the prompt's blocks, in `prefixSource`'s blocks. */
   matchedBlocks: number;
   promptBlocks: number;
+  /**
+   * Source of the chosen replica's prefix match: `precise` (the engine's KV events; blocks of
+   * `blockTokens` tokens, what the engine will look up) or `approximate` (the gateway's index;
+   * blocks of 128 bytes). Absent when the prefix scorer did not run.
+   */
+  prefixSource?: 'precise' | 'approximate';
+  /** Tokens per block of a precise match (the engine's block size). */
+  blockTokens?: number;
   decisionMicros: number;
   /** The version drawn by the route's `versionWeights` (absent without weights). */
   version?: string;
@@ -40,6 +53,11 @@ export interface PickRequest {
   /** Session id (header `x-session-id`) for affinity. */
   sessionId?: string;
   hashes?: Uint32Array;
+  /**
+   * The prompt as the engine sees it (parts), derived from `prompt` by the picker for the precise
+   * prefix source, with `hashes` then hashing this text; null: not derivable. Reused on a retry.
+   */
+  enginePrompt?: readonly string[] | null;
   /**
    * The version drawn for this request (route `versionWeights`): filled by the picker, reused by
    * `saturated` and by a retry while that version still has a usable endpoint.

@@ -13,9 +13,22 @@
 // Without `versionWeights` every endpoint competes as one version.
 //
 // Scorers, each 0..1 (higher is better):
-// - prefix:   matched leading blocks / max(prompt blocks, PREFIX_MIN_BLOCKS), from the approximate
-//             prefix index: the share of the prompt served from the cache, discounted for short
-//             prompts (recomputing a few hundred tokens costs less than queueing behind others).
+// - prefix:   the share of the prompt the replica would serve from its cache, discounted for short
+//             prompts (recomputing a few hundred tokens costs less than queueing behind others),
+//             from one of two sources (route `routing.prefixSource`, default auto):
+//             precise — the engine's KV event stream (./kv-events.ts: the blocks the replica holds
+//             now): the prompt is tokenized and hashed the engine's way (./precise-prefix.ts) and
+//             walked block by block while some replica holds every block so far; score = matched
+//             blocks × block size / max(prompt tokens, PRECISE_MIN_TOKENS), the matched blocks
+//             capped at what the engine looks up (floor((prompt tokens − 1) / block size));
+//             approximate — the gateway's own prefix index of what it sent where: matched leading
+//             128-byte blocks / max(prompt blocks, PREFIX_MIN_BLOCKS).
+//             auto uses precise for each replica whose stream is live (engine `sim`) and
+//             approximate for the others; precise gives replicas without a live stream 0;
+//             approximate never subscribes. Every pick is also recorded in the approximate index
+//             (so a replica whose stream drops falls back to a warm index). For routes that may use
+//             the precise source, the approximate index hashes the engine's prompt text (the same
+//             hashes key the precise checkpoints).
 // - queue:    max(0, 1 − (L − Lmin) / LOAD_SPAN), L = the replica's load in requests (see loadOf),
 //             Lmin = the least loaded candidate's. Relative and linear: the least loaded scores 1
 //             and a replica LOAD_SPAN requests busier scores 0, whatever the absolute level — a
@@ -46,13 +59,21 @@
 import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {
+  PrefixSource,
   RouteEndpoint,
   RouteModel,
   RoutingPolicy,
   RoutingSnapshot,
   RoutingWeights,
 } from '../../core/types.js';
+import { lookupBlocks } from '../../core/tokens.js';
+import type { BlockSet, KvEventHub } from './kv-events.js';
 import type { PickRequest, Picker, ReplicaScores, RouteDecision } from './picker.js';
+import {
+  enginePromptParts,
+  PromptBlockHashes,
+  type PromptHashCacheOptions,
+} from './precise-prefix.js';
 import { PrefixIndex, type PrefixIndexOptions } from './prefix-index.js';
 import type { SignalSource, SignalView } from './signals.js';
 
@@ -92,6 +113,27 @@ export interface PipelineOptions {
   random?: () => number;
   /** Saturation thresholds (see the header); missing fields take DEFAULT_SATURATION's. */
   saturation?: Partial<SaturationOptions>;
+  /**
+   * KV event subscriptions for the precise prefix source. Default: the signal source's
+   * `kvEvents` (the SignalScraper's hub, closed with it); null: no precise source.
+   */
+  kvEvents?: KvEventHub | null;
+  /** The precise source's prompt-hash checkpoint cache. */
+  precise?: PromptHashCacheOptions;
+}
+
+export function prefixSourceOf(route: RouteModel): PrefixSource {
+  return route.routing?.prefixSource ?? 'auto';
+}
+
+/** Whether the route's replicas are subscribed to for precise prefix data (engine `sim`). */
+export function wantsKvEvents(route: RouteModel): boolean {
+  return (
+    route.engine === 'sim' &&
+    prefixSourceOf(route) !== 'approximate' &&
+    policyOf(route) !== 'round-robin' &&
+    weightsOf(route).prefix > 0
+  );
 }
 
 export function policyOf(route: RouteModel): RoutingPolicy {
@@ -115,6 +157,11 @@ export const KV_KNEE = 0.25;
 export const LOAD_SPAN = 8;
 /** Prompts shorter than this many index blocks (~512 tokens) get a proportionally smaller prefix score. */
 export const PREFIX_MIN_BLOCKS = 16;
+/** The same floor for the precise source, in tokens. */
+export const PRECISE_MIN_TOKENS = 512;
+/** Fields per candidate in the flat score array. */
+const FIELDS = 7;
+const SOURCES = [undefined, 'approximate', 'precise'] as const;
 
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
@@ -134,12 +181,24 @@ export class RoutingPipeline implements Picker {
   // Per-decision scratch (reused: no allocation per candidate).
   private views: SignalView[] = [];
   private loads = new Float64Array(64);
+  private sets: (BlockSet | undefined)[] = [];
+  private plen = new Int32Array(64);
+  private alive = new Int32Array(64);
+  /** KV event subscriptions (precise prefix source); undefined: approximate only. */
+  readonly kvEvents: KvEventHub | undefined;
+  /** The engine's block hashes of the prompt being routed (precise source). */
+  readonly promptHashes: PromptBlockHashes;
 
   constructor(o: PipelineOptions) {
     this.signals = o.signals;
     this.index = o.index instanceof PrefixIndex ? o.index : new PrefixIndex(o.index);
     this.random = o.random ?? Math.random;
     this.saturation = Object.freeze({ ...DEFAULT_SATURATION, ...o.saturation });
+    this.kvEvents =
+      o.kvEvents === null
+        ? undefined
+        : (o.kvEvents ?? (o.signals as { kvEvents?: KvEventHub }).kvEvents);
+    this.promptHashes = new PromptBlockHashes(o.precise);
   }
 
   needsPrompt(route: RouteModel): boolean {
@@ -151,6 +210,11 @@ export class RoutingPipeline implements Picker {
     const ids = new Set<string>();
     for (const m of snapshot.models) for (const e of m.endpoints) ids.add(e.replicaId);
     this.index.retain(ids);
+    if (this.kvEvents) {
+      const targets: RouteEndpoint[] = [];
+      for (const m of snapshot.models) if (wantsKvEvents(m)) targets.push(...m.endpoints);
+      this.kvEvents.sync(targets);
+    }
     for (const id of [...this.inflight.keys()]) if (!ids.has(id)) this.inflight.delete(id);
     for (const id of [...this.atScrape.keys()]) if (!ids.has(id)) this.atScrape.delete(id);
     for (const id of [...this.lastPicked.keys()]) if (!ids.has(id)) this.lastPicked.delete(id);
@@ -247,16 +311,24 @@ export class RoutingPipeline implements Picker {
       const start = this.rr.get(route.model) ?? 0;
       const ep = cands[start % cands.length]!;
       this.rr.set(route.model, (start + 1) % 1_000_000_007);
-      return this.decide(ep, policy, () => ({}), 0, 0, t0, req.version);
+      return this.decide(ep, policy, () => ({}), NO_PREFIX, t0, req.version);
     }
 
     const w = weightsOf(route);
     const index = this.index;
+    const source = prefixSourceOf(route);
+    const kvEvents = this.kvEvents;
     // Prefix matches (only when the prefix scorer counts).
     let lens: Int32Array | undefined;
     let promptBlocks = 0;
+    let engineText: readonly string[] | undefined;
     if (w.prefix > 0 && req.prompt !== undefined) {
-      req.hashes ??= index.hash(req.prompt);
+      if (kvEvents && source !== 'approximate' && route.engine === 'sim') {
+        if (req.enginePrompt === undefined)
+          req.enginePrompt = enginePromptParts(req.prompt) ?? null;
+        engineText = req.enginePrompt ?? undefined;
+      }
+      req.hashes ??= index.hash(engineText ?? req.prompt);
       promptBlocks = req.hashes.length;
     }
     const affine =
@@ -287,11 +359,35 @@ export class RoutingPipeline implements Picker {
       loads[i] = load;
       if (load < minLoad) minLoad = load;
     }
-    if (promptBlocks > 0) lens = index.matchLengths(req.hashes!);
+    // Precise matches for the candidates with a live KV event stream.
+    const sets = this.sets;
+    sets.length = n;
+    let precise = 0;
+    let blockSize = 0;
+    for (let i = 0; i < n; i++) {
+      let set: BlockSet | undefined;
+      if (engineText !== undefined) {
+        const bs = views[i]!.blockSize;
+        set =
+          bs > 0 && (blockSize === 0 || bs === blockSize)
+            ? kvEvents!.blocks(cands[i]!.replicaId)
+            : undefined;
+        if (set) {
+          blockSize = bs;
+          precise++;
+        }
+      }
+      sets[i] = set;
+    }
+    let preciseTokens = 0;
+    if (precise > 0) preciseTokens = this.matchPrecise(engineText!, req.hashes!, blockSize, n);
+    if (promptBlocks > 0 && precise < n && source !== 'precise')
+      lens = index.matchLengths(req.hashes!);
+    const plen = this.plen;
 
-    // Scores go to a flat array (5 per candidate); the receipt's per-replica objects are built
-    // only when read (x-inferplane-debug), so a decision allocates one small typed array.
-    const raw = new Float64Array(n * 5);
+    // Scores go to a flat array (FIELDS per candidate); the receipt's per-replica objects are
+    // built only when read (x-inferplane-debug), so a decision allocates one small typed array.
+    const raw = new Float64Array(n * FIELDS);
     let bestTotal = Number.NEGATIVE_INFINITY;
     let best = -1;
     let ties = 0;
@@ -299,8 +395,18 @@ export class RoutingPipeline implements Picker {
     for (let i = 0; i < n; i++) {
       const e = cands[i]!;
       const v = views[i]!;
-      const matched = lens ? lens[index.slotOf(e.replicaId)]! : 0;
-      const prefix = promptBlocks > 0 ? matched / denom : 0;
+      let matched = 0;
+      let prefix = 0;
+      let src = 0;
+      if (sets[i] !== undefined) {
+        matched = plen[i]!;
+        prefix = (matched * blockSize) / Math.max(preciseTokens, PRECISE_MIN_TOKENS);
+        src = 2;
+      } else if (lens) {
+        matched = lens[index.slotOf(e.replicaId)]!;
+        prefix = matched / denom;
+        src = 1;
+      }
       let queue = 0;
       let kv = 0;
       if (!anyFresh) {
@@ -312,11 +418,14 @@ export class RoutingPipeline implements Picker {
       }
       const affinity = affine === e ? 1 : 0;
       const total = w.prefix * prefix + w.queue * queue + w.kv * kv + w.affinity * affinity;
-      raw[i * 5] = prefix;
-      raw[i * 5 + 1] = queue;
-      raw[i * 5 + 2] = kv;
-      raw[i * 5 + 3] = affinity;
-      raw[i * 5 + 4] = total;
+      const o = i * FIELDS;
+      raw[o] = prefix;
+      raw[o + 1] = queue;
+      raw[o + 2] = kv;
+      raw[o + 3] = affinity;
+      raw[o + 4] = total;
+      raw[o + 5] = src;
+      raw[o + 6] = matched;
       if (total > bestTotal + 1e-9) {
         bestTotal = total;
         best = i;
@@ -335,9 +444,66 @@ export class RoutingPipeline implements Picker {
       }
     }
     const ep = cands[best]!;
-    const matched = lens ? lens[index.slotOf(ep.replicaId)]! : 0;
     if (req.hashes && req.hashes.length > 0 && w.prefix > 0) index.record(ep.replicaId, req.hashes);
-    return this.decide(ep, policy, lazyScores(cands, raw), matched, promptBlocks, t0, req.version);
+    const src = raw[best * FIELDS + 5]!;
+    const matched = raw[best * FIELDS + 6]!;
+    const prefixInfo: PrefixInfo =
+      src === 2
+        ? {
+            source: 'precise',
+            matched,
+            prompt: lookupBlocks(preciseTokens, blockSize),
+            blockTokens: blockSize,
+          }
+        : { source: src === 1 ? 'approximate' : undefined, matched, prompt: promptBlocks };
+    return this.decide(ep, policy, lazyScores(cands, raw), prefixInfo, t0, req.version);
+  }
+
+  /**
+   * Fills `plen[i]` for every candidate with a block set (`sets[i]`): the leading blocks of the
+   * prompt it holds, walking the engine's block hashes while some candidate holds every block so
+   * far, capped at what the engine looks up. Returns the prompt's tokens (exact when the walk read
+   * the whole prompt, else extrapolated).
+   */
+  private matchPrecise(
+    text: readonly string[],
+    textHashes: Uint32Array,
+    blockSize: number,
+    n: number,
+  ): number {
+    if (this.plen.length < n) {
+      this.plen = new Int32Array(n * 2);
+      this.alive = new Int32Array(n * 2);
+    }
+    const { sets, plen, alive } = this;
+    const ph = this.promptHashes;
+    ph.begin(text, textHashes, blockSize);
+    let live = 0;
+    for (let i = 0; i < n; i++) {
+      plen[i] = 0;
+      if (sets[i] !== undefined && sets[i]!.size > 0) alive[live++] = i;
+    }
+    let b = 0;
+    while (live > 0) {
+      if (ph.ensure(b + 1) <= b) break;
+      const hi = ph.hi(b);
+      const lo = ph.lo(b);
+      let k = 0;
+      for (let j = 0; j < live; j++) {
+        const i = alive[j]!;
+        if (sets[i]!.has(hi, lo)) alive[k++] = i;
+        else plen[i] = b;
+      }
+      live = k;
+      b++;
+    }
+    for (let j = 0; j < live; j++) plen[alive[j]!] = b;
+    const tokens = ph.promptTokens;
+    if (ph.ended) {
+      const cap = lookupBlocks(tokens, blockSize);
+      for (let i = 0; i < n; i++) if (plen[i]! > cap) plen[i] = cap;
+    }
+    return tokens;
   }
 
   private viewsOf(cands: readonly RouteEndpoint[]): SignalView[] {
@@ -351,8 +517,7 @@ export class RoutingPipeline implements Picker {
     ep: RouteEndpoint,
     policy: RoutingPolicy,
     scores: () => Record<string, ReplicaScores>,
-    matchedBlocks: number,
-    promptBlocks: number,
+    prefix: PrefixInfo,
     t0: number,
     version: string | undefined,
   ): RouteDecision {
@@ -368,14 +533,24 @@ export class RoutingPipeline implements Picker {
         get scores(): Record<string, ReplicaScores> {
           return (built ??= scores());
         },
-        matchedBlocks,
-        promptBlocks,
+        matchedBlocks: prefix.matched,
+        promptBlocks: prefix.prompt,
+        ...(prefix.source !== undefined ? { prefixSource: prefix.source } : {}),
+        ...(prefix.blockTokens !== undefined ? { blockTokens: prefix.blockTokens } : {}),
         decisionMicros: Math.round((performance.now() - t0) * 1000 * 10) / 10,
         ...(version !== undefined ? { version } : {}),
       },
     };
   }
 }
+
+interface PrefixInfo {
+  source: 'precise' | 'approximate' | undefined;
+  matched: number;
+  prompt: number;
+  blockTokens?: number;
+}
+const NO_PREFIX: PrefixInfo = { source: undefined, matched: 0, prompt: 0 };
 
 /** The receipt's per-replica scores, built from the flat array when first read. */
 function lazyScores(
@@ -385,12 +560,15 @@ function lazyScores(
   return () => {
     const out: Record<string, ReplicaScores> = {};
     for (let i = 0; i < cands.length; i++) {
+      const o = i * FIELDS;
+      const source = SOURCES[raw[o + 5]!];
       out[cands[i]!.replicaId] = {
-        prefix: round3(raw[i * 5]!),
-        queue: round3(raw[i * 5 + 1]!),
-        kv: round3(raw[i * 5 + 2]!),
-        affinity: raw[i * 5 + 3]!,
-        total: round3(raw[i * 5 + 4]!),
+        prefix: round3(raw[o]!),
+        queue: round3(raw[o + 1]!),
+        kv: round3(raw[o + 2]!),
+        affinity: raw[o + 3]!,
+        total: round3(raw[o + 4]!),
+        ...(source !== undefined ? { prefixSource: source, matchedBlocks: raw[o + 6]! } : {}),
       };
     }
     return out;

@@ -2,7 +2,13 @@
 // maps the engine's names to one normalized shape, and keeps the last value with its time.
 // A signal older than `staleMs` is STALE: the pipeline treats that replica as saturated (never as
 // idle), so a replica that stopped answering its metrics does not attract traffic.
+//
+// The scraper also owns the KV event subscriptions of the precise prefix source (`kvEvents`,
+// ./kv-events.ts): the routing pipeline tells it which replicas publish events (`sync` of the
+// routing table), the scraper hands it each replica's num_gpu_blocks (the sets' cap) and closes it
+// with itself.
 import { Agent, request } from 'undici';
+import { KvEventHub, type KvEventOptions } from './kv-events.js';
 
 /** Normalized engine signals (DESIGN.md, "Engine signals"). */
 export interface EngineSignals {
@@ -138,6 +144,8 @@ export interface ScraperOptions {
   now?: () => number;
   /** Called after each scrape attempt (ok or not) with the current signals, if any. */
   onScrape?: (replicaId: string, signals: EngineSignals | undefined) => void;
+  /** Options of the KV event subscriptions (precise prefix source). */
+  kvEvents?: KvEventOptions;
 }
 
 interface Target {
@@ -158,8 +166,11 @@ export class SignalScraper implements SignalSource {
   readonly staleMs: number;
   private readonly now: () => number;
   private closed = false;
+  /** KV event subscriptions (the pipeline picks the replicas; see the header). */
+  readonly kvEvents: KvEventHub;
 
   constructor(private readonly o: ScraperOptions = {}) {
+    this.kvEvents = new KvEventHub(o.kvEvents);
     this.intervalMs = o.intervalMs ?? 100;
     this.timeoutMs = o.timeoutMs ?? 500;
     this.staleMs = o.staleMs ?? 2000;
@@ -209,6 +220,7 @@ export class SignalScraper implements SignalSource {
   set(replicaId: string, signals: EngineSignals): void {
     const t = this.targets.get(replicaId);
     if (t) t.signals = signals;
+    this.kvEvents.setCapacity(replicaId, signals.numGpuBlocks);
   }
 
   view(replicaId: string): SignalView {
@@ -226,7 +238,10 @@ export class SignalScraper implements SignalSource {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
       const text = await res.body.text();
-      if (res.statusCode === 200 && !t.stopped) t.signals = parseEngineMetrics(text, this.now());
+      if (res.statusCode === 200 && !t.stopped) {
+        t.signals = parseEngineMetrics(text, this.now());
+        this.kvEvents.setCapacity(t.replicaId, t.signals.numGpuBlocks);
+      }
     } catch {
       // Keep the last value: it goes stale by itself.
     } finally {
@@ -238,6 +253,7 @@ export class SignalScraper implements SignalSource {
   async close(): Promise<void> {
     this.closed = true;
     for (const t of [...this.targets.values()]) this.stop(t);
+    await this.kvEvents.close();
     await this.agent.close();
   }
 

@@ -1,0 +1,420 @@
+// Precise prefix-cache data: per replica, the set of KV block hashes its engine holds now, kept from
+// the engine's KV event stream (the simulator's `GET /kv/events`, server-sent events). The way
+// llm-d's precise prefix-cache scorer follows vLLM's KV events, with one simplification: the
+// simulator's block hashes are stable across processes (src/core/tokens.ts), so the router
+// computes the same keys from the prompt and needs no engine-key → router-key mapping.
+//
+// Per replica one subscription: `GET <url>/kv/events`; each `data:` line is a batch
+// {ts, replica, events: [BlockStored {blockHashes} | BlockRemoved {blockHashes} | AllBlocksCleared]},
+// applied in order to the replica's set. The stream has no snapshot of what is cached already, so
+// a fresh or re-established subscription starts from an EMPTY set (a cold cache: the router may
+// under-estimate what a replica holds, never over-estimate it). A stream that fails, ends, sends
+// something unreadable or stays silent past `idleTimeoutMs` (the simulator sends a keepalive every
+// 15 s) is closed and its set dropped: the replica's precise data is unavailable (`live` false:
+// the pipeline falls back to the approximate index) until a new subscription answers. Reconnects
+// back off exponentially (reconnectMinMs doubling to reconnectMaxMs; an endpoint answering non-200
+// — an engine without the stream — waits reconnectMaxMs).
+//
+// Memory: a set never holds more than its cap — the engine's num_gpu_blocks (from the scraped
+// `vllm:cache_config_info`, see `setCapacity`) bounded by the hard cap `maxBlocksPerReplica`. The
+// engine itself cannot hold more cached blocks than that, so a set that would outgrow it has missed
+// events: it is cleared (starts cold, as after a reconnect) and counted in `overflows`.
+//
+// Sets are open-addressing hash tables of (hi, lo) uint32 halves in typed arrays (linear probing,
+// backward-shift deletion): no Map, no strings kept, ~9 bytes × 2 per block at most.
+import http from 'node:http';
+
+export interface KvEventOptions {
+  /** First reconnect delay (ms), doubling per failed attempt. Default 200. */
+  reconnectMinMs?: number;
+  /** Longest reconnect delay (ms). Default 5000. */
+  reconnectMaxMs?: number;
+  /** Connect + response-head timeout (ms). Default 2000. */
+  connectTimeoutMs?: number;
+  /** A stream silent this long (no event, no keepalive) is dropped (ms). Default 45 000. */
+  idleTimeoutMs?: number;
+  /** Hard cap of blocks per replica, whatever the engine reports. Default 1,048,576. */
+  maxBlocksPerReplica?: number;
+  /** Called when a replica's precise data becomes available (true) or unavailable (false). */
+  onLive?: (replicaId: string, live: boolean) => void;
+}
+
+/** A set of 64-bit block hashes given as two uint32 halves. */
+export class BlockSet {
+  private hi = new Uint32Array(64);
+  private lo = new Uint32Array(64);
+  private used = new Uint8Array(64);
+  private mask = 63;
+  size = 0;
+
+  private slot(hi: number, lo: number): number {
+    return (Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 7) & this.mask;
+  }
+
+  has(hi: number, lo: number): boolean {
+    const { used } = this;
+    for (let i = this.slot(hi, lo); used[i] === 1; i = (i + 1) & this.mask) {
+      if (this.lo[i] === lo && this.hi[i] === hi) return true;
+    }
+    return false;
+  }
+
+  /** Adds; returns false when it was there already. */
+  add(hi: number, lo: number): boolean {
+    if ((this.size + 1) * 2 > this.used.length) this.grow();
+    const { used } = this;
+    let i = this.slot(hi, lo);
+    for (; used[i] === 1; i = (i + 1) & this.mask) {
+      if (this.lo[i] === lo && this.hi[i] === hi) return false;
+    }
+    used[i] = 1;
+    this.hi[i] = hi;
+    this.lo[i] = lo;
+    this.size++;
+    return true;
+  }
+
+  delete(hi: number, lo: number): boolean {
+    const { used, mask } = this;
+    let i = this.slot(hi, lo);
+    for (; used[i] === 1; i = (i + 1) & mask) {
+      if (this.lo[i] === lo && this.hi[i] === hi) break;
+    }
+    if (used[i] !== 1) return false;
+    // Backward-shift deletion: move later entries of the run into the hole when their home slot
+    // is not between the hole and them.
+    let hole = i;
+    for (let j = (i + 1) & mask; used[j] === 1; j = (j + 1) & mask) {
+      const home = this.slot(this.hi[j]!, this.lo[j]!);
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        this.hi[hole] = this.hi[j]!;
+        this.lo[hole] = this.lo[j]!;
+        hole = j;
+      }
+    }
+    used[hole] = 0;
+    this.size--;
+    return true;
+  }
+
+  clear(): void {
+    this.hi = new Uint32Array(64);
+    this.lo = new Uint32Array(64);
+    this.used = new Uint8Array(64);
+    this.mask = 63;
+    this.size = 0;
+  }
+
+  /** Bytes of the typed arrays. */
+  get bytes(): number {
+    return this.hi.byteLength + this.lo.byteLength + this.used.byteLength;
+  }
+
+  private grow(): void {
+    const { hi, lo, used } = this;
+    const n = used.length * 2;
+    this.hi = new Uint32Array(n);
+    this.lo = new Uint32Array(n);
+    this.used = new Uint8Array(n);
+    this.mask = n - 1;
+    this.size = 0;
+    for (let i = 0; i < used.length; i++) if (used[i] === 1) this.add(hi[i]!, lo[i]!);
+  }
+}
+
+/** The two uint32 halves of a 16-hex-digit block hash; undefined when malformed. */
+export function parseBlockHash(s: unknown): [number, number] | undefined {
+  if (typeof s !== 'string' || s.length === 0 || s.length > 16) return undefined;
+  const p = s.length === 16 ? s : s.padStart(16, '0');
+  const hi = parseInt(p.slice(0, 8), 16);
+  const lo = parseInt(p.slice(8, 16), 16);
+  if (!Number.isFinite(hi) || !Number.isFinite(lo)) return undefined;
+  return [hi >>> 0, lo >>> 0];
+}
+
+type State = 'connecting' | 'live' | 'down';
+
+interface Subscription {
+  replicaId: string;
+  url: string;
+  state: State;
+  blocks: BlockSet;
+  /** Engine num_gpu_blocks (0: unknown). */
+  capacity: number;
+  attempts: number;
+  req: http.ClientRequest | undefined;
+  timer: NodeJS.Timeout | undefined;
+  idle: NodeJS.Timeout | undefined;
+  stopped: boolean;
+  connects: number;
+  events: number;
+  overflows: number;
+}
+
+/** Counters of one replica's subscription (tests, debugging). */
+export interface KvEventStats {
+  state: State;
+  blocks: number;
+  bytes: number;
+  cap: number;
+  connects: number;
+  events: number;
+  overflows: number;
+}
+
+/** One KV event subscription per replica; follows the replica set given to `sync`. */
+export class KvEventHub {
+  private readonly subs = new Map<string, Subscription>();
+  private readonly minMs: number;
+  private readonly maxMs: number;
+  private readonly connectMs: number;
+  private readonly idleMs: number;
+  readonly hardCap: number;
+  private closed = false;
+
+  constructor(private readonly o: KvEventOptions = {}) {
+    this.minMs = o.reconnectMinMs ?? 200;
+    this.maxMs = o.reconnectMaxMs ?? 5000;
+    this.connectMs = o.connectTimeoutMs ?? 2000;
+    this.idleMs = o.idleTimeoutMs ?? 45_000;
+    this.hardCap = o.maxBlocksPerReplica ?? 1 << 20;
+  }
+
+  /** Subscribes to new replicas and drops those no longer listed (keyed by replica id). */
+  sync(targets: Iterable<{ replicaId: string; url: string }>): void {
+    if (this.closed) return;
+    const want = new Map<string, string>();
+    for (const t of targets) want.set(t.replicaId, t.url);
+    for (const [id, s] of this.subs) if (want.get(id) !== s.url) this.stop(s);
+    for (const [replicaId, url] of want) {
+      if (this.subs.has(replicaId)) continue;
+      const s: Subscription = {
+        replicaId,
+        url,
+        state: 'down',
+        blocks: new BlockSet(),
+        capacity: 0,
+        attempts: 0,
+        req: undefined,
+        timer: undefined,
+        idle: undefined,
+        stopped: false,
+        connects: 0,
+        events: 0,
+        overflows: 0,
+      };
+      this.subs.set(replicaId, s);
+      this.connect(s);
+    }
+  }
+
+  /** The engine's num_gpu_blocks (the set's cap, within the hard cap); 0 = unknown. */
+  setCapacity(replicaId: string, numGpuBlocks: number): void {
+    const s = this.subs.get(replicaId);
+    if (!s || !(numGpuBlocks >= 0)) return;
+    s.capacity = Math.floor(numGpuBlocks);
+    if (s.blocks.size > this.capOf(s)) this.overflow(s);
+  }
+
+  /** Whether the replica's precise data is available (its stream is up). */
+  live(replicaId: string): boolean {
+    return this.subs.get(replicaId)?.state === 'live';
+  }
+
+  /** The replica's block set while its stream is up, else undefined. */
+  blocks(replicaId: string): BlockSet | undefined {
+    const s = this.subs.get(replicaId);
+    return s?.state === 'live' ? s.blocks : undefined;
+  }
+
+  /** Replica ids subscribed (whatever their state). */
+  get replicaIds(): string[] {
+    return [...this.subs.keys()];
+  }
+
+  stats(replicaId: string): KvEventStats | undefined {
+    const s = this.subs.get(replicaId);
+    if (!s) return undefined;
+    return {
+      state: s.state,
+      blocks: s.blocks.size,
+      bytes: s.blocks.bytes,
+      cap: this.capOf(s),
+      connects: s.connects,
+      events: s.events,
+      overflows: s.overflows,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const s of [...this.subs.values()]) this.stop(s);
+    await Promise.resolve();
+  }
+
+  private capOf(s: Subscription): number {
+    return s.capacity > 0 ? Math.min(s.capacity, this.hardCap) : this.hardCap;
+  }
+
+  private connect(s: Subscription): void {
+    if (s.stopped) return;
+    s.state = 'connecting';
+    let req: http.ClientRequest;
+    try {
+      req = http.get(s.url + '/kv/events', {
+        headers: { accept: 'text/event-stream' },
+        timeout: this.connectMs,
+        agent: false,
+      });
+    } catch {
+      this.down(s, undefined);
+      return;
+    }
+    s.req = req;
+    req.once('timeout', () => req.destroy(new Error('kv events: connect timeout')));
+    req.once('error', () => this.down(s, req));
+    req.once('response', (res) => {
+      if (s.req !== req) {
+        res.destroy();
+        return;
+      }
+      if (res.statusCode !== 200) {
+        res.resume();
+        s.attempts = Math.max(s.attempts, 30); // not an event stream: retry rarely
+        req.destroy();
+        this.down(s, req);
+        return;
+      }
+      req.setTimeout(0);
+      s.blocks.clear();
+      s.state = 'live';
+      s.attempts = 0;
+      s.connects++;
+      this.o.onLive?.(s.replicaId, true);
+      this.touch(s, req);
+      res.setEncoding('utf8');
+      let buf = '';
+      let data = '';
+      res.on('data', (chunk: string) => {
+        if (s.req !== req) return;
+        this.touch(s, req);
+        buf += chunk;
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          let line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line.endsWith('\r')) line = line.slice(0, -1);
+          if (line.length === 0) {
+            if (data.length > 0 && !this.apply(s, data)) {
+              req.destroy();
+              this.down(s, req);
+              return;
+            }
+            data = '';
+          } else if (line.startsWith('data:')) {
+            const v = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
+            data = data.length > 0 ? data + '\n' + v : v;
+          }
+          // Comments (':'), other fields: ignored.
+        }
+        if (buf.length > 64 * 1024 * 1024) {
+          req.destroy();
+          this.down(s, req);
+        }
+      });
+      res.once('end', () => this.down(s, req));
+      res.once('error', () => this.down(s, req));
+      res.once('close', () => this.down(s, req));
+    });
+  }
+
+  /** Applies one batch; false when it cannot be read (the stream is then dropped). */
+  private apply(s: Subscription, data: string): boolean {
+    let batch: unknown;
+    try {
+      batch = JSON.parse(data);
+    } catch {
+      return false;
+    }
+    const events = (batch as { events?: unknown } | null)?.events;
+    if (!Array.isArray(events)) return false;
+    const set = s.blocks;
+    const cap = this.capOf(s);
+    for (const ev of events as unknown[]) {
+      const e = ev as { type?: unknown; blockHashes?: unknown } | null;
+      s.events++;
+      switch (e?.type) {
+        case 'BlockStored':
+        case 'BlockRemoved': {
+          if (!Array.isArray(e.blockHashes)) return false;
+          const store = e.type === 'BlockStored';
+          for (const h of e.blockHashes as unknown[]) {
+            const p = parseBlockHash(h);
+            if (!p) return false;
+            if (!store) set.delete(p[0], p[1]);
+            else if (set.add(p[0], p[1]) && set.size > cap) {
+              this.overflow(s);
+              break;
+            }
+          }
+          break;
+        }
+        case 'AllBlocksCleared':
+          set.clear();
+          break;
+        default:
+          // Unknown event types (future ones) are skipped.
+          break;
+      }
+    }
+    return true;
+  }
+
+  private overflow(s: Subscription): void {
+    s.overflows++;
+    s.blocks.clear();
+  }
+
+  private touch(s: Subscription, req: http.ClientRequest): void {
+    if (s.idle) s.idle.refresh();
+    else {
+      s.idle = setTimeout(() => {
+        if (s.req !== req) return;
+        req.destroy();
+        this.down(s, req);
+      }, this.idleMs);
+      s.idle.unref();
+    }
+  }
+
+  /** The stream `req` failed or ended: precise data off, reconnect later. */
+  private down(s: Subscription, req: http.ClientRequest | undefined): void {
+    if (req !== undefined && s.req !== req) return; // an older stream
+    s.req = undefined;
+    if (s.idle) clearTimeout(s.idle);
+    s.idle = undefined;
+    const was = s.state;
+    s.state = 'down';
+    s.blocks.clear();
+    if (was === 'live') this.o.onLive?.(s.replicaId, false);
+    if (s.stopped || this.closed) return;
+    const delay = Math.min(this.maxMs, this.minMs * 2 ** Math.min(s.attempts, 30));
+    s.attempts++;
+    if (s.timer) clearTimeout(s.timer);
+    s.timer = setTimeout(() => {
+      s.timer = undefined;
+      this.connect(s);
+    }, delay);
+    s.timer.unref();
+  }
+
+  private stop(s: Subscription): void {
+    s.stopped = true;
+    if (s.timer) clearTimeout(s.timer);
+    s.timer = undefined;
+    const req = s.req;
+    this.down(s, undefined);
+    req?.destroy();
+    this.subs.delete(s.replicaId);
+  }
+}
