@@ -478,6 +478,8 @@ export class RoutingPipeline implements Picker {
     const { sets, plen, alive } = this;
     const ph = this.promptHashes;
     ph.begin(text, textHashes, blockSize);
+    // At least one block, so that the prompt's size can be extrapolated when nothing matches.
+    ph.ensure(1);
     let live = 0;
     for (let i = 0; i < n; i++) {
       plen[i] = 0;
