@@ -9,6 +9,12 @@
 //    of 32k-token prompts (a known context + a fresh question, or an unknown one); the time of
 //    `pick` — prompt hashing, index match, scoring, picking, recording — p50/p99 in µs.
 //    Target: p99 ≤ 200 µs.
+// 1b. The same with the precise prefix source (routing.prefixSource auto, engine `sim`, every
+//    replica's KV event stream live): each context's engine block hashes are put in its holder's
+//    block set (as BlockStored events would), the prompts are chat-shaped as the gateway passes
+//    them, and each context is routed once before timing (the prompt-hash checkpoints are then
+//    warm, as for a context the gateway has seen before). Also timed: the first decision for a
+//    context that a replica holds but the gateway never routed (a full tokenization: the cold case).
 // 2. Memory: `--memory-records` picks of random prompts (1..64 blocks of 128 chars) over 64 replicas; index
 //    entries and process.memoryUsage().heapUsed sampled every 10% (after a GC when --expose-gc):
 //    they must stay flat once the per-replica LRU sets are full.
@@ -23,6 +29,14 @@ if (!existsSync(fileURLToPath(PIPELINE))) {
   process.exit(1);
 }
 const { RoutingPipeline, seededRandom } = await import(PIPELINE.href);
+const { BlockSet, parseBlockHash } = await import(
+  new URL('../dist/gateway/routing/kv-events.js', import.meta.url).href
+);
+const {
+  tokenize,
+  blockHashes: engineHashes,
+  chatPromptText,
+} = await import(new URL('../dist/core/tokens.js', import.meta.url).href);
 
 const { values: args } = parseArgs({
   options: {
@@ -182,6 +196,101 @@ const pct = (sorted, p) =>
     );
   }
   console.log(`  of which: ${breakdown}`);
+}
+
+// 1b. Decision cost, precise prefix source.
+{
+  const rt = route();
+  const sets = new Map(rt.endpoints.map((e) => [e.replicaId, new BlockSet()]));
+  const hub = { blocks: (id) => sets.get(id), sync() {}, live: (id) => sets.has(id) };
+  const p = new RoutingPipeline({ signals, random: seededRandom(3), kvEvents: hub });
+  const flat = (s) => JSON.parse(JSON.stringify(s));
+  const chat = (ctx, q) => ['<system>\n', ctx, '\n', '<user>\n', q, '\n'];
+  const hold = (ctx, id) => {
+    const ids = tokenize(chatPromptText([{ role: 'system', content: ctx }], false));
+    for (const h of engineHashes(ids, 16)) {
+      const [hi, lo] = parseBlockHash(h);
+      sets.get(id).add(hi, lo);
+    }
+  };
+  const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
+  contexts.forEach((ctx, k) => hold(ctx, `r${k % R}`));
+  // Cold: a held context the gateway never routed (full tokenization of the held prefix).
+  const cold = [];
+  for (let k = 0; k < 20; k++) {
+    const ctx = flat(text(CHARS - 200));
+    hold(ctx, `r${k % R}`);
+    const prompt = chat(ctx, flat(text(200)));
+    const t0 = process.hrtime.bigint();
+    const d = p.pick(rt, { exclude: new Set(), prompt });
+    cold.push(Number(process.hrtime.bigint() - t0) / 1000);
+    p.release(d.endpoint.replicaId);
+  }
+  for (const ctx of contexts) {
+    const d = p.pick(rt, { exclude: new Set(), prompt: chat(ctx, flat(text(200))) });
+    p.release(d.endpoint.replicaId);
+  }
+  const prompts = [];
+  for (let i = 0; i < N + 200; i++) {
+    const known = rnd() < 0.8;
+    prompts.push(
+      known
+        ? chat(contexts[Math.floor(rnd() * contexts.length)], flat(text(200)))
+        : chat(flat(text(CHARS - 200)), flat(text(200))),
+    );
+  }
+  const times = [];
+  const onCpu = [];
+  let matchedSum = 0;
+  let precise = 0;
+  for (let i = 0; i < N + 200; i++) {
+    for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
+    const w0 = runQueueWaitNs();
+    const t0 = process.hrtime.bigint();
+    const d = p.pick(rt, { exclude: new Set(), prompt: prompts[i] });
+    const us = Number(process.hrtime.bigint() - t0) / 1000;
+    const waited = (runQueueWaitNs() - w0) / 1000;
+    p.release(d.endpoint.replicaId);
+    if (i >= 200) {
+      times.push(us);
+      onCpu.push(Math.max(0, us - waited));
+      matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
+      if (d.receipt.prefixSource === 'precise') precise++;
+    }
+  }
+  times.sort((a, b) => a - b);
+  onCpu.sort((a, b) => a - b);
+  cold.sort((a, b) => a - b);
+  const p99 = pct(times, 99);
+  let blocks = 0;
+  let bytes = 0;
+  for (const set of sets.values()) {
+    blocks += set.size;
+    bytes += set.bytes;
+  }
+  console.log(
+    `\ndecision cost, precise source: ${R} replicas with live KV event sets (${blocks} blocks, ` +
+      `${(bytes / 2 ** 20).toFixed(1)} MiB), ${CHARS} chars per prompt; ${N} decisions (80% known ` +
+      `contexts, mean match ${((100 * matchedSum) / N).toFixed(0)}%, ${precise} precise receipts); ` +
+      `${p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
+  );
+  console.log(
+    `  p50 ${pct(times, 50).toFixed(1)} µs   p90 ${pct(times, 90).toFixed(1)} µs   p99 ${p99.toFixed(1)} µs   ` +
+      `max ${times.at(-1).toFixed(1)} µs   (${times.filter((t) => t > 200).length} of ${N} over 200 µs)` +
+      `   target p99 ≤ 200 µs: ${p99 <= 200 ? 'MET' : 'NOT MET'}`,
+  );
+  if (schedFd >= 0) {
+    const c99 = pct(onCpu, 99);
+    console.log(
+      `  on CPU (minus run-queue waits): p50 ${pct(onCpu, 50).toFixed(1)} µs   p90 ` +
+        `${pct(onCpu, 90).toFixed(1)} µs   p99 ${c99.toFixed(1)} µs   max ${onCpu.at(-1).toFixed(1)} µs` +
+        `   p99 ≤ 200 µs: ${c99 <= 200 ? 'MET' : 'NOT MET'}`,
+    );
+  }
+  console.log(
+    `  cold (a held context never routed before, full tokenization): median ` +
+      `${pct(cold, 50).toFixed(0)} µs, max ${cold.at(-1).toFixed(0)} µs (${cold.length} decisions)`,
+  );
 }
 
 // 2. Memory over a long run of random prompts.

@@ -1,11 +1,16 @@
 #!/usr/bin/env node
-// Routing quality: round-robin vs least-loaded vs prefix-aware on a simulated fleet.
+// Routing quality: round-robin vs least-loaded vs prefix-aware (approximate index) vs prefix-aware
+// with the precise source (the engines' KV event streams) on a simulated fleet.
 //
 //   npx tsc -p tsconfig.build.json && node bench/routing-quality.mjs [--rate 200] [--seconds 20]
 //     [--unique-rate 70] [--multi-rate 20] [--groups 48] [--prefix-tokens 2000] [--gpu-blocks 1000]
 //     [--zipf 0.8] [--time-scale 4] [--only shared,unique,multi] [--policies a,b,c]
 //
-// Runtime with the defaults: ~15 minutes on 2 cores (8 runs, each 20 simulated s × time scale 4).
+// Runtime with the defaults: ~20 minutes on 2 cores (11 runs, each 20 simulated s × time scale 4).
+//
+// Policies: round-robin, least-loaded, prefix-aware (routing.prefixSource approximate: the
+// gateway's own prefix index) and prefix-precise (prefix-aware with prefixSource precise: each
+// replica's /kv/events stream, subscribed before the load starts).
 //
 // Per run: a fresh `inferplane sim --replicas 8 --num-gpu-blocks-override N --time-scale S` in a
 // CHILD process (its event loop is not the gateway's), a Gateway in this process (manual routing
@@ -78,7 +83,7 @@ const { values: args } = parseArgs({
     replicas: { type: 'string', default: '8' },
     zipf: { type: 'string', default: '0.8' },
     only: { type: 'string', default: 'shared,unique,multi' },
-    policies: { type: 'string', default: 'round-robin,least-loaded,prefix-aware' },
+    policies: { type: 'string', default: 'round-robin,least-loaded,prefix-aware,prefix-precise' },
   },
 });
 const RATE = Number(args.rate);
@@ -162,6 +167,11 @@ const pctl = (sorted, p) =>
     : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 const KEY = 'ipk_bench_routing';
+// Route settings per policy row (others: `{policy}`).
+const ROUTING = {
+  'prefix-aware': { policy: 'prefix-aware', prefixSource: 'approximate' },
+  'prefix-precise': { policy: 'prefix-aware', prefixSource: 'precise' },
+};
 async function run(policy, workload, label, rate, requests) {
   const fleet = await startFleet();
   const urls = fleet.info.replicas.map((r) => r.url);
@@ -182,7 +192,7 @@ async function run(policy, workload, label, rate, requests) {
         engine: 'sim',
         createdAt: new Date(0).toISOString(),
         endpoints: urls.map((url, i) => ({ replicaId: `r${i}`, index: i, url })),
-        routing: { policy },
+        routing: ROUTING[policy] ?? { policy },
       },
     ],
   });
@@ -195,6 +205,15 @@ async function run(policy, workload, label, rate, requests) {
   // Let the gateway's scrapers see every replica before the load starts.
   for (let i = 0; i < 100 && urls.some((_, k) => gateway.signals.view(`r${k}`).stale); i++) {
     await new Promise((r) => setTimeout(r, 20));
+  }
+  // ...and, for the precise source, every replica's KV event stream.
+  if (policy === 'prefix-precise') {
+    const hub = gateway.signals.kvEvents;
+    for (let i = 0; i < 250 && urls.some((_, k) => !hub.live(`r${k}`)); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    if (urls.some((_, k) => !hub.live(`r${k}`)))
+      console.log(`  ${label}: KV event streams not all live`);
   }
   const dir = mkdtempSync(join(tmpdir(), 'routing-quality-'));
   try {
@@ -366,7 +385,9 @@ if (ONLY.has('unique')) {
     `\nnegative control: unique ${PREFIX + QUESTION}-token prompts, ${OSL} output tokens; Poisson ` +
       `${UNIQUE_RATE} req/s for ${SECONDS} s (${requests} requests, ~60% of full-recompute capacity)`,
   );
-  for (const policy of ['least-loaded', 'prefix-aware']) {
+  for (const policy of ['least-loaded', 'prefix-aware', 'prefix-precise'].filter(
+    (x) => x !== 'prefix-precise' || POLICIES.includes(x),
+  )) {
     const r = await run(policy, unique(), `unique/${policy}`, UNIQUE_RATE, requests);
     rows.push(r);
     by[r.label] = r;
@@ -424,29 +445,32 @@ for (const r of rows) {
   print(r, r.label.startsWith('unique') ? NaN : oracle);
 }
 
-const ratioLine = (prefix) => {
+const ratioLine = (prefix, name = 'prefix-aware') => {
   const rr = by[`${prefix}/round-robin`];
   const ll = by[`${prefix}/least-loaded`];
-  const pa = by[`${prefix}/prefix-aware`];
+  const pa = by[`${prefix}/${name}`];
   if (!rr || !ll || !pa) return;
   console.log(
-    `${prefix}: TTFT p90 round-robin / prefix-aware = ${f(rr.ttft90 / pa.ttft90, 1)}× ` +
+    `${prefix}: TTFT p90 round-robin / ${name} = ${f(rr.ttft90 / pa.ttft90, 1)}× ` +
       `(target ≥ 10×: ${rr.ttft90 / pa.ttft90 >= 10 ? 'met' : 'NOT met'}); ` +
-      `least-loaded / prefix-aware = ${f(ll.ttft90 / pa.ttft90, 2)}× ` +
+      `least-loaded / ${name} = ${f(ll.ttft90 / pa.ttft90, 2)}× ` +
       `(target > 1: ${ll.ttft90 > pa.ttft90 ? 'met' : 'NOT met'})`,
   );
 };
 console.log('');
-ratioLine('shared');
-ratioLine('multi');
+for (const name of ['prefix-aware', 'prefix-precise']) {
+  ratioLine('shared', name);
+  ratioLine('multi', name);
+}
 const ul = by['unique/least-loaded'];
-const up = by['unique/prefix-aware'];
-if (ul && up) {
+for (const name of ['prefix-aware', 'prefix-precise']) {
+  const up = by[`unique/${name}`];
+  if (!ul || !up) continue;
   const diff = (100 * (up.ttft90 - ul.ttft90)) / ul.ttft90;
   const tdiff = (100 * (up.tokS - ul.tokS)) / ul.tokS;
   const sgn = (x) => (x >= 0 ? '+' : '');
   console.log(
-    `negative control (unique prompts), prefix-aware vs least-loaded: TTFT p90 ${sgn(diff)}${f(diff, 1)}%, ` +
+    `negative control (unique prompts), ${name} vs least-loaded: TTFT p90 ${sgn(diff)}${f(diff, 1)}%, ` +
       `throughput ${sgn(tdiff)}${f(tdiff, 1)}% ` +
       `(target within 5%: ${Math.abs(diff) <= 5 && Math.abs(tdiff) <= 5 ? 'met' : 'NOT met'})`,
   );

@@ -156,7 +156,7 @@ export function lookupBlocks(promptTokens: number, blockSize: number): number {
 // ---------------------------------------------------------------------------------------------
 // The one-pass tokenizer + block hasher.
 
-const C_OTHER = 0;
+// Classes: 0 other, 1 word, 2 space.
 const C_WORD = 1;
 const C_SPACE = 2;
 
@@ -289,6 +289,13 @@ export class BlockHasher {
     this.ensureCapacity(s.blocks + 1);
   }
 
+  /** Writes block hashes `from`, `from + 1`, … (restoring hashes saved elsewhere); grows the arrays. */
+  setBlocks(from: number, hi: Uint32Array, lo: Uint32Array): void {
+    this.ensureCapacity(from + hi.length);
+    this.hi.set(hi, from);
+    this.lo.set(lo, from);
+  }
+
   /** Writes block hash `i` (restoring hashes saved elsewhere); grows the arrays. */
   setBlock(i: number, hi: number, lo: number): void {
     this.ensureCapacity(i + 1);
@@ -380,19 +387,19 @@ export class BlockHasher {
 
   /** FNV-1a 64 of (parent hash, the partial block's ids). */
   private block(): void {
+    // (hi, lo) ← ((hi, lo) ^ byte) × (2^40 + 0x1b3) mod 2^64, per byte; lo × 0x1b3 < 2^41, so its
+    // high part (the carry into hi) is (lo × 0x1b3) / 2^32 truncated.
     let hi = OFFSET_HI;
     let lo = OFFSET_LO;
     let a: number;
     if (this.blocks > 0) {
       // The parent's bytes: hi's 4 (low byte first), then lo's 4.
-      const ph = this.chi;
-      const pl = this.clo;
       for (let w = 0; w < 2; w++) {
-        const v = w === 0 ? ph : pl;
+        const v = w === 0 ? this.chi : this.clo;
         for (let s = 0; s < 32; s += 8) {
           lo = (lo ^ ((v >>> s) & 0xff)) >>> 0;
           a = lo * 0x1b3;
-          hi = (Math.imul(hi, 0x1b3) + Math.floor(a / 0x1_0000_0000) + (lo << 8)) >>> 0;
+          hi = (Math.imul(hi, 0x1b3) + ((a / 0x1_0000_0000) | 0) + (lo << 8)) | 0;
           lo = a >>> 0;
         }
       }
@@ -400,13 +407,24 @@ export class BlockHasher {
     const p = this.partial;
     for (let t = 0; t < this.blockSize; t++) {
       const v = p[t]!;
-      for (let s = 0; s < 32; s += 8) {
-        lo = (lo ^ ((v >>> s) & 0xff)) >>> 0;
-        a = lo * 0x1b3;
-        hi = (Math.imul(hi, 0x1b3) + Math.floor(a / 0x1_0000_0000) + (lo << 8)) >>> 0;
-        lo = a >>> 0;
-      }
+      lo = (lo ^ (v & 0xff)) >>> 0;
+      a = lo * 0x1b3;
+      hi = (Math.imul(hi, 0x1b3) + ((a / 0x1_0000_0000) | 0) + (lo << 8)) | 0;
+      lo = a >>> 0;
+      lo = (lo ^ ((v >>> 8) & 0xff)) >>> 0;
+      a = lo * 0x1b3;
+      hi = (Math.imul(hi, 0x1b3) + ((a / 0x1_0000_0000) | 0) + (lo << 8)) | 0;
+      lo = a >>> 0;
+      lo = (lo ^ ((v >>> 16) & 0xff)) >>> 0;
+      a = lo * 0x1b3;
+      hi = (Math.imul(hi, 0x1b3) + ((a / 0x1_0000_0000) | 0) + (lo << 8)) | 0;
+      lo = a >>> 0;
+      lo = (lo ^ (v >>> 24)) >>> 0;
+      a = lo * 0x1b3;
+      hi = (Math.imul(hi, 0x1b3) + ((a / 0x1_0000_0000) | 0) + (lo << 8)) | 0;
+      lo = a >>> 0;
     }
+    hi >>>= 0;
     this.nPartial = 0;
     this.ensureCapacity(this.blocks + 1);
     this.hi[this.blocks] = hi;

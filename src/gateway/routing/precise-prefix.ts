@@ -15,9 +15,12 @@
 //   chained hash of the text so far) — the approximate index's 128-byte block hashes of the same
 //   text, which the pipeline computes anyway. A prompt sharing a cached prefix (a system prompt, a
 //   conversation's earlier turns) walks the checkpoints (a Map lookup per KiB) and tokenizes only
-//   the text after the last one. The cache is LRU-bounded (`maxCheckpoints`). A 32-bit text hash
-//   collision at the same position would give wrong block hashes: a wrong routing hint (never a
-//   wrong answer), about entries / 2^32 per lookup.
+//   the text after the last one. The cache is bounded (`maxCheckpoints`; second-chance eviction:
+//   a checkpoint read since it was last passed over survives one more round). Map keys are 30-bit
+//   integers (V8 small integers: no allocation, fast hashing) mixed from (position, text hash); the
+//   checkpoint keeps both and is used only when they match. A 32-bit text hash collision at the
+//   same position would give wrong block hashes: a wrong routing hint (never a wrong answer),
+//   about entries / 2^32 per lookup.
 import { BlockHasher, type BlockHasherState } from '../../core/tokens.js';
 import { BLOCK_BYTES } from './prefix-index.js';
 
@@ -66,7 +69,17 @@ export function enginePromptParts(prompt: string | readonly string[]): string[] 
   return out;
 }
 
+/** A 30-bit Map key from (text blocks, text hash); the checkpoint keeps both to check a hit. */
+function keyOf(k: number, hash: number): number {
+  return (hash ^ Math.imul(k, 0x9e3779b1)) & 0x3fffffff;
+}
+
 interface Checkpoint {
+  /** Text blocks before it, and the text's chained hash there. */
+  k: number;
+  hash: number;
+  /** Read since it was last passed over for eviction. */
+  ref: boolean;
   state: BlockHasherState;
   /** Index of the first block in hi/lo (the previous checkpoint's block count). */
   from: number;
@@ -85,7 +98,7 @@ export interface PromptHashCacheOptions {
  */
 export class PromptBlockHashes {
   private readonly maxCheckpoints: number;
-  /** Per block size: key (text position, text hash) → checkpoint, in LRU order. */
+  /** Per block size: key (text position, text hash) → checkpoint, in insertion order. */
   private readonly caches = new Map<number, Map<number, Checkpoint>>();
   private hasher: BlockHasher = new BlockHasher(16, 256);
   private cache: Map<number, Checkpoint> = new Map();
@@ -131,12 +144,11 @@ export class PromptBlockHashes {
     let last: Checkpoint | undefined;
     let k = CHECKPOINT_TEXT_BLOCKS;
     for (; k <= textHashes.length; k += CHECKPOINT_TEXT_BLOCKS) {
-      const key = k * 0x1_0000_0000 + (textHashes[k - 1]! >>> 0);
-      const cp = cache.get(key);
-      if (!cp) break;
-      cache.delete(key);
-      cache.set(key, cp);
-      for (let j = 0; j < cp.hi.length; j++) h.setBlock(cp.from + j, cp.hi[j]!, cp.lo[j]!);
+      const th = textHashes[k - 1]! | 0;
+      const cp = cache.get(keyOf(k, th));
+      if (!cp || cp.k !== k || cp.hash !== th) break;
+      cp.ref = true;
+      if (cp.hi.length > 0) h.setBlocks(cp.from, cp.hi, cp.lo);
       last = cp;
       this.reused++;
     }
@@ -197,8 +209,12 @@ export class PromptBlockHashes {
   private checkpoint(): void {
     const h = this.hasher;
     const k = this.nextCp;
-    const key = k * 0x1_0000_0000 + (this.textHashes[k - 1]! >>> 0);
+    const th = this.textHashes[k - 1]! | 0;
+    const key = keyOf(k, th);
     const cp: Checkpoint = {
+      k,
+      hash: th,
+      ref: false,
       state: h.save(),
       from: this.cpBlocks,
       hi: h.hi.slice(this.cpBlocks, h.blocks),
@@ -207,8 +223,14 @@ export class PromptBlockHashes {
     this.cache.delete(key);
     this.cache.set(key, cp);
     this.saved++;
-    while (this.cache.size > this.maxCheckpoints) {
-      this.cache.delete(this.cache.keys().next().value as number);
+    const cache = this.cache;
+    while (cache.size > this.maxCheckpoints) {
+      const [oldKey, old] = cache.entries().next().value as [number, Checkpoint];
+      cache.delete(oldKey);
+      if (old.ref) {
+        old.ref = false;
+        cache.set(oldKey, old);
+      }
     }
     this.cpBlocks = h.blocks;
     this.nextCp = k + CHECKPOINT_TEXT_BLOCKS;
