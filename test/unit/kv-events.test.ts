@@ -181,7 +181,7 @@ describe('KvEventHub', () => {
     expect(max).toBeLessThanOrEqual(40);
     expect(hub.stats('r0')!.overflows).toBeGreaterThan(0);
     const bytes = hub.stats('r0')!.bytes;
-    expect(bytes).toBeLessThanOrEqual(128 * 9);
+    expect(bytes).toBeLessThanOrEqual(40 * 32);
     hub.setCapacity('r0', 10_000);
     expect(hub.stats('r0')!.cap).toBe(100); // the hard cap
   });

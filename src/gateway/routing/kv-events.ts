@@ -20,8 +20,8 @@
 // engine itself cannot hold more cached blocks than that, so a set that would outgrow it has missed
 // events: it is cleared (starts cold, as after a reconnect) and counted in `overflows`.
 //
-// Sets are open-addressing hash tables of (hi, lo) uint32 halves in typed arrays (linear probing,
-// backward-shift deletion): no Map, no strings kept, ~9 bytes × 2 per block at most.
+// Sets are open-addressing hash tables of (hi, lo) uint32 halves in one typed array (linear
+// probing, backward-shift deletion, at most half full): no Map, no strings kept, ≤ 32 bytes a block.
 import http from 'node:http';
 
 export interface KvEventOptions {
@@ -39,12 +39,15 @@ export interface KvEventOptions {
   onLive?: (replicaId: string, live: boolean) => void;
 }
 
-/** A set of 64-bit block hashes given as two uint32 halves. */
+/**
+ * A set of 64-bit block hashes given as two uint32 halves: open addressing over one Int32Array of
+ * (hi, lo) pairs (one cache line per probe), linear probing, backward-shift deletion; (0, 0) marks
+ * an empty slot, so the hash 0 itself is kept in a flag.
+ */
 export class BlockSet {
-  private hi = new Uint32Array(64);
-  private lo = new Uint32Array(64);
-  private used = new Uint8Array(64);
+  private keys = new Int32Array(128);
   private mask = 63;
+  private zero = false;
   size = 0;
 
   private slot(hi: number, lo: number): number {
@@ -52,73 +55,103 @@ export class BlockSet {
   }
 
   has(hi: number, lo: number): boolean {
-    const { used } = this;
-    for (let i = this.slot(hi, lo); used[i] === 1; i = (i + 1) & this.mask) {
-      if (this.lo[i] === lo && this.hi[i] === hi) return true;
+    hi |= 0;
+    lo |= 0;
+    if (hi === 0 && lo === 0) return this.zero;
+    const { keys, mask } = this;
+    for (let i = this.slot(hi, lo); ; i = (i + 1) & mask) {
+      const h = keys[2 * i]!;
+      const l = keys[2 * i + 1]!;
+      if (h === hi && l === lo) return true;
+      if (h === 0 && l === 0) return false;
     }
-    return false;
   }
 
   /** Adds; returns false when it was there already. */
   add(hi: number, lo: number): boolean {
-    if ((this.size + 1) * 2 > this.used.length) this.grow();
-    const { used } = this;
-    let i = this.slot(hi, lo);
-    for (; used[i] === 1; i = (i + 1) & this.mask) {
-      if (this.lo[i] === lo && this.hi[i] === hi) return false;
+    hi |= 0;
+    lo |= 0;
+    if (hi === 0 && lo === 0) {
+      if (this.zero) return false;
+      this.zero = true;
+      this.size++;
+      return true;
     }
-    used[i] = 1;
-    this.hi[i] = hi;
-    this.lo[i] = lo;
+    if ((this.size + 1) * 4 > this.keys.length) this.grow();
+    const { keys, mask } = this;
+    let i = this.slot(hi, lo);
+    for (; ; i = (i + 1) & mask) {
+      const h = keys[2 * i]!;
+      const l = keys[2 * i + 1]!;
+      if (h === hi && l === lo) return false;
+      if (h === 0 && l === 0) break;
+    }
+    keys[2 * i] = hi;
+    keys[2 * i + 1] = lo;
     this.size++;
     return true;
   }
 
   delete(hi: number, lo: number): boolean {
-    const { used, mask } = this;
-    let i = this.slot(hi, lo);
-    for (; used[i] === 1; i = (i + 1) & mask) {
-      if (this.lo[i] === lo && this.hi[i] === hi) break;
+    hi |= 0;
+    lo |= 0;
+    if (hi === 0 && lo === 0) {
+      if (!this.zero) return false;
+      this.zero = false;
+      this.size--;
+      return true;
     }
-    if (used[i] !== 1) return false;
+    const { keys, mask } = this;
+    let i = this.slot(hi, lo);
+    for (; ; i = (i + 1) & mask) {
+      const h = keys[2 * i]!;
+      const l = keys[2 * i + 1]!;
+      if (h === hi && l === lo) break;
+      if (h === 0 && l === 0) return false;
+    }
     // Backward-shift deletion: move later entries of the run into the hole when their home slot
     // is not between the hole and them.
     let hole = i;
-    for (let j = (i + 1) & mask; used[j] === 1; j = (j + 1) & mask) {
-      const home = this.slot(this.hi[j]!, this.lo[j]!);
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const h = keys[2 * j]!;
+      const l = keys[2 * j + 1]!;
+      if (h === 0 && l === 0) break;
+      const home = this.slot(h, l);
       if (((j - home) & mask) >= ((j - hole) & mask)) {
-        this.hi[hole] = this.hi[j]!;
-        this.lo[hole] = this.lo[j]!;
+        keys[2 * hole] = h;
+        keys[2 * hole + 1] = l;
         hole = j;
       }
     }
-    used[hole] = 0;
+    keys[2 * hole] = 0;
+    keys[2 * hole + 1] = 0;
     this.size--;
     return true;
   }
 
   clear(): void {
-    this.hi = new Uint32Array(64);
-    this.lo = new Uint32Array(64);
-    this.used = new Uint8Array(64);
+    this.keys = new Int32Array(128);
     this.mask = 63;
+    this.zero = false;
     this.size = 0;
   }
 
-  /** Bytes of the typed arrays. */
+  /** Bytes of the table. */
   get bytes(): number {
-    return this.hi.byteLength + this.lo.byteLength + this.used.byteLength;
+    return this.keys.byteLength;
   }
 
+  /** Doubles the table (kept at most half full). */
   private grow(): void {
-    const { hi, lo, used } = this;
-    const n = used.length * 2;
-    this.hi = new Uint32Array(n);
-    this.lo = new Uint32Array(n);
-    this.used = new Uint8Array(n);
-    this.mask = n - 1;
-    this.size = 0;
-    for (let i = 0; i < used.length; i++) if (used[i] === 1) this.add(hi[i]!, lo[i]!);
+    const old = this.keys;
+    const slots = old.length; // twice the old slot count
+    this.keys = new Int32Array(slots * 2);
+    this.mask = slots - 1;
+    const zero = this.zero;
+    this.size = zero ? 1 : 0;
+    for (let i = 0; i < old.length; i += 2) {
+      if (old[i] !== 0 || old[i + 1] !== 0) this.add(old[i]!, old[i + 1]!);
+    }
   }
 }
 

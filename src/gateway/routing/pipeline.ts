@@ -485,11 +485,20 @@ export class RoutingPipeline implements Picker {
       plen[i] = 0;
       if (sets[i] !== undefined && sets[i]!.size > 0) alive[live++] = i;
     }
+    // Block hashes already known (checkpoints) are read in place; more are hashed one at a time.
     let b = 0;
+    let ready = ph.ready;
+    let his = ph.his;
+    let los = ph.los;
     while (live > 0) {
-      if (ph.ensure(b + 1) <= b) break;
-      const hi = ph.hi(b);
-      const lo = ph.lo(b);
+      if (b >= ready) {
+        ready = ph.ensure(b + 1);
+        if (ready <= b) break;
+        his = ph.his;
+        los = ph.los;
+      }
+      const hi = his[b]!;
+      const lo = los[b]!;
       let k = 0;
       for (let j = 0; j < live; j++) {
         const i = alive[j]!;

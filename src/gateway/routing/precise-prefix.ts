@@ -10,11 +10,11 @@
 // 2-core dev machine), far over the 200 µs decision budget. Two things keep a decision cheap:
 // - Lazy: block hashes are produced only as far as the matcher asks (it stops at the first block
 //   no live replica holds), so an unknown prompt costs one block.
-// - Checkpoints: every CHECKPOINT_TEXT_BLOCKS × 128 bytes of the engine text, the tokenizer's state
+// - Checkpoints: every CHECKPOINT_TEXT_BLOCKS × 128 bytes (512 B) of the engine text, the tokenizer's state
 //   and the block hashes produced since the previous checkpoint are cached, keyed by (position,
 //   chained hash of the text so far) — the approximate index's 128-byte block hashes of the same
 //   text, which the pipeline computes anyway. A prompt sharing a cached prefix (a system prompt, a
-//   conversation's earlier turns) walks the checkpoints (a Map lookup per KiB) and tokenizes only
+//   conversation's earlier turns) walks the checkpoints (a Map lookup per 512 B) and tokenizes only
 //   the text after the last one. The cache is bounded (`maxCheckpoints`; second-chance eviction:
 //   a checkpoint read since it was last passed over survives one more round). Map keys are 30-bit
 //   integers (V8 small integers: no allocation, fast hashing) mixed from (position, text hash); the
@@ -24,8 +24,8 @@
 import { BlockHasher, type BlockHasherState } from '../../core/tokens.js';
 import { BLOCK_BYTES } from './prefix-index.js';
 
-/** Text blocks (of BLOCK_BYTES) between two checkpoints: 1 KiB of prompt text. */
-export const CHECKPOINT_TEXT_BLOCKS = 8;
+/** Text blocks (of BLOCK_BYTES) between two checkpoints: 512 B of prompt text. */
+export const CHECKPOINT_TEXT_BLOCKS = 4;
 
 const ROLE_OPEN = 60; // '<'
 const NON_TEXT = new Set(['[image_url]', '[input_audio]', '[file]', '[image]', '[audio]']);
@@ -88,7 +88,7 @@ interface Checkpoint {
 }
 
 export interface PromptHashCacheOptions {
-  /** Checkpoints kept (LRU), each ~1 KiB of prompt text and ~0.4 KiB of memory. Default 32768. */
+  /** Checkpoints kept, each 512 B of prompt text and ~0.3 KiB of memory. Default 65536. */
   maxCheckpoints?: number;
 }
 
@@ -115,7 +115,7 @@ export class PromptBlockHashes {
   saved = 0;
 
   constructor(o: PromptHashCacheOptions = {}) {
-    this.maxCheckpoints = Math.max(1, o.maxCheckpoints ?? 32_768);
+    this.maxCheckpoints = Math.max(1, o.maxCheckpoints ?? 65_536);
   }
 
   /**
@@ -148,13 +148,30 @@ export class PromptBlockHashes {
       const cp = cache.get(keyOf(k, th));
       if (!cp || cp.k !== k || cp.hash !== th) break;
       cp.ref = true;
-      if (cp.hi.length > 0) h.setBlocks(cp.from, cp.hi, cp.lo);
+      const m = cp.hi.length;
+      if (m > 0) {
+        // A loop: TypedArray#set costs more than copying the few blocks of one checkpoint.
+        if (h.hi.length < cp.from + m) h.setBlock(cp.from + m - 1, 0, 0);
+        const dh = h.hi;
+        const dl = h.lo;
+        const sh = cp.hi;
+        const sl = cp.lo;
+        for (let j = 0; j < m; j++) {
+          dh[cp.from + j] = sh[j]!;
+          dl[cp.from + j] = sl[j]!;
+        }
+      }
       last = cp;
       this.reused++;
     }
     this.nextCp = k;
     if (last) h.restore(last.state);
     this.cpBlocks = h.blocks;
+  }
+
+  /** Block hashes ready now (without reading further). */
+  get ready(): number {
+    return this.hasher.blocks;
   }
 
   /** Block hashes ready (≥ n unless the prompt has fewer full blocks). */
@@ -175,6 +192,15 @@ export class PromptBlockHashes {
       if (!done && h.blocks < n) this.checkpoint();
     }
     return h.blocks;
+  }
+
+  /** Block hashes so far, high and low halves (re-read after `ensure`: they may grow). */
+  get his(): Uint32Array {
+    return this.hasher.hi;
+  }
+
+  get los(): Uint32Array {
+    return this.hasher.lo;
   }
 
   /** Block hash i (uint32 halves); valid for i < the last `ensure`'s result. */
