@@ -22,8 +22,8 @@ import type {
   RoutingSnapshot,
   TenantLimits,
 } from '../core/types.js';
-import { bindCounter, bindHistogram } from '../telemetry/bound-metrics.js';
-import { accessLogger, type AccessRecord, type Logger } from '../telemetry/logger.js';
+import { bindCounter, bindGauge, bindHistogram } from '../telemetry/bound-metrics.js';
+import { accessFields, accessLogger, type AccessRecord, type Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import {
   createTracing,
@@ -147,6 +147,8 @@ interface Series {
   itl: { observe(v: number): void };
   e2e: { observe(v: number): void };
   inflight: { inc(): void; dec(): void };
+  /** The access line's tenant, model, version and replica fields, serialized once. */
+  accessFields: string;
   promptTokens: { inc(v: number): void };
   completionTokens: { inc(v: number): void };
   cachedTokens: { inc(v: number): void };
@@ -181,7 +183,8 @@ export class Gateway {
   private replicaModel = new Map<string, string>();
   private readonly queues = new Map<string, FairWaitQueue>();
   private queueTimer: NodeJS.Timeout | undefined;
-  private readonly series = new Map<string, Series>();
+  /** By endpoint (objects of the current snapshot), then tenant name. */
+  private readonly series = new Map<RouteEndpoint, Map<string, Series>>();
   private readonly outcomes = new Map<string, Outcome>();
   /** Presented key → its entry, for keys seen valid in the current snapshot (saves a sha256). */
   private readonly keyCache = new Map<string, KeyEntry>();
@@ -622,18 +625,24 @@ export class Gateway {
     return decision;
   }
 
-  private seriesOf(tenant: string, model: string, version: string, replica: number): Series {
-    const k = `${tenant}\u0000${model}\u0000${version}\u0000${replica}`;
-    let s = this.series.get(k);
+  private seriesOf(tenant: string, model: string, ep: RouteEndpoint): Series {
+    let byTenant = this.series.get(ep);
+    if (!byTenant) {
+      byTenant = new Map();
+      this.series.set(ep, byTenant);
+    }
+    let s = byTenant.get(tenant);
     if (!s) {
-      const l = { tenant, model, version, replica: String(replica) };
+      const version = ep.version ?? 'default';
+      const l = { tenant, model, version, replica: String(ep.index) };
       const m = this.o.metrics;
       s = {
         ttftByte: bindHistogram(m.ttft, { tenant, model }),
         ttft: bindHistogram(m.streamTtft, l),
         itl: bindHistogram(m.itl, l),
         e2e: bindHistogram(m.e2e, l),
-        inflight: m.inflight.labels({ model }),
+        inflight: bindGauge(m.inflight, { model }),
+        accessFields: accessFields(tenant, model, version, ep.index),
         promptTokens: bindCounter(m.tokens, { tenant, model, version, kind: 'prompt' }),
         completionTokens: bindCounter(m.tokens, { tenant, model, version, kind: 'completion' }),
         cachedTokens: bindCounter(m.tokens, { tenant, model, version, kind: 'cached' }),
@@ -641,7 +650,7 @@ export class Gateway {
         versionError: bindCounter(m.versionRequests, { model, version, outcome: 'error' }),
         versionCancelled: bindCounter(m.versionRequests, { model, version, outcome: 'cancelled' }),
       };
-      this.series.set(k, s);
+      byTenant.set(tenant, s);
     }
     return s;
   }
@@ -797,8 +806,7 @@ export class Gateway {
     const status = upstream.status;
     const contentType = upstream.headers['content-type'] ?? 'application/json';
     const streaming = contentType.startsWith('text/event-stream');
-    const version = ep.version ?? 'default';
-    const series = this.seriesOf(ctx.tenant, route.model, version, ep.index);
+    const series = this.seriesOf(ctx.tenant, route.model, ep);
     series.inflight.inc();
     const elapsed = (): number => Number(process.hrtime.bigint() - ctx.started) / 1e9;
     const watcher = new StreamWatcher({
@@ -833,10 +841,7 @@ export class Gateway {
         this.grantIfRoom(route.model);
         this.accessLog({
           reqId: ctx.reqId,
-          tenant: ctx.tenant,
-          model: route.model,
-          version,
-          replica: ep.index,
+          fields: series.accessFields,
           status: code,
           outcome,
           retried,

@@ -2,13 +2,17 @@
 // validate their label set again on every `observe`/`inc`; a series bound here finds its storage
 // cell once and then updates it directly (what prom-client itself does after the lookup), so the
 // exposition is prom-client's own. Tested against prom-client's output (bound-metrics.test.ts).
-import type { Counter, Histogram, LabelValues } from 'prom-client';
+import type { Counter, Gauge, Histogram, LabelValues } from 'prom-client';
 
 export interface BoundHistogram {
   observe(v: number): void;
 }
 export interface BoundCounter {
   inc(v?: number): void;
+}
+export interface BoundGauge {
+  inc(v?: number): void;
+  dec(v?: number): void;
 }
 
 interface HistogramCell {
@@ -96,5 +100,24 @@ export function bindCounter<T extends string>(c: Counter<T>, labels: LabelValues
       }
       if (v > 0 && Number.isFinite(v)) found.cell.value += v;
     },
+  };
+}
+
+/** A gauge series whose increments and decrements go straight to its cell (created by the first). */
+export function bindGauge<T extends string>(g: Gauge<T>, labels: LabelValues<T>): BoundGauge {
+  const m = g as unknown as Internals<CounterCell>;
+  const l = labels as Record<string, string | number>;
+  let found = findCell(m, l);
+  const add = (v: number): void => {
+    if (!found || m.hashMap[found.key] !== found.cell) {
+      g.inc(labels, v);
+      found = findCell(m, l);
+      return;
+    }
+    found.cell.value += v;
+  };
+  return {
+    inc: (v = 1) => add(v),
+    dec: (v = 1) => add(-v),
   };
 }

@@ -1,7 +1,7 @@
 // Bound series must expose exactly what prom-client's own children would.
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { bindCounter, bindHistogram } from '../../src/telemetry/bound-metrics.js';
+import { bindCounter, bindGauge, bindHistogram } from '../../src/telemetry/bound-metrics.js';
 
 function pair() {
   const a = new Registry();
@@ -65,5 +65,37 @@ describe('bound metrics', () => {
     b2.observe(1);
     b1.observe(1);
     expect(await a.metrics()).toMatch(/h_count\{m="z",r="3"\} 3/);
+  });
+
+  it('gauges go up and down as prom-client children do, and survive a reset', async () => {
+    const a = new Registry();
+    const b = new Registry();
+    const gopts = { name: 'g', help: 'g', labelNames: ['m'] as const };
+    const ga = new Gauge({ ...gopts, registers: [a] });
+    const gb = new Gauge({ ...gopts, registers: [b] });
+    const bound = bindGauge(ga, { m: 'x' });
+    const child = gb.labels({ m: 'x' });
+    expect(await a.metrics()).not.toMatch(/m="x"/);
+    for (const [op, v] of [
+      ['inc', 1],
+      ['inc', 2],
+      ['dec', 1],
+      ['inc', 0.5],
+      ['dec', 3],
+    ] as const) {
+      bound[op](v);
+      child[op](v);
+    }
+    bound.inc();
+    child.inc();
+    bound.dec();
+    child.dec();
+    expect(await a.metrics()).toBe(await b.metrics());
+    expect(await a.metrics()).toMatch(/g\{m="x"\} -0.5/);
+    a.resetMetrics();
+    bound.inc();
+    bound.inc();
+    bound.dec();
+    expect(await a.metrics()).toMatch(/g\{m="x"\} 1/);
   });
 });

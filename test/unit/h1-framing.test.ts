@@ -139,6 +139,23 @@ describe('parseHead', () => {
     expect(h.headers.accept).toBe('a, b, c');
   });
 
+  it('lowercases common names in any case, and names that only look like them stay apart', () => {
+    const h = head(
+      'POST / HTTP/1.1\r\nCONTENT-LENGTH: 1\r\nAuthorization: k\r\nX-REQUEST-ID: r\r\n' +
+        'content_length: u\r\nContent-Lengtx: t\r\nX-Request-Id9: n\r\nhost: h\r\n\r\n',
+    );
+    expect(h.headers).toEqual({
+      'content-length': '1',
+      authorization: 'k',
+      'x-request-id': 'r',
+      content_length: 'u',
+      'content-lengtx': 't',
+      'x-request-id9': 'n',
+      host: 'h',
+    });
+    expect(h.contentLengths).toBe(1);
+  });
+
   it('counts Content-Length fields', () => {
     expect(head('GET / HTTP/1.1\r\ncontent-length: 5\r\n\r\n').contentLengths).toBe(1);
     expect(

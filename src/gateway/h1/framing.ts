@@ -14,6 +14,52 @@ for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL
 
 export class FramingError extends Error {}
 
+/**
+ * Field names the gateway and engines send all the time, by length. A name found here is used as
+ * the constant (lowercase, already interned) instead of a lowercased copy: no new string, no
+ * string-table lookup when it keys the headers object.
+ */
+const KNOWN_NAMES: string[][] = [];
+for (const n of [
+  'host',
+  'date',
+  'accept',
+  'server',
+  'upgrade',
+  'expect',
+  'connection',
+  'keep-alive',
+  'user-agent',
+  'traceparent',
+  'tracestate',
+  'content-type',
+  'x-request-id',
+  'x-session-id',
+  'authorization',
+  'cache-control',
+  'content-length',
+  'accept-encoding',
+  'transfer-encoding',
+  'x-inferplane-debug',
+]) {
+  (KNOWN_NAMES[n.length] ??= []).push(n);
+}
+
+/** The known lowercase name equal (ignoring ASCII case) to text[start, end), or undefined. */
+function knownName(text: string, start: number, end: number): string | undefined {
+  const candidates = KNOWN_NAMES[end - start];
+  if (candidates === undefined) return undefined;
+  next: for (const name of candidates) {
+    // Token characters: `| 0x20` folds A-Z onto a-z and maps no other token character onto a
+    // character that occurs in a known name (lowercase letters, digits, '-').
+    for (let k = 0; k < name.length; k++) {
+      if ((text.charCodeAt(start + k) | 0x20) !== name.charCodeAt(k)) continue next;
+    }
+    return name;
+  }
+  return undefined;
+}
+
 export interface Head {
   /** The start line (request line or status line). */
   line: string;
@@ -64,7 +110,7 @@ export function parseHead(buf: Buffer, maxBytes: number): Head | undefined {
         throw new FramingError('invalid character in a header value');
       }
     }
-    const lower = text.slice(start, i).toLowerCase();
+    const lower = knownName(text, start, i) ?? text.slice(start, i).toLowerCase();
     const value = text.slice(v0, v1);
     if (lower === 'content-length') contentLengths++;
     const prev = headers[lower];
