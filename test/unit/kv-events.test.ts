@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { blockHashes, chatPromptText, hashHex, tokenize } from '../../src/core/tokens.js';
 import { seededRandom } from '../../src/core/random.js';
+import { RoutingSpecSchema } from '../../src/core/schemas.js';
 import type { RouteModel } from '../../src/core/types.js';
 import { BlockSet, KvEventHub, parseBlockHash } from '../../src/gateway/routing/kv-events.js';
 import { RoutingPipeline } from '../../src/gateway/routing/pipeline.js';
@@ -345,6 +346,12 @@ describe('pipeline: precise prefix source', () => {
     expect(d6.receipt.scores['r1']!.prefix).toBe(0);
     expect(d6.receipt.scores['r1']!.prefixSource).toBeUndefined();
     p.release(d6.endpoint.replicaId);
+  });
+
+  it('validates routing.prefixSource in deployment specs', () => {
+    for (const prefixSource of ['auto', 'approximate', 'precise'])
+      expect(RoutingSpecSchema.safeParse({ prefixSource }).success).toBe(true);
+    expect(RoutingSpecSchema.safeParse({ prefixSource: 'exact' }).success).toBe(false);
   });
 
   it('does not subscribe for approximate routes or other engines', () => {
