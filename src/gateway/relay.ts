@@ -233,22 +233,40 @@ function isUsageEvent(buf: Buffer, start: number, end: number): boolean {
   return ev.indexOf(USAGE_KEY) !== -1 && ev.indexOf(CHOICES_EMPTY) !== -1;
 }
 
-const PROMPT_RE = /"prompt_tokens"\s*:\s*(\d+)/;
-const COMPLETION_RE = /"completion_tokens"\s*:\s*(\d+)/;
-const CACHED_RE = /"cached_tokens"\s*:\s*(\d+)/;
-
 /** The last `usage` object in `bytes` (engines put it at the end of a response or stream). */
 export function parseUsage(bytes: Buffer): Usage | undefined {
   const at = bytes.lastIndexOf(USAGE_KEY);
   if (at === -1) return undefined;
-  const text = bytes.toString('utf8', at, Math.min(bytes.length, at + 600));
-  const p = PROMPT_RE.exec(text);
-  if (!p) return undefined;
-  const c = COMPLETION_RE.exec(text);
-  const k = CACHED_RE.exec(text);
+  const text = bytes.toString('latin1', at, Math.min(bytes.length, at + 600));
+  const promptTokens = countAfter(text, '"prompt_tokens"');
+  if (promptTokens === undefined) return undefined;
   return {
-    promptTokens: Number(p[1]),
-    completionTokens: c ? Number(c[1]) : 0,
-    cachedTokens: k ? Number(k[1]) : 0,
+    promptTokens,
+    completionTokens: countAfter(text, '"completion_tokens"') ?? 0,
+    cachedTokens: countAfter(text, '"cached_tokens"') ?? 0,
   };
+}
+
+/** The non-negative integer after `key`, optional whitespace and a colon, or undefined. */
+function countAfter(text: string, key: string): number | undefined {
+  const k = text.indexOf(key);
+  if (k === -1) return undefined;
+  let i = k + key.length;
+  while (i < text.length && isSpace(text.charCodeAt(i))) i++;
+  if (text.charCodeAt(i) !== 58) return undefined; // ':'
+  i++;
+  while (i < text.length && isSpace(text.charCodeAt(i))) i++;
+  let n = 0;
+  let digits = 0;
+  for (; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) break;
+    n = n * 10 + (c - 48);
+    digits++;
+  }
+  return digits === 0 || digits > 15 ? undefined : n;
+}
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13;
 }

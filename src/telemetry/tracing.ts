@@ -161,19 +161,20 @@ function cleanTracestate(raw: string | undefined): string | undefined {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ids: cut from a pooled crypto.randomBytes buffer (one syscall per 512 trace+span ids).
+// Ids: cut from a pooled crypto.randomBytes buffer, hex-encoded once per refill (one syscall
+// and one encoding per 512 trace+span ids; an id is then a slice of that string).
 
 const POOL_SIZE = 8192;
-let pool = randomBytes(POOL_SIZE);
-let poolOffset = 0;
+let poolHex = '';
+let poolOffset = POOL_SIZE;
 
 function randomHex(bytes: number, zero: string): string {
   for (;;) {
     if (poolOffset + bytes > POOL_SIZE) {
-      pool = randomBytes(POOL_SIZE);
+      poolHex = randomBytes(POOL_SIZE).toString('hex');
       poolOffset = 0;
     }
-    const s = pool.toString('hex', poolOffset, poolOffset + bytes);
+    const s = poolHex.slice(poolOffset * 2, (poolOffset + bytes) * 2);
     poolOffset += bytes;
     if (s !== zero) return s; // all-zero ids are invalid (probability 2^-64 or less)
   }
@@ -199,13 +200,17 @@ const pooledIdGenerator: IdGenerator = {
 
 class PropagatingRequest implements RequestTrace {
   readonly traceId: string;
-  readonly spanId: string;
+  private span: string | undefined;
   private readonly sampled: boolean;
   private readonly tracestate: string | undefined;
 
+  /** Made when first asked for (nothing on the serving path needs the server span's id). */
+  get spanId(): string {
+    return (this.span ??= newSpanId());
+  }
+
   constructor(traceparent: string | undefined, tracestate: string | undefined) {
     const parent = parseTraceparent(traceparent);
-    this.spanId = newSpanId();
     if (parent) {
       this.traceId = parent.traceId;
       this.sampled = (parent.flags & 1) === 1;
