@@ -18,6 +18,7 @@ import {
   UpstreamError,
   type UpstreamBody,
   type UpstreamClientOptions,
+  statusOf,
 } from '../../src/gateway/h1/client.js';
 import { sleep, until, within } from './wait-helpers.js';
 
@@ -150,6 +151,33 @@ async function rawServer(
   );
   return f;
 }
+
+describe('statusOf', () => {
+  it('reads HTTP/1.0 and HTTP/1.1 status lines, with or without a reason', () => {
+    expect(statusOf('HTTP/1.1 200 OK')).toBe(200);
+    expect(statusOf('HTTP/1.0 503 Service Unavailable')).toBe(503);
+    expect(statusOf('HTTP/1.1 204')).toBe(204);
+    expect(statusOf('HTTP/1.1 101 ')).toBe(101);
+  });
+
+  it('is -1 for anything else', () => {
+    for (const line of [
+      '',
+      'HTTP/1.1',
+      'HTTP/1.1 20 OK',
+      'HTTP/1.1 2000 OK',
+      'HTTP/1.1 2x0 OK',
+      'HTTP/1.2 200 OK',
+      'HTTP/2.0 200 OK',
+      'http/1.1 200 OK',
+      'HTTP/1.1  200 OK',
+      'HTTP/1.1 200OK',
+      'ICY 200 OK',
+    ]) {
+      expect(statusOf(line), line).toBe(-1);
+    }
+  });
+});
 
 describe('UpstreamClient: responses', () => {
   it('reads a Content-Length response', async () => {

@@ -601,6 +601,15 @@ describe('H1Server: handoff to the fallback', () => {
     ],
     ['no Content-Length', 'POST /v1/chat HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'],
     ['a lowercase method', 'post /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi'],
+    [
+      'an absolute-form target',
+      'POST http://x/v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi',
+    ],
+    [
+      'two spaces after the method',
+      'POST  /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi',
+    ],
+    ['HTTP/1.10', 'POST /v1/chat HTTP/1.10\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi'],
   ])('declines a request with %s', async (_what, wire) => {
     const f = await front();
     const c = await rawClient(f.port);

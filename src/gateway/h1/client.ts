@@ -172,6 +172,23 @@ interface Exchange {
   keepAlive: boolean;
 }
 
+/**
+ * The status code of an `HTTP/1.0` or `HTTP/1.1` status line (`HTTP/1.x ddd[ reason]`), or -1.
+ * Without a regular expression: no match array per response.
+ */
+export function statusOf(line: string): number {
+  if (line.length < 12 || !line.startsWith('HTTP/1.')) return -1;
+  const minor = line.charCodeAt(7);
+  if ((minor !== 48 && minor !== 49) || line.charCodeAt(8) !== 32) return -1;
+  let status = 0;
+  for (let i = 9; i < 12; i++) {
+    const d = line.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    status = status * 10 + d;
+  }
+  return line.length === 12 || line.charCodeAt(12) === 32 ? status : -1;
+}
+
 /** One connection to an endpoint. */
 class Conn {
   readonly socket: Socket;
@@ -260,12 +277,13 @@ class Conn {
           this.head = buf;
           return;
         }
-        const m = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(head.line);
-        if (!m) {
+        const line = head.line;
+        const status = statusOf(line);
+        if (status < 0) {
           this.failExchange(new UpstreamError('protocol', 'malformed status line', true));
           return;
         }
-        const status = Number(m[2]);
+        const minor = line.charCodeAt(7) - 48;
         buf = buf.subarray(head.size);
         if (status >= 100 && status < 200) continue; // interim (100 Continue, 103): skip
         this.head = undefined;
@@ -280,7 +298,7 @@ class Conn {
         }
         ex.keepAlive =
           framing !== 'close' &&
-          (m[1] === '1' ? !connectionHas(head, 'close') : connectionHas(head, 'keep-alive'));
+          (minor === 1 ? !connectionHas(head, 'close') : connectionHas(head, 'keep-alive'));
         const ka = head.headers['keep-alive'];
         if (ka) {
           const t = /timeout=(\d+)/i.exec(ka);

@@ -56,7 +56,28 @@ function httpDate(): string {
   return dateCache;
 }
 
-const REQUEST_LINE = /^([A-Z]+) (\/\S*) HTTP\/1\.1$/;
+const HTTP11 = ' HTTP/1.1';
+
+/**
+ * `METHOD /target HTTP/1.1` → [method, target], or undefined for anything else (an upper-case
+ * method, an origin-form target without whitespace or control characters). Without a regular
+ * expression: no match array per request.
+ */
+function requestLine(line: string): [string, string] | undefined {
+  const sp = line.indexOf(' ');
+  const end = line.length - HTTP11.length;
+  if (sp < 1 || end <= sp + 1 || !line.endsWith(HTTP11)) return undefined;
+  for (let i = 0; i < sp; i++) {
+    const c = line.charCodeAt(i);
+    if (c < 65 || c > 90) return undefined; // A-Z
+  }
+  if (line.charCodeAt(sp + 1) !== 47) return undefined; // '/'
+  for (let i = sp + 2; i < end; i++) {
+    const c = line.charCodeAt(i);
+    if (c <= 32 || c === 127 || c === 0xa0) return undefined;
+  }
+  return [line.slice(0, sp), line.slice(sp + 1, end)];
+}
 
 /**
  * The answer to one raw-path request. It is also the request's cancellation: `aborted` and
@@ -232,7 +253,7 @@ class H1Conn {
       return;
     }
     if (!head) return;
-    const m = REQUEST_LINE.exec(head.line);
+    const m = requestLine(head.line);
     const h = head.headers;
     if (
       !m ||
@@ -244,7 +265,7 @@ class H1Conn {
       this.handoff();
       return;
     }
-    const url = m[2]!;
+    const [method, url] = m;
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     let len: number | undefined;
@@ -253,7 +274,7 @@ class H1Conn {
     } catch {
       len = undefined; // invalid or repeated: node:http answers it
     }
-    if (len === undefined || len > this.server.maxBodyBytes || !this.server.accepts(m[1]!, path)) {
+    if (len === undefined || len > this.server.maxBodyBytes || !this.server.accepts(method, path)) {
       this.handoff();
       return;
     }
@@ -266,7 +287,7 @@ class H1Conn {
     const close = connectionHas(head, 'close');
     const res = new H1Response(this, close);
     this.res = res;
-    this.server.handle({ method: m[1]!, url, path, headers: h, body }, res);
+    this.server.handle({ method, url, path, headers: h, body }, res);
   }
 
   /** Between requests: no answer in progress and nothing of the next request read. */
