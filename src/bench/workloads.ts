@@ -46,7 +46,8 @@ export interface SuggestedLoad {
   requestCount?: number;
 }
 
-const WORDS = [
+/** The words synthetic prompts are made of (`model synth` puts each in its vocabulary). */
+export const PROMPT_WORDS: readonly string[] = [
   'alpha',
   'bravo',
   'charlie',
@@ -116,7 +117,7 @@ const WORDS = [
 /** Text of exactly `n` tokens (for the sim tokenizer): n words, each with a leading space. */
 export function wordsText(rng: Rng, n: number): string {
   let s = '';
-  for (let i = 0; i < n; i++) s += ' ' + (WORDS[rng.int(WORDS.length)] as string);
+  for (let i = 0; i < n; i++) s += ' ' + (PROMPT_WORDS[rng.int(PROMPT_WORDS.length)] as string);
   return s;
 }
 
@@ -285,7 +286,8 @@ export function traceWorkload(rows: readonly TraceRow[], o: TraceOptions): Workl
     if (!b) {
       const rng = new Rng(mixSeed(o.seed ^ 0x7ace, h));
       b = [` blk${h}`];
-      for (let k = 1; k < bs; k++) b.push(' ' + (WORDS[rng.int(WORDS.length)] as string));
+      for (let k = 1; k < bs; k++)
+        b.push(' ' + (PROMPT_WORDS[rng.int(PROMPT_WORDS.length)] as string));
       blocks.set(h, b);
     }
     return b;

@@ -274,6 +274,11 @@ export interface SynthOptions {
   type?: 'f16' | 'f32';
   seed?: number;
   name?: string;
+  /**
+   * Extra whole words for the vocabulary (as "▁word" pieces), e.g. the words of the benchmark's
+   * synthetic prompts, so that one prompt word is one token.
+   */
+  words?: readonly string[];
 }
 
 export interface SynthResult {
@@ -314,9 +319,13 @@ const COMMON_WORDS = (
 /**
  * A SentencePiece-style ("llama") vocabulary of exactly `size` tokens: <unk>, <s>, </s>, the 256
  * byte tokens <0x00>..<0xFF> (byte fallback: any text tokenizes), then printable characters,
- * "▁"-prefixed characters and common words, with scores that favour longer pieces.
+ * "▁"-prefixed characters, common words and the extra `words`, with scores that favour longer
+ * pieces.
  */
-export function spmVocab(size: number): { tokens: string[]; scores: number[]; types: number[] } {
+export function spmVocab(
+  size: number,
+  words: readonly string[] = [],
+): { tokens: string[]; scores: number[]; types: number[] } {
   if (size < 260) throw new Error('vocab must have at least 260 tokens (3 special + 256 bytes)');
   const tokens: string[] = ['<unk>', '<s>', '</s>'];
   const types: number[] = [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL];
@@ -331,6 +340,12 @@ export function spmVocab(size: number): { tokens: string[]; scores: number[]; ty
   for (let c = 33; c < 127; c++) pieces.push(String.fromCharCode(c));
   for (let c = 97; c < 123; c++) pieces.push(SPM_SPACE + String.fromCharCode(c));
   for (const w of COMMON_WORDS) pieces.push(SPM_SPACE + w);
+  // Every prefix of "▁word" too: SentencePiece merges pairs of pieces, so a word becomes one token
+  // only when each step of some merge path is itself a piece (prefix + the next 1–2 letters is).
+  for (const w of words) {
+    if (!w || /\s/.test(w)) continue;
+    for (let k = 2; k <= w.length; k++) pieces.push(SPM_SPACE + w.slice(0, k));
+  }
   for (let a = 97; a < 123; a++)
     for (let b = 97; b < 123; b++) pieces.push(String.fromCharCode(a, b));
   let i = 0;
@@ -357,7 +372,7 @@ export function llamaModelSpec(o: SynthOptions): {
   const headDim = o.hidden / o.heads;
   if (headDim % 2 !== 0) throw new Error('hidden / heads must be even (rotary embeddings)');
   const wtype = o.type === 'f32' ? GgmlType.F32 : GgmlType.F16;
-  const vocab = spmVocab(o.vocab);
+  const vocab = spmVocab(o.vocab, o.words);
   const metadata: Array<[string, GgufValue]> = [
     ['general.architecture', kv.str('llama')],
     ['general.name', kv.str(o.name ?? 'inferplane-synth')],

@@ -22,7 +22,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, join, resolve } from 'node:path';
 import { InferplaneError } from '../core/errors.js';
 
 /** The node-llama-cpp release whose llama.cpp source is built (pinned: the cache key follows). */
@@ -70,6 +70,12 @@ export interface InstallOptions {
   force?: boolean;
   /** npm spec (or path to a packed .tgz) of node-llama-cpp. */
   packageSpec?: string;
+  /**
+   * A llama.cpp source tree to build instead of fetching the package (machines without a network:
+   * carry the tree). Its version and commit come from git when it is a checkout, else from a
+   * `llama.cpp.info.json` in it (`{"tag": "...", "commit": "..."}`).
+   */
+  sourceDir?: string;
   /** Parallel compile jobs (default: the number of CPUs). */
   jobs?: number;
   env?: Env;
@@ -307,7 +313,9 @@ export async function installLlamaCpp(o: InstallOptions = {}): Promise<InstallRe
   const started = performance.now();
   const env: Env = o.env ?? process.env;
   const progress = o.onProgress ?? (() => undefined);
-  const spec = o.packageSpec ?? NODE_LLAMA_CPP_PACKAGE;
+  const spec = o.sourceDir
+    ? `dir:${resolve(o.sourceDir)}`
+    : (o.packageSpec ?? NODE_LLAMA_CPP_PACKAGE);
   const cuda = o.cuda ?? false;
   let cudaArchs = o.cudaArchs ?? [];
   if (cuda && cudaArchs.length === 0) {
@@ -381,45 +389,9 @@ export async function installLlamaCpp(o: InstallOptions = {}): Promise<InstallRe
   }
   const tmp = mkdtempSync(join(dir, 'tmp-'));
   try {
-    progress({ stage: 'fetch', message: `fetching ${spec} (npm pack)` });
-    const packed = await runOrThrow(
-      'npm pack',
-      'npm',
-      ['pack', spec, '--pack-destination', tmp, '--loglevel=error', '--no-audit', '--no-fund'],
-      { cwd: tmp, env },
-    );
-    const tgzName = packed.stdout.trim().split('\n').pop()?.trim();
-    if (!tgzName) throw new InferplaneError('IP_INTERNAL', 'npm pack printed no file name');
-    const tgz = join(tmp, tgzName);
-
-    progress({ stage: 'extract', message: 'extracting the llama.cpp source (git bundle)' });
-    await runOrThrow(
-      'extract',
-      'tar',
-      [
-        'xzf',
-        tgz,
-        '-C',
-        tmp,
-        'package/llama/gitRelease.bundle',
-        'package/llama/llama.cpp.info.json',
-      ],
-      { env },
-    );
-    rmSync(tgz, { force: true });
-    const info = readJson<{ tag?: string }>(join(tmp, 'package', 'llama', 'llama.cpp.info.json'));
-    const src = join(tmp, 'src');
-    await runOrThrow(
-      'git clone',
-      'git',
-      ['clone', '--quiet', join(tmp, 'package', 'llama', 'gitRelease.bundle'), src],
-      { env: { ...env, GIT_TERMINAL_PROMPT: '0' } },
-    );
-    const commit = (
-      await runOrThrow('git rev-parse', 'git', ['-C', src, 'rev-parse', 'HEAD'], { env })
-    ).stdout.trim();
-    const version =
-      info?.tag && /^[A-Za-z0-9._-]+$/.test(info.tag) ? info.tag : commit.slice(0, 12);
+    const { src, version, commit } = o.sourceDir
+      ? await localSource(resolve(o.sourceDir), env)
+      : await fetchSource(spec, tmp, env, progress);
     const key = `${version}-${variant}`;
 
     if (!o.force) {
@@ -491,6 +463,72 @@ export async function installLlamaCpp(o: InstallOptions = {}): Promise<InstallRe
     rmSync(tmp, { recursive: true, force: true });
     release();
   }
+}
+
+/** The llama.cpp source of the node-llama-cpp package: npm pack → extract the bundle → clone. */
+async function fetchSource(
+  spec: string,
+  tmp: string,
+  env: Env,
+  progress: (p: InstallProgress) => void,
+): Promise<{ src: string; version: string; commit: string }> {
+  progress({ stage: 'fetch', message: `fetching ${spec} (npm pack)` });
+  const packed = await runOrThrow(
+    'npm pack',
+    'npm',
+    ['pack', spec, '--pack-destination', tmp, '--loglevel=error', '--no-audit', '--no-fund'],
+    { cwd: tmp, env },
+  );
+  const tgzName = packed.stdout.trim().split('\n').pop()?.trim();
+  if (!tgzName) throw new InferplaneError('IP_INTERNAL', 'npm pack printed no file name');
+  const tgz = join(tmp, tgzName);
+
+  progress({ stage: 'extract', message: 'extracting the llama.cpp source (git bundle)' });
+  await runOrThrow(
+    'extract',
+    'tar',
+    ['xzf', tgz, '-C', tmp, 'package/llama/gitRelease.bundle', 'package/llama/llama.cpp.info.json'],
+    { env },
+  );
+  rmSync(tgz, { force: true });
+  const info = readJson<{ tag?: string }>(join(tmp, 'package', 'llama', 'llama.cpp.info.json'));
+  const src = join(tmp, 'src');
+  await runOrThrow(
+    'git clone',
+    'git',
+    ['clone', '--quiet', join(tmp, 'package', 'llama', 'gitRelease.bundle'), src],
+    { env: { ...env, GIT_TERMINAL_PROMPT: '0' } },
+  );
+  const commit = (
+    await runOrThrow('git rev-parse', 'git', ['-C', src, 'rev-parse', 'HEAD'], { env })
+  ).stdout.trim();
+  const version = info?.tag && /^[A-Za-z0-9._-]+$/.test(info.tag) ? info.tag : commit.slice(0, 12);
+  return { src, version, commit };
+}
+
+/** A local llama.cpp tree: version and commit from git, else from its llama.cpp.info.json. */
+export async function localSource(
+  src: string,
+  env: Env,
+): Promise<{ src: string; version: string; commit: string }> {
+  if (!existsSync(join(src, 'CMakeLists.txt'))) {
+    throw new InferplaneError('IP_VALIDATION', `${src} is not a llama.cpp source tree`);
+  }
+  const info = readJson<{ tag?: string; commit?: string }>(join(src, 'llama.cpp.info.json'));
+  // Only when the tree is itself a checkout (not a folder inside another repository).
+  const git = await run('git', ['-C', src, 'rev-parse', '--show-toplevel', 'HEAD'], { env }).catch(
+    () => undefined,
+  );
+  const [top = '', head = ''] = git?.code === 0 ? git.stdout.trim().split('\n') : [];
+  const fromGit = resolve(top) === src ? head.trim() : '';
+  const commit = /^[0-9a-f]{7,40}$/.test(fromGit) ? fromGit : (info?.commit ?? 'unknown');
+  const version =
+    info?.tag && /^[A-Za-z0-9._-]+$/.test(info.tag)
+      ? info.tag
+      : /^[0-9a-f]{12}/.test(commit)
+        ? commit.slice(0, 12)
+        : 'local';
+  return { src, version, commit };
 }
 
 function alive(pid: number): boolean {

@@ -30,6 +30,14 @@ const argsSchema = z.strictObject({
     .max(128)
     .optional(),
   seed: z.int().nonnegative().optional(),
+  /**
+   * Host-memory prompt cache in MiB (`--cache-ram`; 0 turns it off). On a GPU with many slots
+   * the default cache copies large entries on every request (measured on an H100: throughput
+   * collapsed at 16 concurrent requests); 0 keeps each slot's own prefix reuse.
+   */
+  cacheRam: z.int().min(-1).max(10_000_000).optional(),
+  /** Flash attention (`--flash-attn on|off|auto`). */
+  flashAttn: z.enum(['on', 'off', 'auto']).optional(),
 });
 
 export type LlamaCppArgs = z.infer<typeof argsSchema>;
@@ -55,7 +63,24 @@ export function llamaServerArgs(ctx: LaunchContext): string[] {
   if (a.kvUnified) args.push('--kv-unified');
   if (a.warmup === false) args.push('--no-warmup');
   if (a.seed !== undefined) args.push('--seed', String(a.seed));
+  if (a.cacheRam !== undefined) args.push('--cache-ram', String(a.cacheRam));
+  if (a.flashAttn !== undefined) args.push('--flash-attn', a.flashAttn);
   return args;
+}
+
+let slotsPerDevice = 1;
+
+/**
+ * GPU sharing on this node: the node agent offers each CUDA device as `n` placement slots
+ * (`inferplane up --gpu-sharing n`), slot s being device ⌊s / n⌋. Set by the platform at start.
+ */
+export function setGpuSharing(n: number): void {
+  slotsPerDevice = Math.max(1, Math.floor(n));
+}
+
+/** The CUDA devices of placed GPU slots, each once, in order. */
+export function cudaDevices(slots: readonly number[], sharing = slotsPerDevice): number[] {
+  return [...new Set(slots.map((s) => Math.floor(s / sharing)))];
 }
 
 export const llamaCppEngine: EngineAdapter = {
@@ -89,8 +114,9 @@ export const llamaCppEngine: EngineAdapter = {
         details: [{ path: 'modelVersion', message: 'artifact missing from the node cache' }],
       });
     }
-    // The replica sees only the GPUs placed for it (none: none).
-    const env: Record<string, string> = { CUDA_VISIBLE_DEVICES: ctx.gpus.join(',') };
+    // The replica sees only the GPUs placed for it (none: none); shared GPUs are slots of one
+    // device (see setGpuSharing).
+    const env: Record<string, string> = { CUDA_VISIBLE_DEVICES: cudaDevices(ctx.gpus).join(',') };
     return { command: server.path, args: llamaServerArgs(ctx), env };
   },
 };

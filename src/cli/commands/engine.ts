@@ -20,6 +20,7 @@ interface InstallFlags {
   force?: boolean;
   jobs?: number;
   package?: string;
+  sourceDir?: string;
   json?: boolean;
 }
 
@@ -95,12 +96,18 @@ export function registerEngine(program: Command, io: Io = processIo): void {
       positiveInt('jobs'),
     )
     .option('--package <spec>', 'npm spec or .tgz of node-llama-cpp', NODE_LLAMA_CPP_PACKAGE)
+    .option(
+      '--source-dir <dir>',
+      'build this llama.cpp source tree instead of fetching the package (offline machines; ' +
+        'version and commit from git, else from <dir>/llama.cpp.info.json)',
+    )
     .option('--json', 'print the result as JSON (path, version, seconds)')
     .addHelpText(
       'after',
       examples(
         'inferplane engine install llamacpp',
         'inferplane engine install llamacpp --cuda --cuda-arch 90',
+        'inferplane engine install llamacpp --cuda --source-dir ./llama.cpp   # offline',
         'INFERPLANE_CACHE_DIR=/var/cache/inferplane inferplane engine install llamacpp --json',
       ),
     )
@@ -111,6 +118,7 @@ export function registerEngine(program: Command, io: Io = processIo): void {
         force: flags.force === true,
         ...(flags.jobs !== undefined ? { jobs: flags.jobs } : {}),
         ...(flags.package !== undefined ? { packageSpec: flags.package } : {}),
+        ...(flags.sourceDir !== undefined ? { sourceDir: flags.sourceDir } : {}),
         env: io.env,
         onProgress: progressPrinter(io, process.stderr.isTTY === true && io === processIo),
       });

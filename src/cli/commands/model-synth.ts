@@ -2,6 +2,7 @@
 // tests and benchmarks of real engines without downloading a model (src/engines/gguf.ts).
 // Other `model` subcommands attach to the same group: see modelCommand().
 import { InvalidArgumentError, type Command } from 'commander';
+import { PROMPT_WORDS } from '../../bench/workloads.js';
 import { synthModel, type SynthProgress } from '../../engines/gguf.js';
 import { processIo, type Io } from '../output.js';
 import { examples } from './common.js';
@@ -113,6 +114,8 @@ export function registerModelSynth(program: Command, io: Io = processIo): void {
           ctx: flags.ctx,
           type: flags.type,
           seed: flags.seed,
+          // One token per word of `inferplane bench`'s synthetic prompts: --isl is prompt tokens.
+          words: PROMPT_WORDS,
         },
         onProgress,
       );
