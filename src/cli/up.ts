@@ -13,6 +13,8 @@ interface UpFlags {
   stateDir: string;
   gpus: number;
   gpuType: string;
+  agent: 'sim' | 'nvidia';
+  gpuSharing: number;
   nodeName?: string;
   demo: boolean;
   logLevel: string;
@@ -47,6 +49,21 @@ export function registerUp(program: Command): void {
     .option('--state-dir <dir>', 'where state (SQLite) and logs live', '.inferplane')
     .option('--gpus <n>', 'simulated GPUs on this node', int('gpus'), 8)
     .option('--gpu-type <type>', 'simulated GPU type', 'H100-80GB')
+    .option(
+      '--agent <kind>',
+      'node agent: sim (simulated GPUs) or nvidia (the real GPUs, read with nvidia-smi)',
+      (v: string) => {
+        if (v !== 'sim' && v !== 'nvidia') throw new InvalidArgumentError('sim or nvidia');
+        return v;
+      },
+      'sim',
+    )
+    .option(
+      '--gpu-sharing <n>',
+      'with --agent nvidia: replicas that may share one GPU (each GPU is offered as n slots)',
+      int('gpu-sharing'),
+      1,
+    )
     .option('--node-name <name>', 'name of this node (default: the hostname)')
     .option('--no-demo', 'do not create the demo tenant, key and deployment')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
@@ -82,6 +99,8 @@ async function up(flags: UpFlags): Promise<void> {
     stateDir: flags.stateDir,
     gpus: flags.gpus,
     gpuType: flags.gpuType,
+    agent: flags.agent,
+    gpuSharing: Math.max(1, flags.gpuSharing),
     ...(flags.nodeName ? { nodeName: flags.nodeName } : {}),
     demo: flags.demo,
     logLevel: flags.logLevel as 'info',
@@ -154,7 +173,11 @@ async function up(flags: UpFlags): Promise<void> {
   }
   const lines = [
     '',
-    `Inferplane ${version} is up: ${config.gpus} simulated ${config.gpuType} GPU(s), state in ${config.stateDir}`,
+    `Inferplane ${version} is up: ${
+      config.agent === 'nvidia'
+        ? `node agent on nvidia-smi${config.gpuSharing > 1 ? ` (GPUs shared ${config.gpuSharing} ways)` : ''}`
+        : `${config.gpus} simulated ${config.gpuType} GPU(s)`
+    }, state in ${config.stateDir}`,
     '',
     `  OpenAI API      ${platform.url}/v1`,
     `  Control plane   ${platform.url}/api/v1   (OpenAPI: ${platform.url}/api/v1/openapi.json)`,

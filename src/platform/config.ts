@@ -19,6 +19,12 @@ export const UpOptionsSchema = z.strictObject({
   stateDir: z.string().min(1).default('.inferplane'),
   gpus: z.int().min(0).max(1024).default(8),
   gpuType: z.string().default('H100-80GB'),
+  /** The node agent: simulated GPUs (`gpus` × `gpuType`), or the real ones read with nvidia-smi. */
+  agent: z.enum(['sim', 'nvidia']).default('sim'),
+  /** Real GPUs only: replicas that may share one GPU (each is offered as this many slots). */
+  gpuSharing: z.int().min(1).max(64).default(1),
+  /** Real GPUs only: how often nvidia-smi is read for telemetry. */
+  telemetryIntervalMs: z.int().min(100).max(3_600_000).default(5000),
   nodeName: z.string().min(1).optional(),
   demo: z.boolean().default(true),
   adminKey: z.string().min(16).optional(),

@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { createApi } from '../api/app.js';
-import { simulatedNode } from '../agent/agent.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { newApiKey } from '../core/ids.js';
 import type { DeploymentSpecInput } from '../core/schemas.js';
@@ -35,6 +34,7 @@ import { ArtifactCache, AuditLog, ModelRegistry } from '../registry/index.js';
 import { registryVersionStats } from '../telemetry/version-stats.js';
 import { TenancyService } from '../tenancy/tenancy.js';
 import type { PlatformConfig } from './config.js';
+import { startNodeAgent } from './node-agent.js';
 
 export const DEMO_TENANT = 'demo';
 export const DEMO_DEPLOYMENT = 'demo-llama-8b';
@@ -163,19 +163,9 @@ export async function startPlatform(
     audit,
   );
 
-  // The node agent of this machine (simulated GPUs).
-  const node = simulatedNode({
-    gpus: config.gpus,
-    gpuType: config.gpuType,
-    ...(config.nodeName ? { name: config.nodeName } : {}),
-  });
-  await inventory.registerNode(node);
-  for (const g of node.gpus) {
-    metrics.gpuMemoryTotal.set(
-      { node: node.name, gpu: String(g.index), type: g.type, vendor: g.vendor },
-      g.memoryMiB * 1024 * 1024,
-    );
-  }
+  // The node agent of this machine (simulated GPUs, or the real ones with --agent nvidia).
+  const agent = await startNodeAgent(config, { inventory, metrics, logger });
+  const node = agent.node;
 
   let ready = false;
   const app = new Hono();
@@ -225,6 +215,7 @@ export async function startPlatform(
   try {
     server = await listen(app, gateway, config);
   } catch (e) {
+    agent.stop();
     await db.destroy();
     releaseLock();
     throw e;
@@ -263,6 +254,7 @@ export async function startPlatform(
       stopping ??= (async () => {
         ready = false;
         logger.info('stopping');
+        agent.stop();
         await controller.stop();
         const closed = server.close();
         server.closeAllConnections();
