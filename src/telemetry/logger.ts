@@ -37,9 +37,25 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   };
   if (!buffered) return pino(options, file);
   const batcher = new LineBatcher(file, BLOCK_CHARS, opts.flushMs ?? 500);
-  // A block still in memory when the process ends is written, not lost.
-  process.once('exit', () => batcher.flushSync());
+  flushAtExit(batcher);
   return pino(options, batcher);
+}
+
+/** Batchers to flush when the process exits (weakly held: a dropped logger is not kept alive). */
+const atExit = new Set<WeakRef<LineBatcher>>();
+
+/** A block still in memory when the process ends is written, not lost. One exit listener in all. */
+function flushAtExit(b: LineBatcher): void {
+  if (atExit.size === 0) {
+    process.once('exit', () => {
+      for (const ref of atExit) ref.deref()?.flushSync();
+      atExit.clear();
+    });
+  }
+  if (atExit.size >= 64) {
+    for (const ref of atExit) if (ref.deref() === undefined) atExit.delete(ref);
+  }
+  atExit.add(new WeakRef(b));
 }
 
 /** Characters gathered before a block is handed to the file stream. */
