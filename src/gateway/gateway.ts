@@ -29,6 +29,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import {
   createTracing,
   type RequestTrace,
+  type TraceAttributes,
   type Tracing,
   type UpstreamTrace,
 } from '../telemetry/tracing.js';
@@ -53,7 +54,7 @@ import {
 import { H1Server, type H1Request, type H1Response } from './h1/server.js';
 import { TenantLimiter, estimateTokens, type Admission } from './limits.js';
 import { StreamWatcher, pipeToH1, relayWatched, type Usage } from './relay.js';
-import type { PickRequest, Picker, RouteDecision } from './routing/picker.js';
+import type { PickRequest, Picker, RouteDecision, RouteReceipt } from './routing/picker.js';
 import { RoutingPipeline, policyOf } from './routing/pipeline.js';
 import type { PrefixIndexOptions } from './routing/prefix-index.js';
 import { SignalScraper, type EngineSignals } from './routing/signals.js';
@@ -714,12 +715,17 @@ export class Gateway {
         decision = this.pickTimed(route, req);
         continue;
       }
-      const span = ctx.trace.startUpstream({
-        'inferplane.replica': ep.index,
-        'inferplane.version': ep.version ?? 'default',
-        'url.full': ep.url + UPSTREAM_PATH[ctx.kind],
-        'inferplane.upstream.attempt': retried ? 2 : 1,
-      });
+      const span = ctx.trace.startUpstream(
+        ctx.trace.recording
+          ? {
+              'inferplane.replica': ep.index,
+              'inferplane.version': ep.version ?? 'default',
+              'url.full': ep.url + UPSTREAM_PATH[ctx.kind],
+              'inferplane.upstream.attempt': retried ? 2 : 1,
+              ...receiptAttributes(decision.receipt),
+            }
+          : NO_ATTRIBUTES,
+      );
       let headers =
         'content-type: application/json\r\n' +
         `x-request-id: ${ctx.reqId}\r\ntraceparent: ${span.traceparent}\r\n`;
@@ -952,6 +958,23 @@ function tuneHeapForServing(): void {
   if (heapTuned) return;
   heapTuned = true;
   setFlagsFromString('--no-allocation-site-pretenuring');
+}
+
+const NO_ATTRIBUTES: TraceAttributes = {};
+
+/** The decision's receipt as span attributes (the trace's copy of `x-inferplane-route`). */
+function receiptAttributes(r: RouteReceipt): TraceAttributes {
+  const chosen = r.scores[r.replica];
+  const a: TraceAttributes = {
+    'inferplane.route.policy': r.policy,
+    'inferplane.route.matched_blocks': r.matchedBlocks,
+    'inferplane.route.prompt_blocks': r.promptBlocks,
+    'inferplane.route.decision_us': r.decisionMicros,
+    'inferplane.route.scores': JSON.stringify(r.scores),
+  };
+  if (r.prefixSource !== undefined) a['inferplane.route.prefix_source'] = r.prefixSource;
+  if (chosen !== undefined) a['inferplane.route.score'] = chosen.total;
+  return a;
 }
 
 function isSpace(c: number): boolean {

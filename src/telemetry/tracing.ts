@@ -70,6 +70,9 @@ export interface Tracing {
 }
 
 export interface RequestTrace {
+  /** Whether spans are recorded (exported): attributes that cost work to build can be skipped
+   * when not. */
+  readonly recording: boolean;
   /** Trace id (32 lowercase hex) for logs. */
   readonly traceId: string;
   /** The gateway's server span id (16 lowercase hex). */
@@ -199,6 +202,7 @@ const pooledIdGenerator: IdGenerator = {
 // Disabled path: ids and propagation only.
 
 class PropagatingRequest implements RequestTrace {
+  readonly recording = false;
   readonly traceId: string;
   private span: string | undefined;
   private readonly sampled: boolean;
@@ -281,6 +285,7 @@ class SpanUpstream implements UpstreamTrace {
 }
 
 class SpanRequest implements RequestTrace {
+  readonly recording = true;
   readonly traceId: string;
   readonly spanId: string;
   private readonly open = new Set<SpanUpstream>();

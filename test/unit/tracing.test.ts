@@ -2,7 +2,12 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
+import { hashApiKey } from '../../src/core/ids.js';
+import { Gateway } from '../../src/gateway/gateway.js';
 import { resolveConfig, tracingFromEnv } from '../../src/platform/config.js';
+import { createSimServer } from '../../src/sim/server.js';
+import { createLogger } from '../../src/telemetry/logger.js';
+import { createMetrics } from '../../src/telemetry/metrics.js';
 import {
   createTracing,
   formatTraceparent,
@@ -435,6 +440,71 @@ describe('tracing with OTLP export', () => {
       ['gateway rb', 'b'],
     ]);
     await Promise.all([a, b].map((x) => new Promise((r) => x.server.close(r))));
+  });
+});
+
+describe('gateway spans carry the routing receipt', () => {
+  it("the upstream span has the decision's policy, scores and matched blocks", async () => {
+    const rx = await startReceiver();
+    const sim = createSimServer({ model: 'llama-3.1-8b', servedModelName: 'm', timeScale: 0.1 });
+    const simUrl = `http://127.0.0.1:${await sim.listen(0)}`;
+    const tracing = createTracing({ otlpEndpoint: rx.url, exportDelayMs: 60_000 }, '0.1.0');
+    const gateway = new Gateway({
+      metrics: createMetrics({ defaultMetrics: false }),
+      logger: createLogger({ level: 'silent' }),
+      tracing,
+    });
+    try {
+      gateway.update({
+        version: 1,
+        keys: [
+          { hash: hashApiKey('k'), keyId: 'k', role: 'tenant', tenantId: 't', tenantName: 't' },
+        ],
+        models: [
+          {
+            model: 'm',
+            deployment: 'm',
+            tenantId: 't',
+            tenantName: 't',
+            engine: 'sim',
+            createdAt: new Date(0).toISOString(),
+            endpoints: [{ replicaId: 'r0', index: 0, url: simUrl }],
+            routing: { policy: 'prefix-aware', prefixSource: 'approximate' },
+          },
+        ],
+      });
+      const app = gateway.routes();
+      const res = await app.request('/chat/completions', {
+        method: 'POST',
+        headers: { authorization: 'Bearer k', 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'm',
+          messages: [{ role: 'user', content: 'word '.repeat(200) }],
+          max_tokens: 2,
+        }),
+      });
+      expect(res.status).toBe(200);
+      await res.text();
+    } finally {
+      await gateway.close();
+      await sim.close();
+    }
+    await tracing.shutdown();
+    await new Promise((r) => rx.server.close(r));
+    const up = spansOf(rx.received).find((sp) => sp.name.startsWith('upstream'));
+    expect(up).toBeDefined();
+    const a = attrs(up!.attributes);
+    expect(a).toMatchObject({
+      'inferplane.route.policy': 'prefix-aware',
+      'inferplane.route.prefix_source': 'approximate',
+      'inferplane.replica': 0,
+    });
+    expect(Number(a['inferplane.route.prompt_blocks'])).toBeGreaterThan(0);
+    expect(Number(a['inferplane.route.matched_blocks'])).toBeGreaterThanOrEqual(0);
+    expect(Number(a['inferplane.route.decision_us'])).toBeGreaterThan(0);
+    const scores = JSON.parse(String(a['inferplane.route.scores'])) as Record<string, unknown>;
+    expect(Object.keys(scores)).toEqual(['r0']);
+    expect(typeof a['inferplane.route.score']).toBe('number');
   });
 });
 
