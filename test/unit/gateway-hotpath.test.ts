@@ -351,6 +351,27 @@ describe('the saturation queue', () => {
   });
 });
 
+describe('per-series state', () => {
+  it('binds one series per (endpoint, tenant), not one per request, and drops them on update', async () => {
+    const { g, metrics } = gw();
+    g.update(snap([model('m', [simUrl])]));
+    const series = (g as unknown as { series: Map<unknown, Map<string, unknown>> }).series;
+    for (let i = 0; i < 20; i++) {
+      expect((await call(g, '/chat/completions', chat('m'))).status).toBe(200);
+    }
+    expect((await call(g, '/chat/completions', chat('m'), KEY_A)).status).toBe(200);
+    expect(series.size).toBe(1);
+    expect([...series.values()][0]!.size).toBe(1);
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(
+      /inferplane_gateway_e2e_seconds_count\{tenant="a",model="m",version="default",replica="0"\} 21/,
+    );
+    expect(text).toMatch(/inferplane_gateway_inflight_requests\{model="m"\} 0/);
+    g.update(snap([model('m', [simUrl])]));
+    expect(series.size).toBe(0);
+  });
+});
+
 describe('usage, embeddings and traces', () => {
   it('asks a stream for usage, counts the tokens, and drops the usage chunk the client did not ask for', async () => {
     const { g, metrics } = gw();
