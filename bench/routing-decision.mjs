@@ -11,7 +11,7 @@
 //    Target: p99 ≤ 200 µs.
 // 1b. The same with the precise prefix source (routing.prefixSource auto, engine `sim`, every
 //    replica's KV event stream live): each context's engine block hashes are put in its holder's
-//    block set (as BlockStored events would), the prompts are chat-shaped as the gateway passes
+//    block set (as BlockStored events would: each with its parent), the prompts are chat-shaped as the gateway passes
 //    them, and each context is routed once before timing (the prompt-hash checkpoints are then
 //    warm, as for a context the gateway has seen before). Also timed: the first decision for a
 //    context that a replica holds but the gateway never routed (a full tokenization: the cold case).
@@ -206,11 +206,16 @@ const pct = (sorted, p) =>
   const p = new RoutingPipeline({ signals, random: seededRandom(3), kvEvents: hub });
   const flat = (s) => JSON.parse(JSON.stringify(s));
   const chat = (ctx, q) => ['<system>\n', ctx, '\n', '<user>\n', q, '\n'];
+  // As the replica's BlockStored events would: each block with its parent (the one before it).
   const hold = (ctx, id) => {
     const ids = tokenize(chatPromptText([{ role: 'system', content: ctx }], false));
+    const set = sets.get(id);
+    let parent = null;
     for (const h of engineHashes(ids, 16)) {
       const [hi, lo] = parseBlockHash(h);
-      sets.get(id).add(hi, lo);
+      if (parent === null) set.addRoot(hi, lo);
+      else set.addChild(hi, lo, parent[0], parent[1]);
+      parent = [hi, lo];
     }
   };
   const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));

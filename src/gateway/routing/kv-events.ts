@@ -21,7 +21,8 @@
 // events: it is cleared (starts cold, as after a reconnect) and counted in `overflows`.
 //
 // Sets are open-addressing hash tables of (hi, lo) uint32 halves in one typed array (linear
-// probing, backward-shift deletion, at most half full): no Map, no strings kept, ≤ 32 bytes a block.
+// probing, backward-shift deletion, at most half full): no Map, no strings kept, ≤ 80 bytes a block
+// (hash, parent hash, children count: the set knows whether it is ancestor-closed, see BlockSet).
 import http from 'node:http';
 
 export interface KvEventOptions {
@@ -39,16 +40,149 @@ export interface KvEventOptions {
   onLive?: (replicaId: string, live: boolean) => void;
 }
 
+/** How a block's parent is known (see {@link BlockSet}). */
+const K_ROOT = 0; // the prompt's first block: no parent
+const K_PARENT = 1; // parent hash known (kept in aux)
+const K_UNKNOWN = 2; // parent not known: the set cannot be proved ancestor-closed while it is there
+const KIND_MASK = 3;
+const CHILD = 4; // meta += CHILD: one more present child
+
+/**
+ * Counts per 64-bit key (uint32 halves): open addressing over (hi, lo, count) triples, linear
+ * probing, backward-shift deletion, (0, 0) never stored. Small: it holds the parents that are
+ * absent from a {@link BlockSet} while some child of theirs is present.
+ */
+class PairCounts {
+  private t = new Int32Array(3 * 16);
+  private mask = 15;
+  size = 0;
+
+  private home(hi: number, lo: number): number {
+    return (Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 7) & this.mask;
+  }
+
+  private find(hi: number, lo: number): number {
+    const { t, mask } = this;
+    for (let i = this.home(hi, lo); ; i = (i + 1) & mask) {
+      const h = t[3 * i]!;
+      const l = t[3 * i + 1]!;
+      if (h === hi && l === lo) return i;
+      if (h === 0 && l === 0) return -1 - i;
+    }
+  }
+
+  /** Adds `n` to the key's count. */
+  add(hi: number, lo: number, n: number): void {
+    let i = this.find(hi, lo);
+    if (i < 0) {
+      if ((this.size + 1) * 2 > this.mask + 1) {
+        this.grow();
+        i = this.find(hi, lo);
+      }
+      i = -1 - i;
+      this.t[3 * i] = hi;
+      this.t[3 * i + 1] = lo;
+      this.size++;
+    }
+    this.t[3 * i + 2]! += n;
+  }
+
+  /** Subtracts one from the key's count (removed at 0). */
+  dec(hi: number, lo: number): void {
+    const i = this.find(hi, lo);
+    if (i < 0) return;
+    if (--this.t[3 * i + 2]! <= 0) this.remove(i);
+  }
+
+  /** The key's count, and removes it. */
+  take(hi: number, lo: number): number {
+    if (this.size === 0) return 0;
+    const i = this.find(hi, lo);
+    if (i < 0) return 0;
+    const n = this.t[3 * i + 2]!;
+    this.remove(i);
+    return n;
+  }
+
+  clear(): void {
+    if (this.size === 0) return;
+    this.t = new Int32Array(3 * 16);
+    this.mask = 15;
+    this.size = 0;
+  }
+
+  private remove(i: number): void {
+    const { t, mask } = this;
+    let hole = i;
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const h = t[3 * j]!;
+      const l = t[3 * j + 1]!;
+      if (h === 0 && l === 0) break;
+      const home = this.home(h, l);
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        t[3 * hole] = h;
+        t[3 * hole + 1] = l;
+        t[3 * hole + 2] = t[3 * j + 2]!;
+        hole = j;
+      }
+    }
+    t[3 * hole] = 0;
+    t[3 * hole + 1] = 0;
+    t[3 * hole + 2] = 0;
+    this.size--;
+  }
+
+  private grow(): void {
+    const old = this.t;
+    this.t = new Int32Array(old.length * 2);
+    this.mask = this.mask * 2 + 1;
+    const t = this.t;
+    for (let o = 0; o < old.length; o += 3) {
+      if (old[o] === 0 && old[o + 1] === 0) continue;
+      let i = this.home(old[o]!, old[o + 1]!);
+      while (t[3 * i] !== 0 || t[3 * i + 1] !== 0) i = (i + 1) & this.mask;
+      t[3 * i] = old[o]!;
+      t[3 * i + 1] = old[o + 1]!;
+      t[3 * i + 2] = old[o + 2]!;
+    }
+  }
+}
+
 /**
  * A set of 64-bit block hashes given as two uint32 halves: open addressing over one Int32Array of
  * (hi, lo) pairs (one cache line per probe), linear probing, backward-shift deletion; (0, 0) marks
  * an empty slot, so the hash 0 itself is kept in a flag.
+ *
+ * It also knows whether it is ANCESTOR-CLOSED (`closed`): every block's parent (the block before it
+ * in its prompt, from BlockStored's `parentBlockHash` and the order of its `blockHashes`) is in the
+ * set too. Then the blocks of any prompt that the set holds are a prefix of the prompt's blocks
+ * (block i's hash determines block i − 1's), so the matcher may binary-search the first missing
+ * block instead of probing every one. The engine frees a request's blocks tail first, so its
+ * cache is closed nearly always; a set is not closed after a cold start (children stored before
+ * the subscription began are missing their parents) or after two requests computed the same block
+ * at once (the engine caches one copy, whose eviction can precede the other request's children's).
+ * Counted, not assumed: `orphans` = blocks whose parent is absent, `unknown` = blocks added without
+ * a known parent (`add`); per block its parent and its present children's count (aux), per absent
+ * parent its present children's count (a small side table).
  */
 export class BlockSet {
   private keys = new Int32Array(128);
+  /** Per slot: parent hi, parent lo, kind | present children × CHILD. */
+  private aux = new Int32Array(192);
   private mask = 63;
   private zero = false;
+  /** Children (count) of parents that are absent. */
+  private readonly absent = new PairCounts();
   size = 0;
+  /** Blocks whose known parent is absent. */
+  orphans = 0;
+  /** Blocks whose parent is not known (`add`, or the hash 0). */
+  unknown = 0;
+
+  /** Whether every block's parent is known and present (see the class comment). */
+  get closed(): boolean {
+    return this.orphans === 0 && this.unknown === 0;
+  }
 
   private slot(hi: number, lo: number): number {
     return (Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 7) & this.mask;
@@ -67,14 +201,40 @@ export class BlockSet {
     }
   }
 
-  /** Adds; returns false when it was there already. */
+  /** Slot of a non-zero hash, or −1. */
+  private find(hi: number, lo: number): number {
+    const { keys, mask } = this;
+    for (let i = this.slot(hi, lo); ; i = (i + 1) & mask) {
+      const h = keys[2 * i]!;
+      const l = keys[2 * i + 1]!;
+      if (h === hi && l === lo) return i;
+      if (h === 0 && l === 0) return -1;
+    }
+  }
+
+  /** Adds a block whose parent is not known; returns false when it was there already. */
   add(hi: number, lo: number): boolean {
-    hi |= 0;
-    lo |= 0;
+    return this.insert(hi | 0, lo | 0, K_UNKNOWN, 0, 0);
+  }
+
+  /** Adds the first block of a prompt (no parent); false when it was there already. */
+  addRoot(hi: number, lo: number): boolean {
+    return this.insert(hi | 0, lo | 0, K_ROOT, 0, 0);
+  }
+
+  /** Adds a block whose parent is (phi, plo); false when it was there already. */
+  addChild(hi: number, lo: number, phi: number, plo: number): boolean {
+    phi |= 0;
+    plo |= 0;
+    return this.insert(hi | 0, lo | 0, phi === 0 && plo === 0 ? K_UNKNOWN : K_PARENT, phi, plo);
+  }
+
+  private insert(hi: number, lo: number, kind: number, phi: number, plo: number): boolean {
     if (hi === 0 && lo === 0) {
       if (this.zero) return false;
       this.zero = true;
       this.size++;
+      this.unknown++;
       return true;
     }
     if ((this.size + 1) * 4 > this.keys.length) this.grow();
@@ -86,8 +246,23 @@ export class BlockSet {
       if (h === hi && l === lo) return false;
       if (h === 0 && l === 0) break;
     }
+    if (kind === K_PARENT) {
+      const ps = this.find(phi, plo);
+      if (ps >= 0) this.aux[3 * ps + 2]! += CHILD;
+      else {
+        this.orphans++;
+        this.absent.add(phi, plo, 1);
+      }
+    } else if (kind === K_UNKNOWN) this.unknown++;
     keys[2 * i] = hi;
     keys[2 * i + 1] = lo;
+    // Children already present (orphans until now) have their parent back.
+    const c = this.absent.take(hi, lo);
+    this.orphans -= c;
+    const aux = this.aux;
+    aux[3 * i] = phi;
+    aux[3 * i + 1] = plo;
+    aux[3 * i + 2] = kind + c * CHILD;
     this.size++;
     return true;
   }
@@ -99,16 +274,15 @@ export class BlockSet {
       if (!this.zero) return false;
       this.zero = false;
       this.size--;
+      this.unknown--;
       return true;
     }
-    const { keys, mask } = this;
-    let i = this.slot(hi, lo);
-    for (; ; i = (i + 1) & mask) {
-      const h = keys[2 * i]!;
-      const l = keys[2 * i + 1]!;
-      if (h === hi && l === lo) break;
-      if (h === 0 && l === 0) return false;
-    }
+    const i = this.find(hi, lo);
+    if (i < 0) return false;
+    const { keys, aux, mask } = this;
+    const phi = aux[3 * i]!;
+    const plo = aux[3 * i + 1]!;
+    const meta = aux[3 * i + 2]!;
     // Backward-shift deletion: move later entries of the run into the hole when their home slot
     // is not between the hole and them.
     let hole = i;
@@ -120,37 +294,72 @@ export class BlockSet {
       if (((j - home) & mask) >= ((j - hole) & mask)) {
         keys[2 * hole] = h;
         keys[2 * hole + 1] = l;
+        aux[3 * hole] = aux[3 * j]!;
+        aux[3 * hole + 1] = aux[3 * j + 1]!;
+        aux[3 * hole + 2] = aux[3 * j + 2]!;
         hole = j;
       }
     }
     keys[2 * hole] = 0;
     keys[2 * hole + 1] = 0;
     this.size--;
+    // Its present children lose their parent...
+    const c = meta >>> 2;
+    if (c > 0) {
+      this.orphans += c;
+      this.absent.add(hi, lo, c);
+    }
+    // ...and it leaves its parent's children (or the orphans).
+    const kind = meta & KIND_MASK;
+    if (kind === K_PARENT) {
+      const ps = this.find(phi, plo);
+      if (ps >= 0) aux[3 * ps + 2]! -= CHILD;
+      else {
+        this.orphans--;
+        this.absent.dec(phi, plo);
+      }
+    } else if (kind === K_UNKNOWN) this.unknown--;
     return true;
   }
 
   clear(): void {
     this.keys = new Int32Array(128);
+    this.aux = new Int32Array(192);
     this.mask = 63;
     this.zero = false;
     this.size = 0;
+    this.orphans = 0;
+    this.unknown = 0;
+    this.absent.clear();
   }
 
-  /** Bytes of the table. */
+  /** Bytes of the tables. */
   get bytes(): number {
-    return this.keys.byteLength;
+    return this.keys.byteLength + this.aux.byteLength;
   }
 
   /** Doubles the table (kept at most half full). */
   private grow(): void {
     const old = this.keys;
+    const oldAux = this.aux;
     const slots = old.length; // twice the old slot count
-    this.keys = new Int32Array(slots * 2);
+    const keys = new Int32Array(slots * 2);
+    const aux = new Int32Array(slots * 3);
+    this.keys = keys;
+    this.aux = aux;
     this.mask = slots - 1;
-    const zero = this.zero;
-    this.size = zero ? 1 : 0;
-    for (let i = 0; i < old.length; i += 2) {
-      if (old[i] !== 0 || old[i + 1] !== 0) this.add(old[i]!, old[i + 1]!);
+    const mask = this.mask;
+    for (let o = 0; o < old.length / 2; o++) {
+      const h = old[2 * o]!;
+      const l = old[2 * o + 1]!;
+      if (h === 0 && l === 0) continue;
+      let i = this.slot(h, l);
+      while (keys[2 * i] !== 0 || keys[2 * i + 1] !== 0) i = (i + 1) & mask;
+      keys[2 * i] = h;
+      keys[2 * i + 1] = l;
+      aux[3 * i] = oldAux[3 * o]!;
+      aux[3 * i + 1] = oldAux[3 * o + 1]!;
+      aux[3 * i + 2] = oldAux[3 * o + 2]!;
     }
   }
 }
@@ -381,14 +590,31 @@ export class KvEventHub {
         case 'BlockRemoved': {
           if (!Array.isArray(e.blockHashes)) return false;
           const store = e.type === 'BlockStored';
+          // Each stored block's parent: the one before it in the batch; the first's is
+          // `parentBlockHash` (null: the prompt's first block; missing or unreadable: unknown).
+          let parent: [number, number] | null | undefined;
+          if (store) {
+            const ph = (e as { parentBlockHash?: unknown }).parentBlockHash;
+            parent = ph === null ? null : parseBlockHash(ph);
+          }
           for (const h of e.blockHashes as unknown[]) {
             const p = parseBlockHash(h);
             if (!p) return false;
-            if (!store) set.delete(p[0], p[1]);
-            else if (set.add(p[0], p[1]) && set.size > cap) {
+            if (!store) {
+              set.delete(p[0], p[1]);
+              continue;
+            }
+            const added =
+              parent === null
+                ? set.addRoot(p[0], p[1])
+                : parent === undefined
+                  ? set.add(p[0], p[1])
+                  : set.addChild(p[0], p[1], parent[0], parent[1]);
+            if (added && set.size > cap) {
               this.overflow(s);
               break;
             }
+            parent = p;
           }
           break;
         }

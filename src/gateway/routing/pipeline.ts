@@ -461,9 +461,15 @@ export class RoutingPipeline implements Picker {
 
   /**
    * Fills `plen[i]` for every candidate with a block set (`sets[i]`): the leading blocks of the
-   * prompt it holds, walking the engine's block hashes while some candidate holds every block so
-   * far, capped at what the engine looks up. Returns the prompt's tokens (exact when the walk read
-   * the whole prompt, else extrapolated).
+   * prompt it holds — the index of the first block it lacks — capped at what the engine looks up.
+   * The same result as walking the engine's block hashes one by one while some candidate holds
+   * every block so far, with less probing: over the blocks resumed from checkpoints (known
+   * without tokenizing), a candidate whose set is ancestor-closed (`BlockSet.closed`: then the
+   * blocks it holds of any prompt are a prefix of it) is binary-searched — is the last such
+   * block held, else where does holding stop — and any other candidate is walked block by block;
+   * past them, the candidates holding all of them are walked as before, hashing lazily (the
+   * hasher then reads exactly as far as the one-by-one walk would). Returns the prompt's tokens
+   * (exact when the walk read the whole prompt, else extrapolated).
    */
   private matchPrecise(
     text: readonly string[],
@@ -485,8 +491,34 @@ export class RoutingPipeline implements Picker {
       plen[i] = 0;
       if (sets[i] !== undefined && sets[i]!.size > 0) alive[live++] = i;
     }
-    // Block hashes already known (checkpoints) are read in place; more are hashed one at a time.
-    let b = 0;
+    // Blocks resumed from checkpoints: per candidate, its first missing one among them.
+    // Block 0 first, for every candidate: most candidates lack it (a probe each), as in a walk.
+    const r0 = ph.resumed;
+    if (r0 > 0 && live > 0) {
+      const hi0 = ph.hi(0);
+      const lo0 = ph.lo(0);
+      let k = 0;
+      let walked = false;
+      for (let j = 0; j < live; j++) {
+        const i = alive[j]!;
+        const set = sets[i]!;
+        let m: number;
+        if (!set.has(hi0, lo0)) m = 0;
+        else if (set.closed) m = firstMissClosed(set, ph, r0);
+        else {
+          if (!walked) {
+            ph.materialize();
+            walked = true;
+          }
+          m = firstMiss(set, ph.his, ph.los, r0);
+        }
+        if (m >= r0) alive[k++] = i;
+        else plen[i] = m;
+      }
+      live = k;
+    }
+    // Further blocks: hashed as far as some candidate holds every block so far.
+    let b = r0;
     let ready = ph.ready;
     let his = ph.his;
     let los = ph.los;
@@ -619,4 +651,34 @@ export function rendezvous(
     }
   }
   return best;
+}
+
+/** The first of the prompt's blocks [0, n) that `set` lacks (n: none), probing each in order. */
+export function firstMiss(set: BlockSet, his: Uint32Array, los: Uint32Array, n: number): number {
+  for (let b = 0; b < n; b++) if (!set.has(his[b]!, los[b]!)) return b;
+  return n;
+}
+
+/** Block hashes by position (PromptBlockHashes). */
+export interface BlockHashes {
+  hi(i: number): number;
+  lo(i: number): number;
+}
+
+/**
+ * `firstMiss` for an ancestor-closed set (`set.closed`): what it holds of the prompt's chained
+ * blocks is a prefix of them, so a binary search finds where it ends (log2 n probes).
+ */
+export function firstMissClosed(set: BlockSet, h: BlockHashes, n: number): number {
+  if (n <= 0) return 0;
+  if (set.has(h.hi(n - 1), h.lo(n - 1))) return n;
+  // Invariant: every block before lo is held; block hi is not.
+  let lo = 0;
+  let hi = n - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (set.has(h.hi(mid), h.lo(mid))) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -14,11 +14,12 @@
 //   and the block hashes produced since the previous checkpoint are cached, keyed by (position,
 //   chained hash of the text so far) — the approximate index's 128-byte block hashes of the same
 //   text, which the pipeline computes anyway. A prompt sharing a cached prefix (a system prompt, a
-//   conversation's earlier turns) walks the checkpoints (a Map lookup per 512 B) and tokenizes only
+//   conversation's earlier turns) walks the checkpoints (an index read per 512 B) and tokenizes only
 //   the text after the last one. The cache is bounded (`maxCheckpoints`; second-chance eviction:
-//   a checkpoint read since it was last passed over survives one more round). Map keys are 30-bit
-//   integers (V8 small integers: no allocation, fast hashing) mixed from (position, text hash); the
-//   checkpoint keeps both and is used only when they match. A 32-bit text hash collision at the
+//   a checkpoint read since it was last passed over survives one more round). Keys are 30-bit
+//   integers mixed from (position, text hash) in a typed-array index (`CheckpointStore`: one entry
+//   read per checkpoint walked, no object touched, the blocks left in place); the checkpoint keeps
+//   both and is used only when they match. A 32-bit text hash collision at the
 //   same position would give wrong block hashes: a wrong routing hint (never a wrong answer),
 //   about entries / 2^32 per lookup.
 import { BlockHasher, type BlockHasherState } from '../../core/tokens.js';
@@ -69,22 +70,191 @@ export function enginePromptParts(prompt: string | readonly string[]): string[] 
   return out;
 }
 
-/** A 30-bit Map key from (text blocks, text hash); the checkpoint keeps both to check a hit. */
+/** A 30-bit key from (text blocks, text hash); the checkpoint keeps both to check a hit. */
 function keyOf(k: number, hash: number): number {
   return (hash ^ Math.imul(k, 0x9e3779b1)) & 0x3fffffff;
 }
 
-interface Checkpoint {
-  /** Text blocks before it, and the text's chained hash there. */
-  k: number;
-  hash: number;
-  /** Read since it was last passed over for eviction. */
-  ref: boolean;
+/** What a checkpoint restores: the hasher's state and the block hashes since the previous one. */
+interface CheckpointData {
   state: BlockHasherState;
   /** Index of the first block in hi/lo (the previous checkpoint's block count). */
   from: number;
   hi: Uint32Array;
   lo: Uint32Array;
+}
+
+/** Int32 fields per index entry: key + 1 (0: empty), text blocks k, text hash, slot | REF. */
+const E = 4;
+const REF = 0x40000000;
+const SLOT_MASK = REF - 1;
+
+/**
+ * The checkpoints of one block size: at most `max` of them, keyed by the 30-bit `keyOf` (one
+ * entry per key; saving under a key replaces its entry), evicted in insertion order with a second
+ * chance (an entry read since it was last passed over moves to the back once). The same policy as
+ * a Map in insertion order, in typed arrays: the index (open addressing, linear probing,
+ * backward-shift deletion) holds per entry its key, k, text hash, data slot and read flag — the
+ * prompt walk reads one index entry per checkpoint and nothing else; the order is a doubly-linked
+ * list over data slots; the data (hasher state, block hashes) is read only where a prompt resumes.
+ */
+class CheckpointStore {
+  private tab = new Int32Array(E * 64);
+  private mask = 63;
+  /** Per data slot: key, first block, previous and next in insertion order (−1: none). */
+  private slotKey = new Int32Array(32);
+  private slotFrom = new Int32Array(32);
+  private prev = new Int32Array(32);
+  private next = new Int32Array(32);
+  private readonly data: (CheckpointData | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+  private head = -1;
+  private tail = -1;
+  size = 0;
+
+  constructor(private readonly max: number) {}
+
+  /** Index entry position of `key`, or −1. */
+  find(key: number): number {
+    const t = this.tab;
+    const mask = this.mask;
+    const want = key + 1;
+    for (let p = key & mask; ; p = (p + 1) & mask) {
+      const e = t[E * p]!;
+      if (e === want) return p;
+      if (e === 0) return -1;
+    }
+  }
+
+  /** Data slot of the checkpoint (k, hash) if cached (and marks it read), else −1. */
+  read(k: number, hash: number): number {
+    const t = this.tab;
+    const mask = this.mask;
+    const want = keyOf(k, hash) + 1;
+    for (let p = (want - 1) & mask; ; p = (p + 1) & mask) {
+      const o = E * p;
+      const e = t[o]!;
+      if (e === want) {
+        if (t[o + 1] !== k || t[o + 2] !== hash) return -1;
+        const v = t[o + 3]!;
+        t[o + 3] = v | REF;
+        return v & SLOT_MASK;
+      }
+      if (e === 0) return -1;
+    }
+  }
+
+  get(slot: number): CheckpointData {
+    return this.data[slot]!;
+  }
+
+  /** The checkpoint's first block (its data's `from`). */
+  fromOf(slot: number): number {
+    return this.slotFrom[slot]!;
+  }
+
+  /** Saves a checkpoint (replacing the entry under its key), then evicts down to `max`. */
+  save(k: number, hash: number, d: CheckpointData): void {
+    const key = keyOf(k, hash);
+    const old = this.find(key);
+    if (old >= 0) this.remove(old);
+    // A new slot, at the back of the order.
+    let s = this.freeSlots.pop();
+    if (s === undefined) {
+      s = this.data.length;
+      this.data.push(undefined);
+      if (s >= this.slotKey.length) this.growSlots();
+    }
+    this.data[s] = d;
+    this.slotKey[s] = key;
+    this.slotFrom[s] = d.from;
+    this.link(s);
+    if ((this.size + 1) * 2 > this.mask + 1) this.growIndex();
+    const t = this.tab;
+    let p = key & this.mask;
+    while (t[E * p] !== 0) p = (p + 1) & this.mask;
+    t[E * p] = key + 1;
+    t[E * p + 1] = k;
+    t[E * p + 2] = hash;
+    t[E * p + 3] = s;
+    this.size++;
+    while (this.size > this.max) {
+      const h = this.head;
+      const q = this.find(this.slotKey[h]!);
+      const v = t[E * q + 3]!;
+      if (v & REF) {
+        t[E * q + 3] = v & SLOT_MASK;
+        this.unlink(h);
+        this.link(h);
+      } else this.remove(q);
+    }
+  }
+
+  /** Removes the index entry at position p and frees its data slot. */
+  private remove(p: number): void {
+    const t = this.tab;
+    const mask = this.mask;
+    const s = t[E * p + 3]! & SLOT_MASK;
+    this.unlink(s);
+    this.data[s] = undefined;
+    this.freeSlots.push(s);
+    let hole = p;
+    for (let j = (p + 1) & mask; ; j = (j + 1) & mask) {
+      const e = t[E * j]!;
+      if (e === 0) break;
+      const home = (e - 1) & mask;
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        t.copyWithin(E * hole, E * j, E * j + E);
+        hole = j;
+      }
+    }
+    t.fill(0, E * hole, E * hole + E);
+    this.size--;
+  }
+
+  private link(s: number): void {
+    this.prev[s] = this.tail;
+    this.next[s] = -1;
+    if (this.tail >= 0) this.next[this.tail] = s;
+    else this.head = s;
+    this.tail = s;
+  }
+
+  private unlink(s: number): void {
+    const a = this.prev[s]!;
+    const b = this.next[s]!;
+    if (a >= 0) this.next[a] = b;
+    else this.head = b;
+    if (b >= 0) this.prev[b] = a;
+    else this.tail = a;
+  }
+
+  private growSlots(): void {
+    const n = this.slotKey.length * 2;
+    const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
+      const b = new Int32Array(n);
+      b.set(a);
+      return b;
+    };
+    this.slotKey = grow(this.slotKey);
+    this.slotFrom = grow(this.slotFrom);
+    this.prev = grow(this.prev);
+    this.next = grow(this.next);
+  }
+
+  private growIndex(): void {
+    const old = this.tab;
+    this.mask = this.mask * 2 + 1;
+    const t = new Int32Array(E * (this.mask + 1));
+    this.tab = t;
+    for (let o = 0; o < old.length; o += E) {
+      const e = old[o]!;
+      if (e === 0) continue;
+      let p = (e - 1) & this.mask;
+      while (t[E * p] !== 0) p = (p + 1) & this.mask;
+      t.set(old.subarray(o, o + E), E * p);
+    }
+  }
 }
 
 export interface PromptHashCacheOptions {
@@ -94,14 +264,15 @@ export interface PromptHashCacheOptions {
 
 /**
  * Produces one prompt's engine block hashes lazily (see the header); one instance is reused for
- * every decision (`begin` starts a prompt).
+ * every decision (`begin` starts a prompt). The blocks before the last checkpoint a prompt resumes
+ * from stay in the checkpoints (not copied): `hi(i)` / `lo(i)` find them there.
  */
 export class PromptBlockHashes {
   private readonly maxCheckpoints: number;
-  /** Per block size: key (text position, text hash) → checkpoint, in insertion order. */
-  private readonly caches = new Map<number, Map<number, Checkpoint>>();
+  /** Per block size: the checkpoint store. */
+  private readonly caches = new Map<number, CheckpointStore>();
   private hasher: BlockHasher = new BlockHasher(16, 256);
-  private cache: Map<number, Checkpoint> = new Map();
+  private cache: CheckpointStore;
   private parts: readonly string[] = [];
   private textHashes: ArrayLike<number> = [];
   private partIdx = 0;
@@ -110,12 +281,28 @@ export class PromptBlockHashes {
   /** Text blocks at the next checkpoint, and the block count at the last one. */
   private nextCp = CHECKPOINT_TEXT_BLOCKS;
   private cpBlocks = 0;
+  /** Data slots of the checkpoints the current prompt resumed through, their first blocks. */
+  private walk = new Int32Array(64);
+  private walkFrom = new Int32Array(64);
+  private walked = 0;
+  /** Blocks restored from checkpoints (not in the hasher's arrays). */
+  private restored = 0;
   /** Checkpoints read and written by the current prompt (receipt / tests). */
   reused = 0;
   saved = 0;
 
   constructor(o: PromptHashCacheOptions = {}) {
     this.maxCheckpoints = Math.max(1, o.maxCheckpoints ?? 65_536);
+    this.cache = this.storeOf(16);
+  }
+
+  private storeOf(blockSize: number): CheckpointStore {
+    let c = this.caches.get(blockSize);
+    if (!c) {
+      c = new CheckpointStore(this.maxCheckpoints);
+      this.caches.set(blockSize, c);
+    }
+    return c;
   }
 
   /**
@@ -124,12 +311,7 @@ export class PromptBlockHashes {
    */
   begin(parts: readonly string[], textHashes: ArrayLike<number>, blockSize: number): void {
     if (this.hasher.blockSize !== blockSize) this.hasher = new BlockHasher(blockSize, 256);
-    let cache = this.caches.get(blockSize);
-    if (!cache) {
-      cache = new Map();
-      this.caches.set(blockSize, cache);
-    }
-    this.cache = cache;
+    const cache = (this.cache = this.storeOf(blockSize));
     this.parts = parts;
     this.textHashes = textHashes;
     this.partIdx = 0;
@@ -141,37 +323,42 @@ export class PromptBlockHashes {
     this.saved = 0;
     const h = this.hasher;
     h.reset();
-    let last: Checkpoint | undefined;
+    // The cached checkpoints this text passes, from the first, while there is one: one index
+    // entry read each, nothing copied.
+    let j = 0;
     let k = CHECKPOINT_TEXT_BLOCKS;
-    for (; k <= textHashes.length; k += CHECKPOINT_TEXT_BLOCKS) {
-      const th = textHashes[k - 1]! | 0;
-      const cp = cache.get(keyOf(k, th));
-      if (!cp || cp.k !== k || cp.hash !== th) break;
-      cp.ref = true;
-      const m = cp.hi.length;
-      if (m > 0) {
-        // A loop: TypedArray#set costs more than copying the few blocks of one checkpoint.
-        if (h.hi.length < cp.from + m) h.setBlock(cp.from + m - 1, 0, 0);
-        const dh = h.hi;
-        const dl = h.lo;
-        const sh = cp.hi;
-        const sl = cp.lo;
-        for (let j = 0; j < m; j++) {
-          dh[cp.from + j] = sh[j]!;
-          dl[cp.from + j] = sl[j]!;
-        }
-      }
-      last = cp;
-      this.reused++;
+    const max = textHashes.length;
+    if (this.walk.length < (max >>> 2) + 1) {
+      this.walk = new Int32Array((max >>> 2) + 64);
+      this.walkFrom = new Int32Array((max >>> 2) + 64);
+    }
+    const walk = this.walk;
+    for (; k <= max; k += CHECKPOINT_TEXT_BLOCKS) {
+      const s = cache.read(k, textHashes[k - 1]! | 0);
+      if (s < 0) break;
+      walk[j++] = s;
     }
     this.nextCp = k;
-    if (last) h.restore(last.state);
+    this.walked = j;
+    this.reused = j;
+    this.restored = 0;
+    if (j > 0) {
+      const walkFrom = this.walkFrom;
+      for (let q = 0; q < j; q++) walkFrom[q] = cache.fromOf(walk[q]!);
+      h.restore(cache.get(walk[j - 1]!).state);
+      this.restored = h.blocks;
+    }
     this.cpBlocks = h.blocks;
   }
 
   /** Block hashes ready now (without reading further). */
   get ready(): number {
     return this.hasher.blocks;
+  }
+
+  /** Blocks resumed from checkpoints: block i < this is in a checkpoint, not in the hasher. */
+  get resumed(): number {
+    return this.restored;
   }
 
   /** Block hashes ready (≥ n unless the prompt has fewer full blocks). */
@@ -194,22 +381,61 @@ export class PromptBlockHashes {
     return h.blocks;
   }
 
-  /** Block hashes so far, high and low halves (re-read after `ensure`: they may grow). */
+  /** The checkpoint (its data) holding resumed block i < `resumed`. */
+  private holder(i: number): CheckpointData {
+    const from = this.walkFrom;
+    let a = 0;
+    let b = this.walked - 1;
+    // The last walked checkpoint whose first block is ≤ i (ones without blocks are skipped).
+    while (a < b) {
+      const m = (a + b + 1) >>> 1;
+      if (from[m]! <= i) a = m;
+      else b = m - 1;
+    }
+    return this.cache.get(this.walk[a]!);
+  }
+
+  /** Block hash i (uint32 halves); valid for i < the last `ensure`'s result. */
+  hi(i: number): number {
+    if (i >= this.restored) return this.hasher.hi[i]!;
+    const d = this.holder(i);
+    return d.hi[i - d.from] ?? 0;
+  }
+
+  lo(i: number): number {
+    if (i >= this.restored) return this.hasher.lo[i]!;
+    const d = this.holder(i);
+    return d.lo[i - d.from] ?? 0;
+  }
+
+  /**
+   * Copies the resumed blocks (in the checkpoints) into the hasher's arrays, so that `his` /
+   * `los` hold every block: for callers that read all of them in order.
+   */
+  materialize(): void {
+    if (this.restored === 0) return;
+    const h = this.hasher;
+    for (let q = 0; q < this.walked; q++) {
+      const d = this.cache.get(this.walk[q]!);
+      const m = d.hi.length;
+      const dh = h.hi;
+      const dl = h.lo;
+      // A loop: TypedArray#set costs more than copying the few blocks of one checkpoint.
+      for (let j = 0; j < m; j++) {
+        dh[d.from + j] = d.hi[j]!;
+        dl[d.from + j] = d.lo[j]!;
+      }
+    }
+    this.restored = 0;
+  }
+
+  /** Block hashes so far, high and low halves, when `resumed` is 0 (see `materialize`). */
   get his(): Uint32Array {
     return this.hasher.hi;
   }
 
   get los(): Uint32Array {
     return this.hasher.lo;
-  }
-
-  /** Block hash i (uint32 halves); valid for i < the last `ensure`'s result. */
-  hi(i: number): number {
-    return this.hasher.hi[i]!;
-  }
-
-  lo(i: number): number {
-    return this.hasher.lo[i]!;
   }
 
   /** True when the whole prompt was read: `tokens` is then exact. */
@@ -236,28 +462,13 @@ export class PromptBlockHashes {
     const h = this.hasher;
     const k = this.nextCp;
     const th = this.textHashes[k - 1]! | 0;
-    const key = keyOf(k, th);
-    const cp: Checkpoint = {
-      k,
-      hash: th,
-      ref: false,
+    this.cache.save(k, th, {
       state: h.save(),
       from: this.cpBlocks,
       hi: h.hi.slice(this.cpBlocks, h.blocks),
       lo: h.lo.slice(this.cpBlocks, h.blocks),
-    };
-    this.cache.delete(key);
-    this.cache.set(key, cp);
+    });
     this.saved++;
-    const cache = this.cache;
-    while (cache.size > this.maxCheckpoints) {
-      const [oldKey, old] = cache.entries().next().value as [number, Checkpoint];
-      cache.delete(oldKey);
-      if (old.ref) {
-        old.ref = false;
-        cache.set(oldKey, old);
-      }
-    }
     this.cpBlocks = h.blocks;
     this.nextCp = k + CHECKPOINT_TEXT_BLOCKS;
   }

@@ -73,8 +73,10 @@ export function blockHashes(text: string | readonly string[], maxBlocks = 8192):
     if (len >= cap) break;
     const wrote = scratch.write(p, len, cap - len, 'utf8');
     len += wrote;
-    // A part cut short (the buffer is full) ends the prompt.
-    if (wrote < Buffer.byteLength(p) && len < cap) break;
+    // A part cut short (the buffer is full) ends the prompt. Only a character that did not fit
+    // (≤ 4 bytes) cuts a part short below the cap, so the part's byte length (a pass over a
+    // possibly long string) is counted only that close to it.
+    if (len < cap && cap - len < 4 && wrote < Buffer.byteLength(p)) break;
   }
   const n = Math.min(Math.floor(len / BLOCK_BYTES), maxBlocks);
   const words = scratchWords;
