@@ -282,6 +282,9 @@ describe('pipeline: precise prefix source', () => {
       signals: { view: () => view },
       kvEvents: hub,
       random: seededRandom(3),
+      // These scripted engines send events only when told to: the gateway's own recent picks
+      // would stand in for them (see the next test).
+      pendingMs: 0,
     });
     const rt = route(engines.map((e) => e.url));
     p.sync({ models: [rt] });
@@ -346,6 +349,45 @@ describe('pipeline: precise prefix source', () => {
     expect(d6.receipt.scores['r1']!.prefix).toBe(0);
     expect(d6.receipt.scores['r1']!.prefixSource).toBeUndefined();
     p.release(d6.endpoint.replicaId);
+  });
+
+  it("a repeat sent before the engine's events arrive goes where the first one went, until the engine says otherwise", async () => {
+    const engines = [await scriptedEngine(), await scriptedEngine(), await scriptedEngine()];
+    for (const e of engines) closers.push(e.close);
+    const hub = new KvEventHub({ reconnectMinMs: 5000 });
+    closers.push(() => hub.close());
+    const p = new RoutingPipeline({
+      signals: { view: () => view },
+      kvEvents: hub,
+      random: seededRandom(5),
+    });
+    const rt = route(engines.map((e) => e.url));
+    p.sync({ models: [rt] });
+    await until(() => ['r0', 'r1', 'r2'].every((id) => hub.live(id)), 'three streams');
+    const system = 'Keep answers short and cite the context. '.repeat(60);
+    const parts = ['<system>\n', system, '\n', '<user>\n', 'What is it?', '\n'];
+    // No events yet anywhere: the first pick is by load; the repeats follow it (released in
+    // between, so load alone would rotate over the replicas).
+    const first = p.pick(rt, { exclude: new Set(), prompt: parts })!;
+    const home = first.endpoint.replicaId;
+    expect(first.receipt.scores[home]!.matchedBlocks).toBe(0);
+    p.release(home);
+    for (let i = 0; i < 3; i++) {
+      const d = p.pick(rt, { exclude: new Set(), prompt: parts })!;
+      expect(d.endpoint.replicaId).toBe(home);
+      expect(d.receipt.prefixSource).toBe('approximate');
+      expect(d.receipt.matchedBlocks).toBeGreaterThan(0);
+      p.release(home);
+    }
+    // The engine evicts something: from then on only its events count for it.
+    const e = engines[Number(home.slice(1))]!;
+    e.send([{ type: 'BlockStored', blockHashes: ['00000000000000aa'], parentBlockHash: null }]);
+    e.send([{ type: 'BlockRemoved', blockHashes: ['00000000000000aa'] }]);
+    await until(() => hub.stats(home)!.events >= 2, 'the eviction');
+    const after = p.pick(rt, { exclude: new Set(), prompt: parts })!;
+    expect(after.receipt.scores[home]!.matchedBlocks).toBe(0);
+    expect(after.receipt.scores[home]!.prefixSource).toBe('precise');
+    p.release(after.endpoint.replicaId);
   });
 
   it('validates routing.prefixSource in deployment specs', () => {

@@ -165,7 +165,15 @@ class PairCounts {
  * a known parent (`add`); per block its parent and its present children's count (aux), per absent
  * parent its present children's count (a small side table).
  */
+/** Source of BlockSet.removedAt values (unique across sets). */
+let removalEpochs = 0;
+
 export class BlockSet {
+  /**
+   * Changes whenever the set loses blocks (a removal or a clear), and differs between sets:
+   * what a router assumed about this set before that may no longer hold.
+   */
+  removedAt = ++removalEpochs;
   private keys = new Int32Array(128);
   /** Per slot: parent hi, parent lo, kind | present children × CHILD. */
   private aux = new Int32Array(192);
@@ -272,6 +280,7 @@ export class BlockSet {
     lo |= 0;
     if (hi === 0 && lo === 0) {
       if (!this.zero) return false;
+      this.removedAt = ++removalEpochs;
       this.zero = false;
       this.size--;
       this.unknown--;
@@ -279,6 +288,7 @@ export class BlockSet {
     }
     const i = this.find(hi, lo);
     if (i < 0) return false;
+    this.removedAt = ++removalEpochs;
     const { keys, aux, mask } = this;
     const phi = aux[3 * i]!;
     const plo = aux[3 * i + 1]!;
@@ -323,6 +333,7 @@ export class BlockSet {
   }
 
   clear(): void {
+    this.removedAt = ++removalEpochs;
     this.keys = new Int32Array(128);
     this.aux = new Int32Array(192);
     this.mask = 63;

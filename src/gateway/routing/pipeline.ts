@@ -120,6 +120,12 @@ export interface PipelineOptions {
   kvEvents?: KvEventHub | null;
   /** The precise source's prompt-hash checkpoint cache. */
   precise?: PromptHashCacheOptions;
+  /**
+   * How long (ms; a pick is remembered for this to twice this) the precise source counts this
+   * gateway's own recent picks while no replica's events show the prompt — the window before the
+   * engine's BlockStored events arrive. Default RECENT_MS; 0 turns it off.
+   */
+  pendingMs?: number;
 }
 
 export function prefixSourceOf(route: RouteModel): PrefixSource {
@@ -157,6 +163,14 @@ export const KV_KNEE = 0.25;
 export const LOAD_SPAN = 8;
 /** Prompts shorter than this many index blocks (~512 tokens) get a proportionally smaller prefix score. */
 export const PREFIX_MIN_BLOCKS = 16;
+/** How long a generation of the precise source's recent picks lasts (ms; see RoutingPipeline). */
+export const RECENT_MS = 1000;
+const RECENT_INDEX: PrefixIndexOptions = {
+  defaultEntriesPerReplica: 4096,
+  globalMaxEntries: 1 << 16,
+};
+const NO_REPLICAS: ReadonlySet<string> = new Set();
+
 /** The same floor for the precise source, in tokens. */
 export const PRECISE_MIN_TOKENS = 512;
 /** Fields per candidate in the flat score array. */
@@ -188,6 +202,16 @@ export class RoutingPipeline implements Picker {
   readonly kvEvents: KvEventHub | undefined;
   /** The engine's block hashes of the prompt being routed (precise source). */
   readonly promptHashes: PromptBlockHashes;
+  /**
+   * This gateway's own picks of the last pendingMs–2×pendingMs for precise-source routes, in two
+   * generations: the engine's BlockStored events for a prompt arrive only after its prefill, so
+   * a repeat sent meanwhile would find no replica holding it (see pick).
+   */
+  private readonly recent = [new PrefixIndex(RECENT_INDEX), new PrefixIndex(RECENT_INDEX)];
+  private recentSince = 0;
+  private readonly pendingMs: number;
+  /** Per replica: its block set's `removedAt` when its recent picks were last checked. */
+  private readonly recentEpoch = new Map<string, number>();
 
   constructor(o: PipelineOptions) {
     this.signals = o.signals;
@@ -199,6 +223,7 @@ export class RoutingPipeline implements Picker {
         ? undefined
         : (o.kvEvents ?? (o.signals as { kvEvents?: KvEventHub }).kvEvents);
     this.promptHashes = new PromptBlockHashes(o.precise);
+    this.pendingMs = o.pendingMs ?? RECENT_MS;
   }
 
   needsPrompt(route: RouteModel): boolean {
@@ -218,6 +243,8 @@ export class RoutingPipeline implements Picker {
     for (const id of [...this.inflight.keys()]) if (!ids.has(id)) this.inflight.delete(id);
     for (const id of [...this.atScrape.keys()]) if (!ids.has(id)) this.atScrape.delete(id);
     for (const id of [...this.lastPicked.keys()]) if (!ids.has(id)) this.lastPicked.delete(id);
+    for (const id of [...this.recentEpoch.keys()]) if (!ids.has(id)) this.recentEpoch.delete(id);
+    for (const r of this.recent) r.retain(ids);
   }
 
   /** A scrape of `replicaId` just landed: later in-flight changes correct its lagging counts. */
@@ -381,6 +408,20 @@ export class RoutingPipeline implements Picker {
     }
     let preciseTokens = 0;
     if (precise > 0) preciseTokens = this.matchPrecise(engineText!, req.hashes!, blockSize, n);
+    // No replica's events show any of the prompt: if this gateway sent it somewhere in the last
+    // second or two, its events may simply not have arrived yet; that pick counts (in the
+    // approximate index's blocks) for the replicas with a stream.
+    let pending: [Int32Array, Int32Array] | undefined;
+    if (this.pendingMs > 0 && precise > 0 && promptBlocks > 0 && !this.anyPreciseMatch(n)) {
+      this.rotateRecent(t0);
+      for (let i = 0; i < n; i++) {
+        if (sets[i] !== undefined) this.checkRecent(cands[i]!.replicaId, sets[i]!);
+      }
+      const [a, b] = this.recent as [PrefixIndex, PrefixIndex];
+      const la = a.matchLengths(req.hashes!);
+      const lb = b.matchLengths(req.hashes!);
+      pending = [la, lb];
+    }
     if (promptBlocks > 0 && precise < n && source !== 'precise')
       lens = index.matchLengths(req.hashes!);
     const plen = this.plen;
@@ -402,6 +443,18 @@ export class RoutingPipeline implements Picker {
         matched = plen[i]!;
         prefix = (matched * blockSize) / Math.max(preciseTokens, PRECISE_MIN_TOKENS);
         src = 2;
+        if (pending) {
+          const [a, b] = this.recent as [PrefixIndex, PrefixIndex];
+          const sent = Math.max(
+            pending[0][a.slotOf(e.replicaId)] ?? 0,
+            pending[1][b.slotOf(e.replicaId)] ?? 0,
+          );
+          if (sent > 0 && sent / denom > prefix) {
+            matched = sent;
+            prefix = sent / denom;
+            src = 1;
+          }
+        }
       } else if (lens) {
         matched = lens[index.slotOf(e.replicaId)]!;
         prefix = matched / denom;
@@ -444,7 +497,15 @@ export class RoutingPipeline implements Picker {
       }
     }
     const ep = cands[best]!;
-    if (req.hashes && req.hashes.length > 0 && w.prefix > 0) index.record(ep.replicaId, req.hashes);
+    if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
+      index.record(ep.replicaId, req.hashes);
+      // Only a pick the replica's events do not show yet is remembered (see `pending` above).
+      if (sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0) {
+        this.rotateRecent(t0);
+        this.checkRecent(ep.replicaId, sets[best]!);
+        this.recent[0]!.record(ep.replicaId, req.hashes);
+      }
+    }
     const src = raw[best * FIELDS + 5]!;
     const matched = raw[best * FIELDS + 6]!;
     const prefixInfo: PrefixInfo =
@@ -457,6 +518,33 @@ export class RoutingPipeline implements Picker {
           }
         : { source: src === 1 ? 'approximate' : undefined, matched, prompt: promptBlocks };
     return this.decide(ep, policy, lazyScores(cands, raw), prefixInfo, t0, req.version);
+  }
+
+  /** Whether some candidate's KV events show at least the prompt's first block. */
+  private anyPreciseMatch(n: number): boolean {
+    for (let i = 0; i < n; i++) if (this.sets[i] !== undefined && this.plen[i]! > 0) return true;
+    return false;
+  }
+
+  /**
+   * Forgets a replica's recent picks once its events show it lost blocks (an eviction or a
+   * clear since they were made): from then on only its events say what it holds.
+   */
+  private checkRecent(replicaId: string, set: BlockSet): void {
+    if (this.recentEpoch.get(replicaId) === set.removedAt) return;
+    this.recentEpoch.set(replicaId, set.removedAt);
+    this.recent[0]!.remove(replicaId);
+    this.recent[1]!.remove(replicaId);
+  }
+
+  /** Starts a new generation of recent picks every pendingMs (the oldest is forgotten). */
+  private rotateRecent(now: number): void {
+    if (now - this.recentSince < this.pendingMs) return;
+    const older = this.recent[1]!;
+    older.retain(NO_REPLICAS);
+    this.recent[1] = this.recent[0]!;
+    this.recent[0] = older;
+    this.recentSince = now;
   }
 
   /**
