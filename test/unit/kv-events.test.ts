@@ -273,7 +273,8 @@ describe('pipeline: precise prefix source', () => {
     ...(prefixSource ? { routing: { prefixSource } } : {}),
   });
 
-  it('the replica that stored the prompt wins; removal and clear drop it; a dead stream falls back', async () => {
+  /** Three scripted engines, subscribed to by a pipeline routing `rt` over them. */
+  async function fleet(o: { seed: number; pendingMs?: number }) {
     const engines = [await scriptedEngine(), await scriptedEngine(), await scriptedEngine()];
     for (const e of engines) closers.push(e.close);
     const hub = new KvEventHub({ reconnectMinMs: 5000 });
@@ -281,14 +282,19 @@ describe('pipeline: precise prefix source', () => {
     const p = new RoutingPipeline({
       signals: { view: () => view },
       kvEvents: hub,
-      random: seededRandom(3),
-      // These scripted engines send events only when told to: the gateway's own recent picks
-      // would stand in for them (see the next test).
-      pendingMs: 0,
+      random: seededRandom(o.seed),
+      ...(o.pendingMs !== undefined ? { pendingMs: o.pendingMs } : {}),
     });
     const rt = route(engines.map((e) => e.url));
     p.sync({ models: [rt] });
     await until(() => ['r0', 'r1', 'r2'].every((id) => hub.live(id)), 'three streams');
+    return { engines, hub, p, rt };
+  }
+
+  it('the replica that stored the prompt wins; removal and clear drop it; a dead stream falls back', async () => {
+    // These scripted engines send events only when told to: the gateway's own recent picks
+    // would stand in for them (see the next test).
+    const { engines, hub, p, rt } = await fleet({ seed: 3, pendingMs: 0 });
     await until(() => engines.every((e) => e.streams() === 1), 'server side');
 
     const system = 'Answer in one sentence, citing the context. '.repeat(60);
@@ -352,18 +358,7 @@ describe('pipeline: precise prefix source', () => {
   });
 
   it("a repeat sent before the engine's events arrive goes where the first one went, until the engine says otherwise", async () => {
-    const engines = [await scriptedEngine(), await scriptedEngine(), await scriptedEngine()];
-    for (const e of engines) closers.push(e.close);
-    const hub = new KvEventHub({ reconnectMinMs: 5000 });
-    closers.push(() => hub.close());
-    const p = new RoutingPipeline({
-      signals: { view: () => view },
-      kvEvents: hub,
-      random: seededRandom(5),
-    });
-    const rt = route(engines.map((e) => e.url));
-    p.sync({ models: [rt] });
-    await until(() => ['r0', 'r1', 'r2'].every((id) => hub.live(id)), 'three streams');
+    const { engines, hub, p, rt } = await fleet({ seed: 5 });
     const system = 'Keep answers short and cite the context. '.repeat(60);
     const parts = ['<system>\n', system, '\n', '<user>\n', 'What is it?', '\n'];
     // No events yet anywhere: the first pick is by load; the repeats follow it (released in
