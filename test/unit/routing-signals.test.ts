@@ -66,6 +66,23 @@ describe('parseEngineMetrics', () => {
     expect(ll).toMatchObject({ waiting: 4, running: 1, prefixQueries: 100, kvUtilization: 0 });
   });
 
+  it('reads only the named series: lookalike names, histogram buckets and comments are skipped', () => {
+    const s = parseEngineMetrics(
+      [
+        '# TYPE vllm:num_requests_waiting gauge',
+        'vllm:num_requests_waiting_total 50',
+        'vllm:num_requests_waitin 60',
+        'vllm:time_to_first_token_seconds_bucket{le="0.1",model_name="m"} 99',
+        'vllm:num_requests_waiting{model_name="m",note="a}b"} 2',
+        'vllm:num_requests_waiting 1 1700000000000',
+        'vllm:cache_config_info{block_size="32",num_gpu_blocks="100"} 1',
+        'vllm:kv_cache_usage_perc{model_name="m"} 1.7',
+      ].join('\n'),
+      1,
+    );
+    expect(s).toMatchObject({ waiting: 3, blockSize: 32, numGpuBlocks: 100, kvUtilization: 1 });
+  });
+
   it('ignores malformed lines', () => {
     const s = parseEngineMetrics('garbage\nvllm:num_requests_waiting{x="1"} NaN\n{}\n', 1);
     expect(s.waiting).toBe(0);

@@ -7,7 +7,7 @@
 // ./kv-events.ts): the routing pipeline tells it which replicas publish events (`sync` of the
 // routing table), the scraper hands it each replica's num_gpu_blocks (the sets' cap) and closes it
 // with itself.
-import { Agent, request } from 'undici';
+import { UpstreamClient, type UpstreamBody } from '../h1/client.js';
 import { KvEventHub, type KvEventOptions } from './kv-events.js';
 
 /** Normalized engine signals (DESIGN.md, "Engine signals"). */
@@ -69,69 +69,93 @@ export function parseEngineMetrics(text: string, now: number): EngineSignals {
   while (pos < text.length) {
     let end = text.indexOf('\n', pos);
     if (end < 0) end = text.length;
-    const line = text.slice(pos, end);
+    const start = pos;
     pos = end + 1;
-    if (line.length === 0 || line.charCodeAt(0) === 35 /* # */) continue;
-    const brace = line.indexOf('{');
-    const space = line.indexOf(' ');
-    const nameEnd = brace >= 0 && (space < 0 || brace < space) ? brace : space;
-    if (nameEnd <= 0) continue;
-    const name = line.slice(0, nameEnd);
-    let rest = line.slice(nameEnd);
-    let labels = '';
-    if (rest.startsWith('{')) {
-      const close = rest.lastIndexOf('}');
-      if (close < 0) continue;
-      labels = rest.slice(1, close);
-      rest = rest.slice(close + 1);
+    if (end === start || text.charCodeAt(start) === 35 /* # */) continue;
+    // The name runs to '{' or ' '; only the few series read here are looked at further (an
+    // engine's page is mostly histogram buckets).
+    let nameEnd = start;
+    for (; nameEnd < end; nameEnd++) {
+      const c = text.charCodeAt(nameEnd);
+      if (c === 123 /* { */ || c === 32) break;
     }
-    const value = Number(rest.trim().split(/\s+/)[0]);
+    if (nameEnd === start || nameEnd === end) continue;
+    const kind = SERIES.get(text.slice(start, nameEnd));
+    if (kind === undefined) continue;
+    let labels = '';
+    let valueAt = nameEnd;
+    if (text.charCodeAt(nameEnd) === 123) {
+      const close = text.lastIndexOf('}', end - 1);
+      if (close < nameEnd) continue;
+      labels = text.slice(nameEnd + 1, close);
+      valueAt = close + 1;
+    }
+    const value = Number(text.slice(valueAt, end).trim().split(/\s+/)[0]);
     if (!Number.isFinite(value)) continue;
-    switch (name) {
-      case 'vllm:num_requests_waiting':
-      case 'sglang:num_queue_reqs':
-      case 'llamacpp:requests_deferred':
+    switch (kind) {
+      case Series.Waiting:
         s.waiting += value;
         break;
-      case 'vllm:num_requests_running':
-      case 'sglang:num_running_reqs':
-      case 'llamacpp:requests_processing':
+      case Series.Running:
         s.running += value;
         break;
-      case 'vllm:kv_cache_usage_perc':
-      case 'vllm:gpu_cache_usage_perc':
-      case 'llamacpp:kv_cache_usage_ratio':
-      case 'sglang:token_usage':
+      case Series.KvUsage:
         s.kvUtilization = Math.max(s.kvUtilization, Math.min(1, Math.max(0, value)));
         break;
-      case 'vllm:prefix_cache_hits_total':
-      case 'vllm:prefix_cache_hits':
+      case Series.PrefixHits:
         s.prefixHits += value;
         break;
       // llama-server counts prompt_tokens_total without the cached ones: a cached token is
       // both a hit and a query.
-      case 'llamacpp:prompt_tokens_cached_total':
+      case Series.CachedTokens:
         s.prefixHits += value;
         s.prefixQueries += value;
         break;
-      case 'vllm:prefix_cache_queries_total':
-      case 'vllm:prefix_cache_queries':
-      case 'llamacpp:prompt_tokens_total':
+      case Series.PrefixQueries:
         s.prefixQueries += value;
         break;
-      case 'vllm:cache_config_info': {
+      case Series.CacheConfig: {
         const bs = Number(/(?:^|,)block_size="(\d+)"/.exec(labels)?.[1] ?? NaN);
         const nb = Number(/(?:^|,)num_gpu_blocks="(\d+)"/.exec(labels)?.[1] ?? NaN);
         if (Number.isFinite(bs)) s.blockSize = bs;
         if (Number.isFinite(nb)) s.numGpuBlocks += nb;
         break;
       }
-      default:
-        break;
     }
   }
   return s;
 }
+
+const enum Series {
+  Waiting,
+  Running,
+  KvUsage,
+  PrefixHits,
+  CachedTokens,
+  PrefixQueries,
+  CacheConfig,
+}
+
+/** The series read, by name (vLLM, SGLang, llama.cpp). */
+const SERIES = new Map<string, Series>([
+  ['vllm:num_requests_waiting', Series.Waiting],
+  ['sglang:num_queue_reqs', Series.Waiting],
+  ['llamacpp:requests_deferred', Series.Waiting],
+  ['vllm:num_requests_running', Series.Running],
+  ['sglang:num_running_reqs', Series.Running],
+  ['llamacpp:requests_processing', Series.Running],
+  ['vllm:kv_cache_usage_perc', Series.KvUsage],
+  ['vllm:gpu_cache_usage_perc', Series.KvUsage],
+  ['llamacpp:kv_cache_usage_ratio', Series.KvUsage],
+  ['sglang:token_usage', Series.KvUsage],
+  ['vllm:prefix_cache_hits_total', Series.PrefixHits],
+  ['vllm:prefix_cache_hits', Series.PrefixHits],
+  ['llamacpp:prompt_tokens_cached_total', Series.CachedTokens],
+  ['vllm:prefix_cache_queries_total', Series.PrefixQueries],
+  ['vllm:prefix_cache_queries', Series.PrefixQueries],
+  ['llamacpp:prompt_tokens_total', Series.PrefixQueries],
+  ['vllm:cache_config_info', Series.CacheConfig],
+]);
 
 export interface ScraperOptions {
   /** Poll period per endpoint (ms). Default 100. */
@@ -157,10 +181,35 @@ interface Target {
   signals: EngineSignals | undefined;
 }
 
+/** A metrics page larger than this is not read (a misbehaving endpoint). */
+const MAX_METRICS_BYTES = 4 * 1024 * 1024;
+
+/** A whole response body as UTF-8 text; rejects past `max` bytes (the connection is dropped). */
+function readText(body: UpstreamBody, max: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    body.read({
+      data: (c) => {
+        size += c.length;
+        if (size > max) {
+          body.destroy();
+          reject(new Error(`metrics page larger than ${max} bytes`));
+          return;
+        }
+        chunks.push(c);
+      },
+      end: () => resolve(Buffer.concat(chunks, size).toString('utf8')),
+      error: reject,
+    });
+  });
+}
+
 /** Polls every endpoint's metrics; follows the endpoint set given to `sync`. */
 export class SignalScraper implements SignalSource {
   private readonly targets = new Map<string, Target>();
-  private readonly agent: Agent;
+  /** The gateway's own raw HTTP/1.1 client (a scrape costs a fraction of an undici request). */
+  private readonly client: UpstreamClient;
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
   readonly staleMs: number;
@@ -175,12 +224,12 @@ export class SignalScraper implements SignalSource {
     this.timeoutMs = o.timeoutMs ?? 500;
     this.staleMs = o.staleMs ?? 2000;
     this.now = o.now ?? (() => performance.now());
-    this.agent = new Agent({
-      connections: 1,
-      keepAliveTimeout: 10_000,
-      connect: { timeout: this.timeoutMs },
-      headersTimeout: this.timeoutMs,
-      bodyTimeout: this.timeoutMs,
+    this.client = new UpstreamClient({
+      connectTimeoutMs: this.timeoutMs,
+      headersTimeoutMs: this.timeoutMs,
+      idleTimeoutMs: this.timeoutMs,
+      keepAliveMs: 10_000,
+      maxIdlePerOrigin: 1,
     });
   }
 
@@ -233,12 +282,9 @@ export class SignalScraper implements SignalSource {
     if (!t || t.inFlight || t.stopped) return;
     t.inFlight = true;
     try {
-      const res = await request(t.url + '/metrics', {
-        dispatcher: this.agent,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      const text = await res.body.text();
-      if (res.statusCode === 200 && !t.stopped) {
+      const res = await this.client.request(t.url, 'GET', '/metrics', '', '');
+      const text = await readText(res.body, MAX_METRICS_BYTES);
+      if (res.status === 200 && !t.stopped) {
         t.signals = parseEngineMetrics(text, this.now());
         this.kvEvents.setCapacity(t.replicaId, t.signals.numGpuBlocks);
       }
@@ -254,7 +300,7 @@ export class SignalScraper implements SignalSource {
     this.closed = true;
     for (const t of [...this.targets.values()]) this.stop(t);
     await this.kvEvents.close();
-    await this.agent.close();
+    await this.client.close();
   }
 
   private schedule(t: Target, delay: number): void {
