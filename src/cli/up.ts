@@ -22,6 +22,8 @@ interface UpFlags {
   rotateAdminKey?: boolean;
   json?: boolean;
   otlpEndpoint?: string;
+  signalIntervalMs: number;
+  signalStaleMs: number;
 }
 
 function int(name: string) {
@@ -71,6 +73,18 @@ export function registerUp(program: Command): void {
     .option('--rotate-admin-key', 'generate a new operator key (when the printed one was lost)')
     .option('--json', 'print one JSON line with the URLs and keys once ready (for scripts)')
     .option(
+      '--signal-interval-ms <ms>',
+      "how often the gateway scrapes each replica's engine metrics for routing",
+      int('signal-interval-ms'),
+      100,
+    )
+    .option(
+      '--signal-stale-ms <ms>',
+      'engine signals older than this make a replica count as saturated',
+      int('signal-stale-ms'),
+      2000,
+    )
+    .option(
       '--otlp-endpoint <url>',
       'export request traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT)',
     )
@@ -101,6 +115,8 @@ async function up(flags: UpFlags): Promise<void> {
     gpuType: flags.gpuType,
     agent: flags.agent,
     gpuSharing: Math.max(1, flags.gpuSharing),
+    signalIntervalMs: flags.signalIntervalMs,
+    signalStaleMs: flags.signalStaleMs,
     ...(flags.nodeName ? { nodeName: flags.nodeName } : {}),
     demo: flags.demo,
     logLevel: flags.logLevel as 'info',

@@ -1,6 +1,7 @@
 // `inferplane up` options → defaults → validated, frozen config, in one place.
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { InferplaneError } from '../core/errors.js';
 import { parseOrThrow } from '../core/schemas.js';
 
 /** Request tracing (W3C trace context always; OTLP export when `otlpEndpoint` is set). */
@@ -30,6 +31,10 @@ export const UpOptionsSchema = z.strictObject({
   adminKey: z.string().min(16).optional(),
   rotateAdminKey: z.boolean().default(false),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** How often the gateway scrapes each replica's engine metrics for routing (ms). */
+  signalIntervalMs: z.int().min(10).max(60_000).default(100),
+  /** Engine signals older than this make a replica count as saturated (ms). */
+  signalStaleMs: z.int().min(100).max(600_000).default(2000),
   /** Seconds `up` waits for the demo replicas before printing the ready banner. */
   readyTimeoutS: z.number().positive().default(60),
   tracing: TracingConfigSchema.prefault({}),
@@ -40,6 +45,13 @@ export type PlatformConfig = Readonly<z.infer<typeof UpOptionsSchema> & { stateD
 
 export function resolveConfig(opts: UpOptions): PlatformConfig {
   const parsed = parseOrThrow(UpOptionsSchema, opts, 'options');
+  if (parsed.signalStaleMs <= 2 * parsed.signalIntervalMs) {
+    throw new InferplaneError(
+      'IP_VALIDATION',
+      `the signal staleness limit (signalStaleMs, --signal-stale-ms: ${parsed.signalStaleMs} ms) must exceed two scrape intervals (signalIntervalMs, --signal-interval-ms: 2 × ${parsed.signalIntervalMs} ms): one late scrape must not make every replica stale`,
+      { details: [{ path: 'signalStaleMs', message: 'too small for signalIntervalMs' }] },
+    );
+  }
   const tracing = Object.freeze({
     ...parsed.tracing,
     ...(parsed.tracing.headers ? { headers: Object.freeze({ ...parsed.tracing.headers }) } : {}),

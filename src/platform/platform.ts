@@ -105,6 +105,7 @@ export async function startPlatform(
     metrics,
     logger,
     tracing,
+    routing: { scrapeIntervalMs: config.signalIntervalMs, staleMs: config.signalStaleMs },
     // The gateway reports first bytes to the controller (cold start: first token). Requests
     // arrive only after the controller below exists.
     onServed: (id) => controller.noteServed(id),
