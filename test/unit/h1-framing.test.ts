@@ -1,6 +1,7 @@
 // HTTP/1.1 framing for the raw-socket data plane: head parsing and the three body framings
 // (Content-Length, chunked, close-delimited), fed whole, split at every byte and in random pieces.
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../../src/core/random.js';
 import {
   BodyDecoder,
   CRLF,
@@ -31,18 +32,6 @@ function decoder(length: number | 'chunked' | 'close'): {
   const pieces: Buffer[] = [];
   const dec = new BodyDecoder(length, (c) => pieces.push(Buffer.from(c)));
   return { dec, pieces, out: () => Buffer.concat(pieces).toString('latin1') };
-}
-
-/** A small deterministic PRNG (mulberry32) so random splits are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Feeds `buf` to `dec` in the given pieces; returns the total bytes consumed. */
@@ -434,7 +423,7 @@ describe('BodyDecoder: chunked', () => {
   });
 
   it('decodes in random splits (with the next message appended)', () => {
-    const rand = rng(42);
+    const rand = seededRandom(42); // reproducible random splits
     for (let round = 0; round < 300; round++) {
       const n = 1 + Math.floor(rand() * 6);
       const ps: string[] = [];

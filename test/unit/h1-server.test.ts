@@ -618,33 +618,26 @@ describe('H1Server: handoff to the fallback', () => {
     expect(f.handled).toHaveLength(0);
   });
 
-  it('hands a malformed head to the fallback, which answers 400', async () => {
+  it.each([
+    [
+      'a malformed head',
+      'POST /v1/chat HTTP/1.1\r\nhost: x\r\nno colon here\r\ncontent-length: 0\r\n\r\n',
+    ],
+    [
+      'a repeated Content-Length',
+      'POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nhi!',
+    ],
+    [
+      'an invalid Content-Length',
+      'POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n',
+    ],
+  ])('hands %s to the fallback, which answers 400', async (_what, wire) => {
     const f = await front();
     const c = await rawClient(f.port);
-    c.socket.write(
-      'POST /v1/chat HTTP/1.1\r\nhost: x\r\nno colon here\r\ncontent-length: 0\r\n\r\n',
-    );
+    c.socket.write(wire);
     await c.waitFor((t) => t.startsWith('HTTP/1.1 400'), 1000, 'the 400');
     expect(f.handled).toHaveLength(0);
     expect(f.fell).toHaveLength(0);
-  });
-
-  it('hands a repeated Content-Length to the fallback, which answers 400', async () => {
-    const f = await front();
-    const c = await rawClient(f.port);
-    c.socket.write(
-      'POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nhi!',
-    );
-    await c.waitFor((t) => t.startsWith('HTTP/1.1 400'), 1000, 'the 400');
-    expect(f.handled).toHaveLength(0);
-  });
-
-  it('hands an invalid Content-Length to the fallback, which answers 400', async () => {
-    const f = await front();
-    const c = await rawClient(f.port);
-    c.socket.write('POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n');
-    await c.waitFor((t) => t.startsWith('HTTP/1.1 400'), 1000, 'the 400');
-    expect(f.handled).toHaveLength(0);
   });
 
   it('hands a head over maxHeadBytes to the fallback', async () => {

@@ -11,7 +11,7 @@ import { BlockSet, KvEventHub, parseBlockHash } from '../../src/gateway/routing/
 import { RoutingPipeline } from '../../src/gateway/routing/pipeline.js';
 import { enginePromptParts, PromptBlockHashes } from '../../src/gateway/routing/precise-prefix.js';
 import { blockHashes as textHashes } from '../../src/gateway/routing/prefix-index.js';
-import type { SignalView } from '../../src/gateway/routing/signals.js';
+import { freshView, simRoute } from './routing-fixtures.js';
 import { createSimServer } from '../../src/sim/server.js';
 
 const closers: (() => Promise<void>)[] = [];
@@ -250,28 +250,9 @@ describe('precise prompt hashes', () => {
 });
 
 describe('pipeline: precise prefix source', () => {
-  const view: SignalView = {
-    waiting: 0,
-    running: 0,
-    kvUtilization: 0.1,
-    stale: false,
-    ageMs: 1,
-    blockSize: 16,
-    numGpuBlocks: 1000,
-  };
-  const route = (
-    urls: string[],
-    prefixSource?: 'auto' | 'precise' | 'approximate',
-  ): RouteModel => ({
-    model: 'm',
-    deployment: 'm',
-    tenantId: 't',
-    tenantName: 't',
-    engine: 'sim',
-    createdAt: '',
-    endpoints: urls.map((url, i) => ({ replicaId: `r${i}`, index: i, url })),
-    ...(prefixSource ? { routing: { prefixSource } } : {}),
-  });
+  const view = freshView({ kvUtilization: 0.1, ageMs: 1 });
+  const route = (urls: string[], prefixSource?: 'auto' | 'precise' | 'approximate'): RouteModel =>
+    simRoute(urls, prefixSource ? { prefixSource } : undefined);
 
   /** Three scripted engines, subscribed to by a pipeline routing `rt` over them. */
   async function fleet(o: { seed: number; pendingMs?: number }) {

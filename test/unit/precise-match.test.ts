@@ -6,7 +6,6 @@
 import { describe, expect, it } from 'vitest';
 import { blockHashes, chatPromptText, tokenize } from '../../src/core/tokens.js';
 import { seededRandom } from '../../src/core/random.js';
-import type { RouteModel } from '../../src/core/types.js';
 import { BlockSet, parseBlockHash, type KvEventHub } from '../../src/gateway/routing/kv-events.js';
 import { firstMiss, firstMissClosed, RoutingPipeline } from '../../src/gateway/routing/pipeline.js';
 import {
@@ -14,7 +13,7 @@ import {
   PromptBlockHashes,
 } from '../../src/gateway/routing/precise-prefix.js';
 import { blockHashes as textHashes } from '../../src/gateway/routing/prefix-index.js';
-import type { SignalView } from '../../src/gateway/routing/signals.js';
+import { freshView, simRoute } from './routing-fixtures.js';
 
 type Pair = [number, number];
 const key = (h: Pair): string => `${h[0]}:${h[1]}`;
@@ -220,29 +219,9 @@ describe('prompt-hash checkpoint store', () => {
 });
 
 describe('precise decisions: binary search vs block-by-block walk', () => {
-  const view: SignalView = {
-    waiting: 0,
-    running: 0,
-    kvUtilization: 0.1,
-    stale: false,
-    ageMs: 1,
-    blockSize: 16,
-    numGpuBlocks: 100_000,
-  };
+  const view = freshView({ kvUtilization: 0.1, ageMs: 1, numGpuBlocks: 100_000 });
   const R = 8;
-  const route: RouteModel = {
-    model: 'm',
-    deployment: 'm',
-    tenantId: 't',
-    tenantName: 't',
-    engine: 'sim',
-    createdAt: '',
-    endpoints: Array.from({ length: R }, (_, i) => ({
-      replicaId: `r${i}`,
-      index: i,
-      url: `http://r${i}`,
-    })),
-  };
+  const route = simRoute(R);
 
   it('gives the same receipts when every set must be walked (parents unknown)', () => {
     const rnd = seededRandom(14);

@@ -4,35 +4,15 @@ import type { RouteModel, RouteRouting } from '../../src/core/types.js';
 import { RoutingPipeline, rendezvous, seededRandom } from '../../src/gateway/routing/pipeline.js';
 import { RoundRobinPicker } from '../../src/gateway/routing/picker.js';
 import { BLOCK_CHARS } from '../../src/gateway/routing/prefix-index.js';
+import { freshView, simRoute } from './routing-fixtures.js';
 import type { SignalSource, SignalView } from '../../src/gateway/routing/signals.js';
 
-const idle: SignalView = {
-  waiting: 0,
-  running: 0,
-  kvUtilization: 0,
-  stale: false,
-  ageMs: 5,
-  blockSize: 16,
-  numGpuBlocks: 1000,
-};
+const idle = freshView();
 
 function fleet(n: number, routing?: RouteRouting) {
   const views = new Map<string, SignalView>();
   const source: SignalSource = { view: (id) => views.get(id) ?? idle };
-  const route: RouteModel = {
-    model: 'm',
-    deployment: 'm',
-    tenantId: 't',
-    tenantName: 't',
-    engine: 'sim',
-    createdAt: '',
-    endpoints: Array.from({ length: n }, (_, i) => ({
-      replicaId: `r${i}`,
-      index: i,
-      url: `http://r${i}`,
-    })),
-    ...(routing ? { routing } : {}),
-  };
+  const route = simRoute(n, routing);
   const p = new RoutingPipeline({ signals: source, random: seededRandom(7) });
   return { p, route, views };
 }
