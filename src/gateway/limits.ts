@@ -25,6 +25,33 @@
 // A tenant without limits (undefined, or none set) gets one shared frozen admission: no state,
 // no allocation, an empty frozen header object, a no-op release. State exists per limited tenant
 // only; `retain` drops tenants that left the snapshot (a release after that is harmless).
+//
+// Several workers (node:cluster processes, or gateway replicas) each run a TenantLimiter built
+// with `workers: N`; a coordinator splits every tenant's limits between them by demand
+// (LimitShareBalancer in limit-shares.ts) and hands each worker its `LimitShare`s through
+// `setShares`, so the tenant's total stays within its configured limits with no per-request
+// coordination. A tenant without a share from the coordinator (none yet, or absent from the
+// map) uses `{ rate: 1/N }`. With share `rate` r and configured rps, tpm, c the local limits are:
+//   requests  rate rps × r per second, capacity max(1, max(1, rps) × r): a worker can always
+//             hold one whole request, so a small tenant is not starved on any worker. The burst
+//             summed over N workers can therefore exceed the global burst by at most N − 1
+//             requests; the sustained rate stays rps (Σ r = 1).
+//   tokens    rate tpm/60 × r per second, capacity tpm × r (a request larger than the local
+//             capacity passes on a full bucket, as above).
+//   in flight share.concurrency ?? ceil(c × r). The coordinator's whole slots sum to c; the
+//             default's ceil may exceed c in total until the first shares arrive.
+// A share change refills at the old rate up to now, then resizes and clamps the levels (a share
+// that grows adds capacity, not tokens). With N = 1 and no shares, r = 1 and everything above is
+// exactly the single-process limiter.
+// Headers and refusal messages describe the tenant's GLOBAL limits: the limit headers and the
+// messages name the configured values; remaining = floor(local level / r), capped at the global
+// capacity, is an estimate of the tenant's whole budget (exact only when the other workers hold
+// the same fraction of theirs); reset = the local time to full, which is the global one under
+// proportional shares. Retry-After is the local wait.
+// Demand for the coordinator: every admit() of a limited tenant, admitted or refused, counts one
+// attempt and its token estimate on the tenant's state (two increments); requests in flight are
+// counted for every limited tenant (so a maxConcurrency set while requests are in flight counts
+// them too). `takeDemand()` returns and resets the counters once a round.
 import { InferplaneError } from '../core/errors.js';
 import type { TenantLimits } from '../core/types.js';
 
@@ -64,10 +91,58 @@ interface Bucket {
   at: number;
 }
 
+/**
+ * This worker's part of one tenant's limits, from the coordinator: `rate` is its fraction (0..1]
+ * of the tenant's requests/s and tokens/min, `concurrency` its whole number of in-flight slots
+ * (may be 0; absent: ceil(maxConcurrency × rate)).
+ */
+export interface LimitShare {
+  rate: number;
+  concurrency?: number;
+}
+
+/** One tenant's demand on one worker since the last `takeDemand()`. */
+export interface TenantDemand {
+  /** admit() calls, admitted or refused. */
+  attempts: number;
+  /** Sum of their token estimates. */
+  tokens: number;
+  /** Requests admitted and not yet released, now. */
+  inflight: number;
+}
+
 interface TenantState {
   req: Bucket | undefined;
   tok: Bucket | undefined;
+  /** Admitted and not yet released (every limited tenant). */
   inflight: number;
+  /** This worker's fraction of the tenant's rates. */
+  rate: number;
+  /** In-flight slots from the coordinator, or -1: ceil(maxConcurrency × rate). */
+  slots: number;
+  /** The configured limits of the last admit (0: unset): a share change resizes with them. */
+  rps: number;
+  tpm: number;
+  /** Since the last takeDemand(). */
+  attempts: number;
+  tokens: number;
+}
+
+/** A share's rate, in (0, 1]; anything else falls back to `fallback`. */
+function shareRate(s: LimitShare | undefined, fallback: number): number {
+  if (s === undefined || !(typeof s.rate === 'number' && s.rate > 0)) return fallback;
+  return s.rate >= 1 ? 1 : s.rate;
+}
+
+/** A share's whole slots, or -1 (none given, or not a non-negative number). */
+function shareSlots(s: LimitShare | undefined): number {
+  const c = s?.concurrency;
+  return typeof c === 'number' && c >= 0 && c !== Infinity ? Math.floor(c) : -1;
+}
+
+/** Requests bucket capacity for configured rps and share rate. */
+function reqCapacity(rps: number, rate: number): number {
+  return Math.max(1, Math.max(1, rps) * rate);
 }
 
 function positive(v: number | undefined): v is number {
@@ -124,19 +199,38 @@ export function formatResetDuration(ms: number): string {
   return `${s}s`;
 }
 
-function headersOf(req: Bucket | undefined, tok: Bucket | undefined): RateLimitHeaders {
+/**
+ * Headers for the tenant's global limits from this worker's buckets (share `rate`): limit = the
+ * configured value, remaining = floor(local level / rate) capped at it (an estimate), reset = the
+ * local time to full.
+ */
+function headersOf(
+  req: Bucket | undefined,
+  tok: Bucket | undefined,
+  rps: number,
+  tpm: number,
+  rate: number,
+): RateLimitHeaders {
   const h: Record<string, string> = {};
   if (req !== undefined) {
-    h['x-ratelimit-limit-requests'] = String(req.capacity);
-    h['x-ratelimit-remaining-requests'] = String(Math.max(0, Math.floor(req.level + EPS)));
+    const cap = Math.max(1, rps);
+    h['x-ratelimit-limit-requests'] = String(cap);
+    h['x-ratelimit-remaining-requests'] = String(remaining(req.level, rate, cap));
     h['x-ratelimit-reset-requests'] = formatResetDuration((req.capacity - req.level) / req.rate);
   }
   if (tok !== undefined) {
-    h['x-ratelimit-limit-tokens'] = String(tok.capacity);
-    h['x-ratelimit-remaining-tokens'] = String(Math.max(0, Math.floor(tok.level + EPS)));
+    h['x-ratelimit-limit-tokens'] = String(tpm);
+    h['x-ratelimit-remaining-tokens'] = String(remaining(tok.level, rate, tpm));
     h['x-ratelimit-reset-tokens'] = formatResetDuration((tok.capacity - tok.level) / tok.rate);
   }
   return h;
+}
+
+/** Whole units left of the global budget, estimated from a local level: 0 when in debt. */
+function remaining(level: number, rate: number, globalCap: number): number {
+  const n = Math.floor(level / rate + EPS);
+  const cap = Math.floor(globalCap + EPS);
+  return n <= 0 ? 0 : n > cap ? cap : n;
 }
 
 /** Seconds for a message: one decimal, rounded up, at least 0.1. */
@@ -148,9 +242,59 @@ function fmtSeconds(ms: number): string {
 export class TenantLimiter {
   readonly #now: () => number;
   readonly #tenants = new Map<string, TenantState>();
+  /** 1 / workers: the rate of a tenant without a share. */
+  readonly #defaultRate: number;
+  #shares: ReadonlyMap<string, LimitShare> = new Map();
 
-  constructor(opts: { now?: () => number } = {}) {
+  /**
+   * `workers`: how many limiters share each tenant's limits (default 1: this one enforces them
+   * whole). A positive integer.
+   */
+  constructor(opts: { now?: () => number; workers?: number } = {}) {
     this.#now = opts.now ?? (() => performance.now());
+    const workers = opts.workers ?? 1;
+    if (!Number.isInteger(workers) || workers < 1) {
+      throw new RangeError(`workers must be a positive integer, got ${workers}`);
+    }
+    this.#defaultRate = 1 / workers;
+  }
+
+  /**
+   * Replaces this worker's shares (the coordinator's latest round). A tenant absent from the map
+   * goes back to `{ rate: 1/workers }`. A rate outside (0, 1] is clamped to 1 or, when not
+   * positive, ignored (default rate); a negative or non-numeric concurrency is ignored.
+   * Buckets refill at the old rate up to now, then take the new rate and capacity (levels
+   * clamped).
+   */
+  setShares(shares: ReadonlyMap<string, LimitShare>): void {
+    this.#shares = new Map(shares);
+    const now = this.#now();
+    for (const [id, st] of this.#tenants) {
+      const s = this.#shares.get(id);
+      st.slots = shareSlots(s);
+      const rate = shareRate(s, this.#defaultRate);
+      if (rate === st.rate) continue;
+      st.rate = rate;
+      if (st.req !== undefined) {
+        syncBucket(st.req, reqCapacity(st.rps, rate), st.rps * rate, now);
+      }
+      if (st.tok !== undefined) syncBucket(st.tok, st.tpm * rate, (st.tpm / 60) * rate, now);
+    }
+  }
+
+  /**
+   * Each limited tenant's demand since the last call (attempts, token estimates) and its
+   * requests in flight now, for tenants with either; resets the attempt and token counters.
+   */
+  takeDemand(): Map<string, TenantDemand> {
+    const out = new Map<string, TenantDemand>();
+    for (const [id, st] of this.#tenants) {
+      if (st.attempts === 0 && st.inflight === 0) continue;
+      out.set(id, { attempts: st.attempts, tokens: st.tokens, inflight: st.inflight });
+      st.attempts = 0;
+      st.tokens = 0;
+    }
+    return out;
   }
 
   admit(tenantId: string, limits: TenantLimits | undefined, estimatedTokens: number): Admission {
@@ -163,18 +307,39 @@ export class TenantLimiter {
     const now = this.#now();
     let st = this.#tenants.get(tenantId);
     if (st === undefined) {
-      st = { req: undefined, tok: undefined, inflight: 0 };
+      const s = this.#shares.get(tenantId);
+      st = {
+        req: undefined,
+        tok: undefined,
+        inflight: 0,
+        rate: shareRate(s, this.#defaultRate),
+        slots: shareSlots(s),
+        rps: 0,
+        tpm: 0,
+        attempts: 0,
+        tokens: 0,
+      };
       this.#tenants.set(tenantId, st);
     }
+    const rate = st.rate;
+    st.rps = rps ?? 0;
+    st.tpm = tpm ?? 0;
     const req = (st.req = syncBucket(
       st.req,
-      rps === undefined ? undefined : Math.max(1, rps),
-      rps ?? 0,
+      rps === undefined ? undefined : reqCapacity(rps, rate),
+      (rps ?? 0) * rate,
       now,
     ));
-    const tok = (st.tok = syncBucket(st.tok, tpm, (tpm ?? 0) / 60, now));
+    const tok = (st.tok = syncBucket(
+      st.tok,
+      tpm === undefined ? undefined : tpm * rate,
+      ((tpm ?? 0) / 60) * rate,
+      now,
+    ));
     const estimate =
       Number.isFinite(estimatedTokens) && estimatedTokens > 0 ? Math.ceil(estimatedTokens) : 0;
+    st.attempts++;
+    st.tokens += estimate;
 
     // All checks first.
     let first: LimitKind | undefined;
@@ -195,7 +360,10 @@ export class TenantLimiter {
         first ??= 'tokens';
       }
     }
-    if (conc !== undefined && st.inflight >= conc) {
+    if (
+      conc !== undefined &&
+      st.inflight >= (st.slots >= 0 ? st.slots : rate === 1 ? conc : Math.ceil(conc * rate - 1e-9))
+    ) {
       maxWait = Math.max(maxWait, 1000);
       (refused ??= []).push(`tenant limit of ${conc} concurrent requests reached`);
       first ??= 'concurrency';
@@ -207,24 +375,28 @@ export class TenantLimiter {
         `${refused.join('; ')}; retry in ${fmtSeconds(maxWait)} s`,
         { retryAfterS },
       );
-      return { ok: false, error, headers: headersOf(req, tok), limit: first ?? 'requests' };
+      return {
+        ok: false,
+        error,
+        headers: headersOf(req, tok, st.rps, st.tpm, rate),
+        limit: first ?? 'requests',
+      };
     }
 
     // Then deduct.
     if (req !== undefined) req.level -= 1;
     if (tok !== undefined) tok.level -= estimate;
-    const counted = conc !== undefined;
-    if (counted) st.inflight++;
+    st.inflight++;
     const state = st;
     const nowFn = this.#now;
     let released = false;
     return {
       ok: true,
-      headers: headersOf(req, tok),
+      headers: headersOf(req, tok, st.rps, st.tpm, rate),
       release(actualTokens?: number): void {
         if (released) return;
         released = true;
-        if (counted && state.inflight > 0) state.inflight--;
+        if (state.inflight > 0) state.inflight--;
         if (
           tok !== undefined &&
           state.tok === tok &&
@@ -245,7 +417,7 @@ export class TenantLimiter {
     for (const id of this.#tenants.keys()) if (!tenantIds.has(id)) this.#tenants.delete(id);
   }
 
-  /** Requests admitted and not yet released (counted only while maxConcurrency is set). */
+  /** Requests admitted and not yet released (counted for every limited tenant). */
   inflight(tenantId: string): number {
     return this.#tenants.get(tenantId)?.inflight ?? 0;
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InferplaneError } from '../../src/core/errors.js';
+import { seededRandom } from '../../src/core/random.js';
 import type { TenantLimits } from '../../src/core/types.js';
 import {
   TenantLimiter,
@@ -240,6 +241,49 @@ describe('TenantLimiter: combined', () => {
     a2.release();
     expect(l.inflight('a')).toBe(0);
     expect(l.admit('b', lim, 0).ok).toBe(false);
+  });
+});
+
+describe('TenantLimiter: workers = 1', () => {
+  it('admits exactly as the default on a deterministic sequence, with or without empty shares', () => {
+    const c = clock();
+    const base = new TenantLimiter({ now: c.now });
+    const one = new TenantLimiter({ now: c.now, workers: 1 });
+    const rnd = seededRandom(5);
+    const limits: Array<TenantLimits | undefined> = [
+      undefined,
+      { requestsPerSecond: 5 },
+      { requestsPerSecond: 0.4, tokensPerMinute: 600 },
+      { tokensPerMinute: 1000, maxConcurrency: 2 },
+      { requestsPerSecond: 2.5, tokensPerMinute: 333.3, maxConcurrency: 3 },
+    ];
+    const held: Array<[Admission & { ok: true }, Admission & { ok: true }]> = [];
+    const view = (a: Admission): unknown =>
+      a.ok ? a.headers : [a.headers, a.error.message, a.error.retryAfterS, a.limit];
+    let admitted = 0;
+    for (let i = 0; i < 5000; i++) {
+      c.advance(Math.floor(rnd() * 300));
+      const t = Math.floor(rnd() * limits.length);
+      const est = Math.floor(rnd() * 400);
+      const a = base.admit(`t${t}`, limits[t], est);
+      const b = one.admit(`t${t}`, limits[t], est);
+      expect(b.ok).toBe(a.ok);
+      expect(view(b)).toEqual(view(a));
+      if (a.ok && b.ok) {
+        held.push([a, b]);
+        admitted++;
+      }
+      if (held.length > 0 && rnd() < 0.5) {
+        const [x, y] = held.splice(Math.floor(rnd() * held.length), 1)[0]!;
+        const used = rnd() < 0.3 ? undefined : Math.floor(rnd() * 600);
+        x.release(used);
+        y.release(used);
+      }
+      if (i % 500 === 0) one.setShares(new Map()); // no shares: still the whole limit
+      expect(one.inflight(`t${t}`)).toBe(base.inflight(`t${t}`));
+    }
+    expect(admitted).toBeGreaterThan(500);
+    expect(admitted).toBeLessThan(4500);
   });
 });
 
