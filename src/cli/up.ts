@@ -24,6 +24,7 @@ interface UpFlags {
   otlpEndpoint?: string;
   signalIntervalMs: number;
   signalStaleMs: number;
+  gatewayWorkers: number;
 }
 
 function int(name: string) {
@@ -85,6 +86,12 @@ export function registerUp(program: Command): void {
       2000,
     )
     .option(
+      '--gateway-workers <n>',
+      'gateway processes serving the port (1: in the platform process; more: worker processes that split tenant limits by demand)',
+      int('gateway-workers'),
+      1,
+    )
+    .option(
       '--otlp-endpoint <url>',
       'export request traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT)',
     )
@@ -117,6 +124,7 @@ async function up(flags: UpFlags): Promise<void> {
     gpuSharing: Math.max(1, flags.gpuSharing),
     signalIntervalMs: flags.signalIntervalMs,
     signalStaleMs: flags.signalStaleMs,
+    gatewayWorkers: flags.gatewayWorkers,
     ...(flags.nodeName ? { nodeName: flags.nodeName } : {}),
     demo: flags.demo,
     logLevel: flags.logLevel as 'info',
@@ -132,7 +140,11 @@ async function up(flags: UpFlags): Promise<void> {
     level: config.logLevel,
     destination: flags.logStderr ? 2 : logFile,
   });
-  const platform = await startPlatform(config, { version, logger });
+  const platform = await startPlatform(config, {
+    version,
+    logger,
+    logDestination: flags.logStderr ? 2 : logFile,
+  });
 
   let stopping = false;
   const shutdown = (signal: string): void => {

@@ -86,6 +86,11 @@ export interface GatewayOptions {
   onServed?: (replicaId: string) => void;
   /** Clock for limits and breakers (ms; tests). */
   now?: () => number;
+  /**
+   * Gateway processes sharing each tenant's limits (default 1). Until a coordinator sets this
+   * process's shares (`limiter.setShares`), it enforces 1/N of every limit.
+   */
+  limitWorkers?: number;
   /** Engine-signal scraping and the default pipeline's knobs. */
   routing?: {
     /** Metrics poll period per endpoint (ms). Default 100. */
@@ -216,7 +221,10 @@ export class Gateway {
     this.picker = o.picker ?? this.pipeline!;
     this.tracing = o.tracing ?? createTracing({});
     const now = o.now ? { now: o.now } : {};
-    this.limiter = new TenantLimiter(now);
+    this.limiter = new TenantLimiter({
+      ...now,
+      ...(o.limitWorkers !== undefined ? { workers: o.limitWorkers } : {}),
+    });
     this.breakers = new CircuitBreakers({
       ...o.breaker,
       ...now,

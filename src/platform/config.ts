@@ -35,6 +35,14 @@ export const UpOptionsSchema = z.strictObject({
   signalIntervalMs: z.int().min(10).max(60_000).default(100),
   /** Engine signals older than this make a replica count as saturated (ms). */
   signalStaleMs: z.int().min(100).max(600_000).default(2000),
+  /**
+   * Gateway processes serving the port (node:cluster workers). 1: the gateway runs in the
+   * platform's own process. More: each worker runs the data plane; tenant limits are split between
+   * them by demand, metrics are summed.
+   */
+  gatewayWorkers: z.int().min(1).max(64).default(1),
+  /** How often gateway workers report tenant demand and get their limit shares back (ms). */
+  limitShareIntervalMs: z.int().min(10).max(10_000).default(100),
   /** Seconds `up` waits for the demo replicas before printing the ready banner. */
   readyTimeoutS: z.number().positive().default(60),
   tracing: TracingConfigSchema.prefault({}),

@@ -1,5 +1,7 @@
 // The composition root for one machine: store, tenancy, inventory (with a simulated node
-// agent), runtime, deployment controller, gateway and API on one HTTP port.
+// agent), runtime, deployment controller, gateway and API on one HTTP port. With
+// `gatewayWorkers` > 1 the gateway runs in that many worker processes sharing the port
+// (gateway-workers.ts); this process keeps the control plane on a loopback listener they relay to.
 import {
   closeSync,
   existsSync,
@@ -10,8 +12,11 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
+import { AggregatorRegistry, type Registry } from 'prom-client';
 import { Hono } from 'hono';
 import { createApi } from '../api/app.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
@@ -34,6 +39,7 @@ import { ArtifactCache, AuditLog, ModelRegistry } from '../registry/index.js';
 import { registryVersionStats } from '../telemetry/version-stats.js';
 import { TenancyService } from '../tenancy/tenancy.js';
 import type { PlatformConfig } from './config.js';
+import { GatewayWorkers } from './gateway-workers.js';
 import { startNodeAgent } from './node-agent.js';
 
 export const DEMO_TENANT = 'demo';
@@ -55,7 +61,12 @@ export interface Platform {
 
 export async function startPlatform(
   config: PlatformConfig,
-  opts: { version: string; logger?: Logger },
+  opts: {
+    version: string;
+    logger?: Logger;
+    /** Where gateway workers append their JSON logs (the logger's own destination). Default stdout. */
+    logDestination?: string | number;
+  },
 ): Promise<Platform> {
   mkdirSync(config.stateDir, { recursive: true });
   const logger = opts.logger ?? createLogger({ level: config.logLevel });
@@ -101,18 +112,38 @@ export async function startPlatform(
     },
     opts.version,
   );
-  const gateway = new Gateway({
-    metrics,
-    logger,
-    tracing,
-    routing: { scrapeIntervalMs: config.signalIntervalMs, staleMs: config.signalStaleMs },
-    // The gateway reports first bytes to the controller (cold start: first token). Requests
-    // arrive only after the controller below exists.
-    onServed: (id) => controller.noteServed(id),
-  });
+  // One gateway in this process, or (gatewayWorkers > 1) worker processes started by `listen`.
+  const gateway =
+    config.gatewayWorkers > 1
+      ? undefined
+      : new Gateway({
+          metrics,
+          logger,
+          tracing,
+          routing: { scrapeIntervalMs: config.signalIntervalMs, staleMs: config.signalStaleMs },
+          // The gateway reports first bytes to the controller (cold start: first token). Requests
+          // arrive only after the controller below exists.
+          onServed: (id) => controller.noteServed(id),
+        });
+  let workers: GatewayWorkers | undefined;
+  // The metrics of this process and of every gateway worker, summed (prom-client aggregation).
+  const registryNow = async (): Promise<Registry> =>
+    workers
+      ? AggregatorRegistry.aggregate([
+          await metrics.registry.getMetricsAsJSON(),
+          ...(await workers.metricsJson()),
+        ])
+      : metrics.registry;
+  let latestSnapshot: RoutingSnapshot | undefined;
+  const install = async (snapshot: RoutingSnapshot): Promise<void> => {
+    latestSnapshot = snapshot;
+    if (gateway) gateway.update(snapshot);
+    else if (workers) await workers.update(snapshot);
+  };
+  const snapshotVersion = (): number => gateway?.snapshotVersion ?? workers?.snapshotVersion ?? 0;
 
   // Routing snapshots: rebuilt (coalesced) whenever keys, deployments or replicas change.
-  let snapshotVersion = 0;
+  let published = 0;
   let publishing: Promise<void> | undefined;
   let republish = false;
   const publish = (): void => {
@@ -123,8 +154,8 @@ export async function startPlatform(
     publishing = (async () => {
       do {
         republish = false;
-        gateway.update(
-          await buildRoutingSnapshot(++snapshotVersion, tenancy, deployments, controller.rollouts),
+        await install(
+          await buildRoutingSnapshot(++published, tenancy, deployments, controller.rollouts),
         );
       } while (republish);
     })()
@@ -149,7 +180,10 @@ export async function startPlatform(
     logger,
     onChange: publish,
     publishNow,
-    versionStats: registryVersionStats(metrics),
+    versionStats: registryVersionStats(
+      metrics,
+      config.gatewayWorkers > 1 ? registryNow : undefined,
+    ),
     artifacts,
     onColdStartPhase: (deployment, phase, seconds) =>
       metrics.coldStart.observe({ deployment, phase }, seconds),
@@ -170,7 +204,8 @@ export async function startPlatform(
 
   let ready = false;
   const app = new Hono();
-  app.route('/v1', gateway.routes());
+  // With gateway workers, /v1 never reaches this process: the workers serve it.
+  if (gateway) app.route('/v1', gateway.routes());
   app.route(
     '/api/v1',
     createApi({
@@ -181,7 +216,7 @@ export async function startPlatform(
       audit,
       metricsText: async () => {
         await refreshGauges(db, metrics, node.name);
-        return metrics.registry.metrics();
+        return (await registryNow()).metrics();
       },
       logger,
       onChange: publish,
@@ -190,14 +225,14 @@ export async function startPlatform(
   );
   app.get('/metrics', async (c) => {
     await refreshGauges(db, metrics, node.name);
-    return c.body(await metrics.registry.metrics(), 200, {
+    return c.body(await (await registryNow()).metrics(), 200, {
       'content-type': metrics.registry.contentType,
     });
   });
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) =>
     ready
-      ? c.json({ status: 'ready', snapshot: gateway.snapshotVersion })
+      ? c.json({ status: 'ready', snapshot: snapshotVersion() })
       : c.json({ status: 'shutting down' }, 503),
   );
   app.get('/', (c) =>
@@ -212,9 +247,36 @@ export async function startPlatform(
   );
 
   // Listen before starting engines, so a taken port fails fast with nothing left running.
-  let server: H1Server;
+  let server: H1Server | HttpServer;
   try {
-    server = await listen(app, gateway, config);
+    if (gateway) server = await listen(app, gateway, config);
+    else {
+      // The control plane on loopback, for the workers to relay to; then the workers.
+      server = await listenInternal(app);
+      const internalPort = (server.address() as AddressInfo).port;
+      try {
+        workers = await GatewayWorkers.start({
+          count: config.gatewayWorkers,
+          logger,
+          onServed: (id) => controller.noteServed(id),
+          config: {
+            port: config.port,
+            host: config.host,
+            primaryUrl: `http://127.0.0.1:${internalPort}`,
+            demandIntervalMs: config.limitShareIntervalMs,
+            logLevel: config.logLevel,
+            logDestination: opts.logDestination ?? 1,
+            tracing: config.tracing,
+            version: opts.version,
+            routing: { scrapeIntervalMs: config.signalIntervalMs, staleMs: config.signalStaleMs },
+          },
+        });
+      } catch (e) {
+        server.close();
+        throw e;
+      }
+      if (latestSnapshot) await workers.update(latestSnapshot);
+    }
   } catch (e) {
     agent.stop();
     await db.destroy();
@@ -227,7 +289,7 @@ export async function startPlatform(
   publish();
   ready = true;
 
-  const port = server.address().port;
+  const port = workers ? workers.port : (server.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   logger.info({ url, stateDir: config.stateDir, gpus: config.gpus }, 'inferplane up');
@@ -257,10 +319,12 @@ export async function startPlatform(
         logger.info('stopping');
         agent.stop();
         await controller.stop();
-        const closed = server.close();
+        await workers?.close();
+        const closed =
+          'net' in server ? server.close() : new Promise<void>((r) => server.close(() => r()));
         server.closeAllConnections();
         await closed;
-        await gateway.close();
+        await gateway?.close();
         await artifactCache.close();
         await db.destroy();
         releaseLock();
@@ -290,6 +354,20 @@ export async function buildRoutingSnapshot(
     models: rollouts ? await rollouts.decorate(models) : models,
     tenants: await tenancy.tenantRoutes(),
   };
+}
+
+/** The control plane's listener for gateway workers to relay to (loopback, a free port). */
+async function listenInternal(app: Hono): Promise<HttpServer> {
+  const s = createHttpServer(getRequestListener(app.fetch));
+  s.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      s.off('error', reject);
+      resolve();
+    });
+  });
+  return s;
 }
 
 async function listen(app: Hono, gateway: Gateway, config: PlatformConfig): Promise<H1Server> {

@@ -97,6 +97,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'inferplane_gateway_breaker_state',
       help: 'Circuit breaker of a replica: 0 closed, 1 half-open, 2 open.',
       labelNames: ['model', 'replica'] as const,
+      // Several gateway workers each report it: the most open breaker counts.
+      aggregator: 'max',
       registers: [registry],
     }),
     breakerOpened: new Counter({
@@ -135,18 +137,24 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'inferplane_replica_waiting',
       help: 'Requests waiting in the engine queue, as last scraped by the gateway.',
       labelNames: ['model', 'replica'] as const,
+      // Several gateway workers each read the same engine: the largest reading.
+      aggregator: 'max',
       registers: [registry],
     }),
     replicaKvUtilization: new Gauge({
       name: 'inferplane_replica_kv_utilization',
       help: 'Engine KV-cache utilization (0..1), as last scraped by the gateway.',
       labelNames: ['model', 'replica'] as const,
+      // Several gateway workers each read the same engine: the largest reading.
+      aggregator: 'max',
       registers: [registry],
     }),
     replicaSignalAge: new Gauge({
       name: 'inferplane_replica_signal_age_seconds',
       help: 'Age of the engine signals the gateway routes on (stale beyond the limit).',
       labelNames: ['model', 'replica'] as const,
+      // Several gateway workers each report it: the freshest reading.
+      aggregator: 'min',
       registers: [registry],
     }),
     replicas: new Gauge({

@@ -10,6 +10,7 @@
 // `inferplane_gateway_requests_total{model,code}` (status >= 500 over all), which counts the
 // stable version's errors too: conservative (it can only fail a canary more often), and marked
 // `errorSource: 'model'`.
+import type { Registry } from 'prom-client';
 import type { Metrics } from './metrics.js';
 
 /** Cumulative histogram: [upper bound in seconds, cumulative count], ascending, +Inf last. */
@@ -121,18 +122,34 @@ async function histogram(
   return [...sums.entries()].sort((a, b) => a[0] - b[0]);
 }
 
-/** VersionStats over the platform's registry (see the header). */
-export function registryVersionStats(metrics: Metrics): VersionStats {
+type Readable = { get(): Promise<{ values: MetricValue[] }> };
+
+/**
+ * VersionStats over the platform's registry (see the header), or over `registryOf()` — the
+ * registry summed over gateway worker processes — read once per call, by the same metric names.
+ */
+export function registryVersionStats(
+  metrics: Metrics,
+  registryOf?: () => Promise<Registry>,
+): VersionStats {
   return {
     async read(model, version) {
+      const reg = registryOf ? await registryOf() : undefined;
+      const pick = (m: Readable): Readable => {
+        if (!reg) return m;
+        // prom-client metrics carry their name at run time (the typings leave it out).
+        const found = reg.getSingleMetric((m as unknown as { name: string }).name) as
+          Readable | undefined;
+        return found ?? { get: () => Promise.resolve({ values: [] }) };
+      };
       const [ttft, itl] = await Promise.all([
-        histogram(metrics.streamTtft, model, version),
-        histogram(metrics.itl, model, version),
+        histogram(pick(metrics.streamTtft), model, version),
+        histogram(pick(metrics.itl), model, version),
       ]);
       let requests = 0;
       let errors = 0;
       let wired = false;
-      for (const v of await values(metrics.versionRequests)) {
+      for (const v of await values(pick(metrics.versionRequests))) {
         if (v.labels.model !== model) continue;
         wired = true;
         if (v.labels.version !== version) continue;
@@ -140,7 +157,7 @@ export function registryVersionStats(metrics: Metrics): VersionStats {
         if (v.labels.outcome === 'error') errors += v.value;
       }
       if (wired) return { ttft, itl, requests, errors, errorSource: 'version' };
-      for (const v of await values(metrics.requests)) {
+      for (const v of await values(pick(metrics.requests))) {
         if (v.labels.model !== model) continue;
         requests += v.value;
         if (Number(v.labels.code) >= 500) errors += v.value;

@@ -23,3 +23,18 @@ describe('signal scraping options', () => {
     expect(() => resolveConfig({ signalIntervalMs: 1.5 })).toThrow();
   });
 });
+
+describe('gateway workers option', () => {
+  it('defaults to the gateway in the platform process, and takes 2..64 workers', () => {
+    expect(resolveConfig({}).gatewayWorkers).toBe(1);
+    expect(resolveConfig({ gatewayWorkers: 4 }).gatewayWorkers).toBe(4);
+    expect(resolveConfig({}).limitShareIntervalMs).toBe(100);
+  });
+
+  it('refuses a count out of range, naming the option', () => {
+    for (const bad of [0, 65, 1.5]) {
+      expect(() => resolveConfig({ gatewayWorkers: bad })).toThrow(/gatewayWorkers/);
+    }
+    expect(() => resolveConfig({ limitShareIntervalMs: 1 })).toThrow(/limitShareIntervalMs/);
+  });
+});

@@ -1,0 +1,212 @@
+// One gateway worker process (node:cluster; started by GatewayWorkers, `up --gateway-workers N`).
+// It serves the data plane on the shared public port: the inference routes on the gateway's raw
+// path and `/v1/*` through the gateway's Hono routes; every other request (API, metrics, readiness,
+// the dashboard) is relayed to the primary's loopback listener, where the control plane lives.
+//
+// Messages (see gateway-workers.ts for the primary's side):
+//   primary → worker  init {config} · snapshot {snapshot} · shares {shares} · metrics {id} · stop
+//   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand} · metrics {id, json}
+//                     served {replicaId} (a replica's first relayed byte, once per replica)
+import cluster from 'node:cluster';
+import { getRequestListener } from '@hono/node-server';
+import { Hono } from 'hono';
+import type { RoutingSnapshot, TenantLimits } from '../core/types.js';
+import { Gateway } from '../gateway/gateway.js';
+import type { LimitShare, TenantDemand } from '../gateway/limits.js';
+import { createLogger } from '../telemetry/logger.js';
+import { createMetrics } from '../telemetry/metrics.js';
+import { createTracing } from '../telemetry/tracing.js';
+import type { PlatformConfig } from './config.js';
+
+/** What a worker needs to serve (sent once, in `init`). */
+export interface WorkerConfig {
+  port: number;
+  host: string;
+  /** The primary's loopback listener: everything that is not the data plane goes there. */
+  primaryUrl: string;
+  /** Gateway processes sharing the tenants' limits. */
+  workers: number;
+  /** How often this worker reports its tenants' demand (ms). */
+  demandIntervalMs: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Path or file descriptor of the JSON log (the primary's, appended to). */
+  logDestination: string | number;
+  tracing: PlatformConfig['tracing'];
+  version: string;
+  routing: { scrapeIntervalMs: number; staleMs: number };
+}
+
+export type ToWorker =
+  | { t: 'init'; config: WorkerConfig }
+  | { t: 'snapshot'; snapshot: RoutingSnapshot }
+  | { t: 'shares'; shares: Array<[string, LimitShare]> }
+  | { t: 'metrics'; id: number }
+  | { t: 'stop' };
+
+export type FromWorker =
+  | { t: 'hello' }
+  | { t: 'ready'; port: number }
+  | { t: 'ack'; version: number }
+  | { t: 'demand'; demand: Array<[string, TenantDemand]> }
+  | { t: 'metrics'; id: number; json: unknown }
+  | { t: 'served'; replicaId: string }
+  | { t: 'failed'; message: string };
+
+/** Hop-by-hop headers a relay must not forward (RFC 9110 §7.6.1), and what fetch sets itself. */
+const HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'host',
+  'content-length',
+]);
+
+function send(msg: FromWorker): void {
+  process.send?.(msg);
+}
+
+async function serve(config: WorkerConfig): Promise<void> {
+  const logger = createLogger({
+    level: config.logLevel,
+    destination: config.logDestination,
+  }).child({ worker: cluster.worker?.id ?? process.pid });
+  const metrics = createMetrics();
+  const tracing = createTracing(
+    { ...config.tracing, onError: (e) => logger.warn({ err: e }, 'trace export failed') },
+    config.version,
+  );
+  // A replica's first byte matters to the control plane once (cold start: first token).
+  const served = new Set<string>();
+  const gateway = new Gateway({
+    metrics,
+    logger,
+    tracing,
+    limitWorkers: config.workers,
+    routing: { scrapeIntervalMs: config.routing.scrapeIntervalMs, staleMs: config.routing.staleMs },
+    onServed: (replicaId) => {
+      if (served.has(replicaId)) return;
+      served.add(replicaId);
+      send({ t: 'served', replicaId });
+    },
+  });
+
+  const primary = new URL(config.primaryUrl);
+  const app = new Hono();
+  app.route('/v1', gateway.routes());
+  app.all('*', async (c) => {
+    const target = new URL(c.req.url);
+    target.protocol = primary.protocol;
+    target.host = primary.host;
+    const headers = new Headers();
+    for (const [k, v] of c.req.raw.headers) if (!HOP.has(k)) headers.append(k, v);
+    const hasBody = c.req.method !== 'GET' && c.req.method !== 'HEAD';
+    try {
+      const res = await fetch(target, {
+        method: c.req.method,
+        headers,
+        redirect: 'manual',
+        ...(hasBody ? { body: c.req.raw.body, duplex: 'half' } : {}),
+        signal: c.req.raw.signal,
+      });
+      const out = new Headers();
+      for (const [k, v] of res.headers)
+        if (!HOP.has(k) && k !== 'content-encoding') out.append(k, v);
+      return new Response(res.body, { status: res.status, headers: out });
+    } catch (e) {
+      logger.error({ err: e }, 'relay to the control plane failed');
+      return c.json(
+        {
+          error: {
+            message: 'The control plane is not reachable from this gateway worker.',
+            type: 'server_error',
+            code: 'IP_UNAVAILABLE',
+          },
+        },
+        502,
+      );
+    }
+  });
+
+  const server = gateway.server(getRequestListener(app.fetch), { keepAliveTimeoutMs: 65_000 });
+  let lastLimits = new Map<string, TenantLimits>();
+  const demandTimer = setInterval(() => {
+    const demand = gateway.limiter.takeDemand();
+    if (demand.size > 0 || lastLimits.size > 0) send({ t: 'demand', demand: [...demand] });
+  }, config.demandIntervalMs);
+  demandTimer.unref();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      clearInterval(demandTimer);
+      // As the single-process gateway stops: no new connections, every open one closed.
+      const closed = server.close();
+      server.closeAllConnections();
+      await closed;
+      await gateway.close();
+      logger.flush();
+      process.exit(0);
+    })());
+
+  process.on('message', (raw: ToWorker) => {
+    switch (raw.t) {
+      case 'snapshot': {
+        gateway.update(raw.snapshot);
+        lastLimits = new Map((raw.snapshot.tenants ?? []).map((t) => [t.id, t.limits]));
+        for (const id of served) {
+          if (!raw.snapshot.models.some((m) => m.endpoints.some((e) => e.replicaId === id))) {
+            served.delete(id);
+          }
+        }
+        send({ t: 'ack', version: raw.snapshot.version });
+        break;
+      }
+      case 'shares':
+        gateway.limiter.setShares(new Map(raw.shares));
+        break;
+      case 'metrics':
+        void metrics.registry.getMetricsAsJSON().then(
+          (json) => send({ t: 'metrics', id: raw.id, json }),
+          (e: unknown) => {
+            logger.error({ err: e }, 'metrics collection failed');
+            send({ t: 'metrics', id: raw.id, json: [] });
+          },
+        );
+        break;
+      case 'stop':
+        void stop();
+        break;
+      default:
+        break;
+    }
+  });
+  // The primary going away (even by SIGKILL) closes the IPC channel: do not outlive it.
+  process.on('disconnect', () => void stop());
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => {
+    /* the primary decides (Ctrl-C reaches the whole process group) */
+  });
+
+  await server.listen(config.port, config.host);
+  send({ t: 'ready', port: server.address().port });
+}
+
+if (cluster.isWorker) {
+  process.once('message', (msg: ToWorker) => {
+    if (msg.t === 'stop') process.exit(0);
+    if (msg.t !== 'init') {
+      send({ t: 'failed', message: `expected init, got ${msg.t}` });
+      process.exit(1);
+    }
+    serve(msg.config).catch((e: unknown) => {
+      send({ t: 'failed', message: e instanceof Error ? e.message : String(e) });
+      process.exit(1);
+    });
+  });
+  // Messages sent before a listener exists are dropped: ask for init only now.
+  send({ t: 'hello' });
+}

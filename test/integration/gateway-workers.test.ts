@@ -1,0 +1,201 @@
+// `inferplane up --gateway-workers 2`: the gateway in two worker processes on one port, the control
+// plane in the primary. Real CLI, real engines, real sockets.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ADMIN_KEY,
+  api,
+  isAlive,
+  startUp,
+  tempStateDir,
+  waitFor,
+  type UpProcess,
+} from './helpers.js';
+
+let up: UpProcess;
+let state: ReturnType<typeof tempStateDir>;
+let demoKey: string;
+
+/** Pids of the gateway worker processes of `up` (children running gateway-worker.js). */
+function workerPids(parent: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== parent) continue;
+      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+      if (cmd.includes('gateway-worker.js')) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const body = (i: number): string =>
+  JSON.stringify({ model: 'demo-llama-8b', prompt: `w${i}`, max_tokens: 1 });
+
+/** `n` requests over `conns` separate connections (each its own client): status counts. */
+async function burst(n: number, conns: number): Promise<Map<number, number>> {
+  const agents = Array.from(
+    { length: conns },
+    () => new Agent({ connections: 1, pipelining: 0, keepAliveTimeout: 10_000 }),
+  );
+  const codes = new Map<number, number>();
+  let next = 0;
+  await Promise.all(
+    agents.map(async (dispatcher) => {
+      while (next < n) {
+        const i = next++;
+        const res = await request(`${up.info.url}/v1/completions`, {
+          method: 'POST',
+          dispatcher,
+          headers: { authorization: `Bearer ${demoKey}`, 'content-type': 'application/json' },
+          body: body(i),
+        });
+        await res.body.text();
+        codes.set(res.statusCode, (codes.get(res.statusCode) ?? 0) + 1);
+      }
+    }),
+  );
+  await Promise.all(agents.map((a) => a.close()));
+  return codes;
+}
+
+async function metricSum(name: string, filter: (labels: string) => boolean = () => true) {
+  const text = await (await fetch(`${up.info.url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const brace = line.indexOf('{');
+    const labels = brace >= 0 ? line.slice(brace, line.indexOf('}') + 1) : '';
+    if (line.slice(0, brace >= 0 ? brace : line.indexOf(' ')) !== name || !filter(labels)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** Worker ids (cluster ids) in the access lines of the log (lines are flushed every 500 ms). */
+function servingWorkers(): Set<string> {
+  const ids = new Set<string>();
+  for (const line of readFileSync(join(state.dir, 'logs', 'inferplane.log'), 'utf8').split('\n')) {
+    if (!line.includes('"msg":"request done"') || !line.includes('"worker"')) continue;
+    ids.add(String((JSON.parse(line) as { worker: unknown }).worker));
+  }
+  return ids;
+}
+
+beforeAll(async () => {
+  state = tempStateDir();
+  up = await startUp(state.dir, ['--gateway-workers', '2']);
+  expect(up.info.demo?.ready).toBe(true);
+  demoKey = up.info.demo!.key;
+}, 90_000);
+
+afterAll(async () => {
+  await up?.stop();
+  state?.cleanup();
+});
+
+describe('gateway workers', () => {
+  it('runs two worker processes that both serve the public port', async () => {
+    expect(workerPids(up.info.pid)).toHaveLength(2);
+    const before = await metricSum('inferplane_gateway_requests_total');
+    const codes = await burst(60, 12);
+    expect(codes.get(200)).toBe(60);
+    // /metrics (served by the primary) sums every worker's counters.
+    await waitFor(
+      async () => (await metricSum('inferplane_gateway_requests_total')) - before === 60,
+      'the summed request count',
+    );
+    // Each worker logs with its id; both took connections.
+    const workers = await waitFor(() => {
+      const ids = servingWorkers();
+      return Promise.resolve(ids.size >= 2 ? ids : undefined);
+    }, 'access lines from both workers');
+    expect(workers.size).toBe(2);
+  });
+
+  it('relays the control-plane API, readiness and the model list', async () => {
+    const tenants = await api<{ items?: unknown[] } | unknown[]>(
+      up.info.url,
+      ADMIN_KEY,
+      'GET',
+      '/api/v1/tenants',
+    );
+    expect(tenants.status).toBe(200);
+    const ready = (await (await fetch(`${up.info.url}/readyz`)).json()) as {
+      status: string;
+      snapshot: number;
+    };
+    expect(ready.status).toBe('ready');
+    expect(ready.snapshot).toBeGreaterThan(0);
+    const models = await fetch(`${up.info.url}/v1/models`, {
+      headers: { authorization: `Bearer ${demoKey}` },
+    });
+    expect(((await models.json()) as { data: Array<{ id: string }> }).data[0]?.id).toBe(
+      'demo-llama-8b',
+    );
+    const unauth = await api(up.info.url, 'ipk_nope', 'GET', '/api/v1/tenants');
+    expect(unauth.status).toBe(401);
+  });
+
+  it('holds a tenant rate limit across both workers (shares, not one limit each)', async () => {
+    const set = await api(
+      up.info.url,
+      ADMIN_KEY,
+      'PATCH',
+      `/api/v1/tenants/${up.info.demo!.tenant}`,
+      {
+        limits: { requestsPerSecond: 20 },
+      },
+    );
+    expect(set.status).toBe(200);
+    await waitFor(async () => ((await burst(40, 4)).get(429) ?? 0) > 0, 'the limit in force');
+    await new Promise((r) => setTimeout(r, 1500)); // buckets refill
+    // 3 s of demand well above the limit, over 8 connections (both workers get some).
+    const t0 = performance.now();
+    const codes = new Map<number, number>();
+    while (performance.now() - t0 < 3000) {
+      for (const [c, n] of await burst(40, 8)) codes.set(c, (codes.get(c) ?? 0) + n);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const ok = codes.get(200) ?? 0;
+    console.log(`limit 20/s over 2 workers: ${ok} admitted in ${seconds.toFixed(2)} s`);
+    // Global: 20/s sustained + a burst of 20 (+1 per extra worker). One full limit per worker
+    // would admit about twice as many.
+    expect(ok).toBeLessThanOrEqual(Math.ceil(20 * seconds + 20 + 1 + 6));
+    expect(ok).toBeGreaterThanOrEqual(Math.floor(20 * seconds * 0.6));
+    expect(codes.get(429)).toBeGreaterThan(0);
+    await api(up.info.url, ADMIN_KEY, 'PATCH', `/api/v1/tenants/${up.info.demo!.tenant}`, {
+      limits: { requestsPerSecond: null },
+    });
+  });
+
+  it('replaces a worker that dies; requests keep being served', async () => {
+    const [victim] = workerPids(up.info.pid);
+    process.kill(victim!, 'SIGKILL');
+    await waitFor(() => Promise.resolve(!isAlive(victim!)), 'the worker gone');
+    await waitFor(() => {
+      const pids = workerPids(up.info.pid);
+      return Promise.resolve(pids.length === 2 && !pids.includes(victim!));
+    }, 'a replacement worker');
+    // The replacement (a new cluster id) serves too, and nothing fails meanwhile.
+    const before = servingWorkers();
+    await waitFor(async () => {
+      expect((await burst(20, 4)).get(200)).toBe(20);
+      return [...servingWorkers()].some((id) => !before.has(id));
+    }, 'access lines from the replacement worker');
+  });
+
+  it('stops every worker when up stops', async () => {
+    const pids = workerPids(up.info.pid);
+    expect(pids).toHaveLength(2);
+    expect(await up.stop()).toBe(0);
+    await waitFor(() => Promise.resolve(pids.every((p) => !isAlive(p))), 'workers gone');
+  });
+});
