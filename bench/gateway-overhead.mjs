@@ -18,9 +18,12 @@
 //
 //   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
 //        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
+//        [--gateway-workers N[,N...]] [--rate-of NAME]
 //
 // --variant adds another gateway build (e.g. an experiment worktree's bench/lib/gateway-server.mjs,
 // which loads that worktree's dist/) to every comparison, side by side with this one.
+// --gateway-workers 2[,4] adds this build run as `up --gateway-workers N` runs it (N processes on
+// one port, bench/lib/gateway-workers-server.mjs); its CPU is summed over the processes.
 // Needs nginx and wrk: apt-get install -y nginx-light wrk.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -51,6 +54,8 @@ function parseArgs(argv) {
     rateFraction: 0.5,
     cpuProf: undefined,
     variants: [],
+    gatewayWorkers: [],
+    rateOf: 'gateway',
     prefixAware: true,
     warmup: 2,
   };
@@ -70,6 +75,8 @@ function parseArgs(argv) {
     else if (a === '--cpu-prof') o.cpuProf = resolve(val());
     else if (a === '--no-prefix-aware') o.prefixAware = false;
     else if (a === '--warmup') o.warmup = Number(val());
+    else if (a === '--rate-of') o.rateOf = val();
+    else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
     else if (a === '--variant') {
       const v = val();
       const eq = v.indexOf('=');
@@ -85,7 +92,7 @@ function parseArgs(argv) {
       console.log(
         'node bench/gateway-overhead.mjs [--duration S] [--connections 16,64] [--rounds N] [--json]\n' +
           '  [--upstream nginx|node] [--rate-fraction 0.5] [--warmup S] [--no-prefix-aware] [--smoke]\n' +
-          '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]...',
+          '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]... [--gateway-workers 2,...]',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -94,6 +101,9 @@ function parseArgs(argv) {
     throw new Error('--duration, --rounds and --connections must be positive');
   }
   if (!['nginx', 'node'].includes(o.upstream)) throw new Error('--upstream nginx|node');
+  if (o.gatewayWorkers.some((n) => !Number.isInteger(n) || n < 1)) {
+    throw new Error('--gateway-workers takes whole numbers ≥ 1, e.g. 2 or 2,4');
+  }
   return o;
 }
 
@@ -273,6 +283,12 @@ async function main() {
   const builds = [
     { name: 'gateway', script: join(HERE, 'lib', 'gateway-server.mjs') },
     ...opts.variants.map((v) => ({ name: `gateway[${v.name}]`, script: v.script })),
+    // The same build as `up --gateway-workers N` runs it: N processes on one port.
+    ...opts.gatewayWorkers.map((n) => ({
+      name: `gateway[x${n}]`,
+      script: join(HERE, 'lib', 'gateway-workers-server.mjs'),
+      extra: { workers: n },
+    })),
   ];
   const gateways = [];
   for (const b of builds) {
@@ -281,10 +297,12 @@ async function main() {
       : [];
     const g = await spawnNode(
       b.script,
-      { upstreamPorts: upPorts, key: KEY, logFile: join(work, `${b.name}.log`) },
+      { upstreamPorts: upPorts, key: KEY, logFile: join(work, `${b.name}.log`), ...b.extra },
       nodeArgs,
     );
-    gateways.push({ ...b, port: g.info.port, pid: g.pid, stop: g.stop });
+    // CPU: every process of the gateway (a worker pool reports its pids).
+    const pids = g.info.pids ?? [g.pid];
+    gateways.push({ ...b, port: g.info.port, pid: g.pid, pids, stop: g.stop });
   }
   // Let the signal scraper (100 ms period) see both replicas before prefix-aware traffic.
   await new Promise((r) => setTimeout(r, 500));
@@ -300,7 +318,7 @@ async function main() {
       policy: 'round-robin',
       port: g.port,
       body: bodyFor('bench-rr'),
-      pids: () => [g.pid],
+      pids: () => g.pids,
     });
   }
   if (opts.prefixAware) {
@@ -311,7 +329,7 @@ async function main() {
         policy: 'prefix-aware',
         port: g.port,
         body: bodyFor('bench-pa'),
-        pids: () => [g.pid],
+        pids: () => g.pids,
       });
     }
   }
@@ -384,7 +402,11 @@ async function main() {
   const ratioAt = (c, name) => closedSummary[c][name].rps / closedSummary[c].nginx.rps;
 
   // Open loop at half the gateway's max rate: direct vs each gateway target, interleaved.
-  const gwMax = best('gateway rr');
+  // --rate-of picks whose max sets the rate (e.g. gateway[x2]); default the single process.
+  if (!closedSummary[opts.connections[0]][`${opts.rateOf} rr`]) {
+    throw new Error(`--rate-of ${opts.rateOf}: no such gateway target`);
+  }
+  const gwMax = best(`${opts.rateOf} rr`);
   const rate = Math.max(50, Math.round(gwMax * opts.rateFraction));
   const openTargets = targets.filter((t) => t.name !== 'nginx');
   const open = Object.fromEntries(openTargets.map((t) => [t.name, []]));
@@ -485,7 +507,7 @@ async function main() {
     }
   }
   console.log(
-    `\nopen loop at ${rate} req/s (${opts.rateFraction} × gateway rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s)`,
+    `\nopen loop at ${rate} req/s (${opts.rateFraction} × ${opts.rateOf} rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s)`,
   );
   console.log(
     `${'target'.padEnd(26)}${'req/s'.padStart(8)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}` +

@@ -10,6 +10,7 @@
 // (a graceful exit, so `node --cpu-prof` writes its profile).
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
+import { benchSnapshot } from './bench-snapshot.mjs';
 
 const DIST = new URL('../../dist/', import.meta.url);
 const { Gateway } = await import(new URL('gateway/gateway.js', DIST).href);
@@ -17,7 +18,7 @@ const { hashApiKey } = await import(new URL('core/ids.js', DIST).href);
 const { createLogger } = await import(new URL('telemetry/logger.js', DIST).href);
 const { createMetrics } = await import(new URL('telemetry/metrics.js', DIST).href);
 
-export const MODELS = { 'round-robin': 'bench-rr', 'prefix-aware': 'bench-pa' };
+export { MODELS } from './bench-snapshot.mjs';
 
 const opts = JSON.parse(process.argv[2] ?? '{}');
 const logger = createLogger({
@@ -27,36 +28,7 @@ const logger = createLogger({
 const metrics = createMetrics();
 const gateway = new Gateway({ metrics, logger });
 
-const tenant = { id: 'tenant-bench', name: 'bench' };
-const createdAt = new Date().toISOString();
-const defaultSnapshot = () => ({
-  version: 1,
-  keys: [
-    {
-      hash: hashApiKey(opts.key),
-      keyId: 'key-bench',
-      role: 'tenant',
-      tenantId: tenant.id,
-      tenantName: tenant.name,
-    },
-  ],
-  tenants: [{ id: tenant.id, name: tenant.name, limits: {} }],
-  models: Object.entries(MODELS).map(([policy, model]) => ({
-    model,
-    deployment: model,
-    tenantId: tenant.id,
-    tenantName: tenant.name,
-    engine: 'sim',
-    createdAt,
-    routing: { policy },
-    endpoints: opts.upstreamPorts.map((p, i) => ({
-      replicaId: `${model}-r${i}`,
-      index: i,
-      url: `http://127.0.0.1:${p}`,
-    })),
-  })),
-});
-gateway.update(opts.snapshot ?? defaultSnapshot());
+gateway.update(opts.snapshot ?? benchSnapshot(opts.key, opts.upstreamPorts, hashApiKey));
 
 const app = new Hono();
 app.route('/v1', gateway.routes());
