@@ -102,6 +102,8 @@ export interface GatewayOptions {
     /** Tie-break random source (seeded in tests). */
     random?: () => number;
     index?: PrefixIndexOptions;
+    /** Every pick recorded in the approximate prefix index (to share with other gateway processes). */
+    onRecord?: (replicaId: string, hashes: Uint32Array) => void;
   };
 }
 
@@ -217,6 +219,7 @@ export class Gateway {
           signals: this.signals,
           ...(r.index ? { index: r.index } : {}),
           ...(r.random ? { random: r.random } : {}),
+          ...(r.onRecord ? { onRecord: r.onRecord } : {}),
         });
     this.picker = o.picker ?? this.pipeline!;
     this.tracing = o.tracing ?? createTracing({});

@@ -5,8 +5,16 @@
 //
 // Messages (see gateway-workers.ts for the primary's side):
 //   primary → worker  init {config} · snapshot {snapshot} · shares {shares} · metrics {id} · stop
-//   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand} · metrics {id, json}
-//                     served {replicaId} (a replica's first relayed byte, once per replica)
+//                     picks {picks} (other workers' prefix picks, relayed)
+//   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand}
+//                     metrics {id, json} · served {replicaId} (a replica's first relayed byte, once
+//                     per replica) · picks {picks} (this worker's approximate-prefix picks, batched)
+//
+// Prefix picks: each worker's approximate prefix index learns from its own picks; with several
+// workers a prompt's next request may reach another worker, so every pick recorded in the index
+// (replica, block hashes) is batched for PICK_BATCH_MS and relayed to the other workers, whose
+// indexes record it too. The precise source (KV events) needs none of this: every worker
+// subscribes to the engines' events.
 import cluster from 'node:cluster';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -41,6 +49,7 @@ export type ToWorker =
   | { t: 'snapshot'; snapshot: RoutingSnapshot }
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
+  | { t: 'picks'; picks: Array<[string, Uint32Array]> }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -50,6 +59,7 @@ export type FromWorker =
   | { t: 'demand'; demand: Array<[string, TenantDemand]> }
   | { t: 'metrics'; id: number; json: unknown }
   | { t: 'served'; replicaId: string }
+  | { t: 'picks'; picks: Array<[string, Uint32Array]> }
   | { t: 'failed'; message: string };
 
 /** Hop-by-hop headers a relay must not forward (RFC 9110 §7.6.1), and what fetch sets itself. */
@@ -64,6 +74,11 @@ const HOP = new Set([
   'host',
   'content-length',
 ]);
+
+/** How long this worker's prefix picks gather before they go to the others (ms). */
+const PICK_BATCH_MS = 5;
+/** A batch this large goes at once. */
+const PICK_BATCH_MAX = 512;
 
 function send(msg: FromWorker): void {
   process.send?.(msg);
@@ -81,12 +96,33 @@ async function serve(config: WorkerConfig): Promise<void> {
   );
   // A replica's first byte matters to the control plane once (cold start: first token).
   const served = new Set<string>();
+  let picks: Array<[string, Uint32Array]> = [];
+  let pickTimer: NodeJS.Timeout | undefined;
+  const flushPicks = (): void => {
+    if (pickTimer) clearTimeout(pickTimer);
+    pickTimer = undefined;
+    const batch = picks;
+    picks = [];
+    if (batch.length > 0) send({ t: 'picks', picks: batch });
+  };
   const gateway = new Gateway({
     metrics,
     logger,
     tracing,
     limitWorkers: config.workers,
-    routing: { scrapeIntervalMs: config.routing.scrapeIntervalMs, staleMs: config.routing.staleMs },
+    routing: {
+      scrapeIntervalMs: config.routing.scrapeIntervalMs,
+      staleMs: config.routing.staleMs,
+      ...(config.workers > 1
+        ? {
+            onRecord: (replicaId: string, hashes: Uint32Array) => {
+              picks.push([replicaId, hashes.slice()]);
+              if (picks.length >= PICK_BATCH_MAX) flushPicks();
+              else pickTimer ??= setTimeout(flushPicks, PICK_BATCH_MS);
+            },
+          }
+        : {}),
+    },
     onServed: (replicaId) => {
       if (served.has(replicaId)) return;
       served.add(replicaId);
@@ -176,6 +212,10 @@ async function serve(config: WorkerConfig): Promise<void> {
             send({ t: 'metrics', id: raw.id, json: [] });
           },
         );
+        break;
+      case 'picks':
+        for (const [replicaId, hashes] of raw.picks)
+          gateway.pipeline?.recordPeer(replicaId, hashes);
         break;
       case 'stop':
         void stop();

@@ -9,6 +9,7 @@
 // - metrics: `metricsJson()` collects every worker's registry for prom-client's aggregation
 //   (counters and histograms add up; replica gauges declare their own aggregator);
 // - a replica's first relayed byte (cold start), once per replica;
+// - approximate-prefix picks, relayed from each worker to the others (see gateway-worker.ts);
 // - supervision: a worker that dies is replaced (backoff up to 5 s) and gets the latest snapshot
 //   before it counts as live; `close` stops them all, killing one that outstays the grace period.
 import cluster, { type Worker } from 'node:cluster';
@@ -186,7 +187,14 @@ export class GatewayWorkers {
 
   /** Forks one worker; resolves with its port once it listens (and holds the latest snapshot). */
   private fork(): Promise<number> {
-    cluster.setupPrimary({ exec: workerScript(), args: [], execArgv: [], silent: false });
+    // 'advanced' (structured clone): prefix picks' hashes travel as binary typed arrays.
+    cluster.setupPrimary({
+      exec: workerScript(),
+      args: [],
+      execArgv: [],
+      silent: false,
+      serialization: 'advanced',
+    });
     const worker = cluster.fork({ INFERPLANE_GATEWAY_WORKER: '1' });
     const slot: Slot = { worker, id: String(worker.id), ready: false, acked: 0 };
     this.slots.set(slot.id, slot);
@@ -271,6 +279,12 @@ export class GatewayWorkers {
       }
       case 'served':
         this.o.onServed?.(msg.replicaId);
+        break;
+      case 'picks':
+        // Prefix picks go to every other worker's approximate index.
+        for (const s of this.slots.values()) {
+          if (s !== slot && s.ready) this.post(s, { t: 'picks', picks: msg.picks });
+        }
         break;
       default:
         break;

@@ -11,6 +11,7 @@ import {
   startUp,
   tempStateDir,
   waitFor,
+  type DeploymentDetail,
   type UpProcess,
 } from './helpers.js';
 
@@ -175,6 +176,88 @@ describe('gateway workers', () => {
       limits: { requestsPerSecond: null },
     });
   });
+
+  // Approximate prefix routing: each worker's index learns the others' picks (relayed), so a
+  // prompt sticks to one replica whichever worker its connection lands on. Fresh connections
+  // alternate between the workers (cluster round-robin); without the relay each worker's first
+  // pick of a prompt is its own tie-break (about even odds per prompt of the other replica).
+  it('shares approximate-prefix picks between workers', async () => {
+    const put = await api(up.info.url, ADMIN_KEY, 'PUT', '/api/v1/deployments/shared', {
+      tenant: up.info.demo!.tenant,
+      model: 'llama-3.1-8b',
+      engine: { name: 'sim', args: {} },
+      replicas: 2,
+      resources: { gpus: 1, gpuType: 'H100-80GB' },
+      routing: { policy: 'prefix-aware', prefixSource: 'approximate' },
+    });
+    expect(put.status).toBeLessThan(300);
+    await waitFor(
+      async () =>
+        (await api<DeploymentDetail>(up.info.url, ADMIN_KEY, 'GET', '/api/v1/deployments/shared'))
+          .body.summary.replicas.ready === 2,
+      'the shared deployment ready',
+      60_000,
+    );
+    const oneShot = async (prompt: string) => {
+      const dispatcher = new Agent({ connections: 1 });
+      const res = await request(`${up.info.url}/v1/completions`, {
+        method: 'POST',
+        dispatcher,
+        headers: {
+          authorization: `Bearer ${demoKey}`,
+          'content-type': 'application/json',
+          'x-inferplane-debug': 'route',
+        },
+        body: JSON.stringify({ model: 'shared', prompt, max_tokens: 1 }),
+      });
+      const receipt = JSON.parse(String(res.headers['x-inferplane-route'])) as {
+        matchedBlocks: number;
+        prefixSource?: string;
+      };
+      const json = (await res.body.json()) as {
+        usage: { prompt_tokens_details: { cached_tokens: number } };
+      };
+      await dispatcher.close();
+      expect(res.statusCode).toBe(200);
+      return {
+        replica: String(res.headers['x-inferplane-replica']),
+        cached: json.usage.prompt_tokens_details.cached_tokens,
+        matched: receipt.matchedBlocks,
+        source: receipt.prefixSource,
+      };
+    };
+    await waitFor(async () => (await oneShot('warm up')).replica !== undefined, 'routable');
+    for (let p = 0; p < 6; p++) {
+      const prompt = `Prompt ${p}: a shared system preamble for the fleet. `.repeat(20) + 'Go.';
+      const seen = [];
+      for (let i = 0; i < 4; i++) {
+        seen.push(await oneShot(prompt));
+        await new Promise((r) => setTimeout(r, 30)); // the relay batches for 5 ms
+      }
+      expect(new Set(seen.map((x) => x.replica)).size, `prompt ${p}: ${JSON.stringify(seen)}`).toBe(
+        1,
+      );
+      // Every repeat's worker knew the prefix (the receipt's matched blocks), though consecutive
+      // fresh connections land on different workers.
+      for (const x of seen.slice(1)) {
+        expect(x.matched, JSON.stringify(seen)).toBeGreaterThan(0);
+        expect(x.cached).toBeGreaterThan(0);
+      }
+      expect(seen[0]!.source).toBe('approximate');
+    }
+    // Both workers served the model (so the repeats above crossed between them).
+    const served = new Map<string, Set<string>>();
+    await waitFor(() => {
+      for (const line of readFileSync(join(state.dir, 'logs', 'inferplane.log'), 'utf8').split(
+        '\n',
+      )) {
+        if (!line.includes('"model":"shared"') || !line.includes('"msg":"request done"')) continue;
+        const l = JSON.parse(line) as { worker: unknown; model: string };
+        served.set(l.model, (served.get(l.model) ?? new Set()).add(String(l.worker)));
+      }
+      return Promise.resolve((served.get('shared')?.size ?? 0) >= 2);
+    }, 'requests of the shared model on both workers');
+  }, 60_000);
 
   it('replaces a worker that dies; requests keep being served', async () => {
     const [victim] = workerPids(up.info.pid);

@@ -37,6 +37,32 @@ describe('RoutingPipeline', () => {
     }
   });
 
+  it("learns another gateway process's picks (onRecord → recordPeer), for routed replicas only", () => {
+    const views = new Map<string, SignalView>();
+    const source: SignalSource = { view: (id) => views.get(id) ?? idle };
+    const route = simRoute(4);
+    const b = new RoutingPipeline({ signals: source, random: seededRandom(11) });
+    const a = new RoutingPipeline({
+      signals: source,
+      random: seededRandom(7),
+      onRecord: (id, hashes) => b.recordPeer(id, hashes),
+    });
+    for (const p of [a, b]) p.sync({ models: [route] });
+    for (let i = 0; i < 4; i++) {
+      // A prompt B never saw: it can match only through A's relayed pick.
+      const text = prompt(`peer${i}`, BLOCK_CHARS * 24);
+      const first = a.pick(route, { exclude: new Set(), prompt: text })!;
+      a.release(first.endpoint.replicaId);
+      const seen = b.pick(route, { exclude: new Set(), prompt: text })!;
+      b.release(seen.endpoint.replicaId);
+      expect(seen.endpoint.replicaId).toBe(first.endpoint.replicaId);
+      expect(seen.receipt.matchedBlocks).toBeGreaterThanOrEqual(21); // checkpoints: ≤ 12.5 % short
+    }
+    // A replica that is not in B's routing table is not given index space.
+    b.recordPeer('gone', a.index.hash(prompt('gone', BLOCK_CHARS * 4)));
+    expect(b.index.slotOf('gone')).toBe(0);
+  });
+
   it('spills off a clearly overloaded prefix holder', () => {
     const { p, route, views } = fleet(2);
     const ctx = prompt('hot', BLOCK_CHARS * 20);

@@ -126,6 +126,11 @@ export interface PipelineOptions {
    * engine's BlockStored events arrive. Default RECENT_MS; 0 turns it off.
    */
   pendingMs?: number;
+  /**
+   * Called with every pick recorded in the approximate index (the replica now holds that
+   * prefix), for other gateway processes to learn it too (`recordPeer`).
+   */
+  onRecord?: (replicaId: string, hashes: Uint32Array) => void;
 }
 
 export function prefixSourceOf(route: RouteModel): PrefixSource {
@@ -210,6 +215,9 @@ export class RoutingPipeline implements Picker {
   private readonly recent = [new PrefixIndex(RECENT_INDEX), new PrefixIndex(RECENT_INDEX)];
   private recentSince = 0;
   private readonly pendingMs: number;
+  private readonly onRecord: PipelineOptions['onRecord'];
+  /** Replica ids in the routing table (peer picks for others are dropped). */
+  private routed: ReadonlySet<string> = new Set();
   /** Per replica: its block set's `removedAt` when its recent picks were last checked. */
   private readonly recentEpoch = new Map<string, number>();
 
@@ -224,6 +232,7 @@ export class RoutingPipeline implements Picker {
         : (o.kvEvents ?? (o.signals as { kvEvents?: KvEventHub }).kvEvents);
     this.promptHashes = new PromptBlockHashes(o.precise);
     this.pendingMs = o.pendingMs ?? RECENT_MS;
+    this.onRecord = o.onRecord;
   }
 
   needsPrompt(route: RouteModel): boolean {
@@ -234,6 +243,7 @@ export class RoutingPipeline implements Picker {
   sync(snapshot: Pick<RoutingSnapshot, 'models'>): void {
     const ids = new Set<string>();
     for (const m of snapshot.models) for (const e of m.endpoints) ids.add(e.replicaId);
+    this.routed = ids;
     this.index.retain(ids);
     if (this.kvEvents) {
       const targets: RouteEndpoint[] = [];
@@ -499,6 +509,7 @@ export class RoutingPipeline implements Picker {
     const ep = cands[best]!;
     if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
       index.record(ep.replicaId, req.hashes);
+      this.onRecord?.(ep.replicaId, req.hashes);
       // Only a pick the replica's events do not show yet is remembered (see `pending` above).
       if (sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0) {
         this.rotateRecent(t0);
@@ -538,6 +549,15 @@ export class RoutingPipeline implements Picker {
   }
 
   /** Starts a new generation of recent picks every pendingMs (the oldest is forgotten). */
+  /**
+   * A pick another gateway process made (its `onRecord`): the replica holds that prefix now.
+   * Only for replicas in this pipeline's routing table (a late message about one that left is
+   * dropped, not given index space).
+   */
+  recordPeer(replicaId: string, hashes: ArrayLike<number>): void {
+    if (hashes.length > 0 && this.routed.has(replicaId)) this.index.record(replicaId, hashes);
+  }
+
   private rotateRecent(now: number): void {
     if (now - this.recentSince < this.pendingMs) return;
     const older = this.recent[1]!;
