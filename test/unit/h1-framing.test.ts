@@ -13,6 +13,7 @@ import {
   isChunked,
   parseHead,
   type Head,
+  parseHeadCarefully,
 } from '../../src/gateway/h1/framing.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -518,5 +519,43 @@ describe('chunkFrame', () => {
     dec.push(Buffer.concat([frame, LAST_CHUNK]));
     expect(dec.done).toBe(true);
     expect(out()).toBe(data.toString('latin1'));
+  });
+});
+
+// parseHead checks a head with one regular expression and parses it without per-character checks;
+// a head the expression refuses goes through the careful parser. Both must take and refuse the
+// same heads, with the same result.
+describe('parseHead fast path', () => {
+  const outcome = (f: () => unknown) => {
+    try {
+      return { ok: f() };
+    } catch (e) {
+      return { error: e instanceof FramingError ? 'FramingError' : String(e) };
+    }
+  };
+
+  it('agrees with the careful parser on random heads with random faults', () => {
+    const rand = seededRandom(9);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const names = ['Host', 'content-length', 'X-Custom_1', 'Authorization', 'te', 'a'];
+    const values = ['', ' 12 ', 'Bearer ip-abc', 'text/event-stream', '\tx\t', 'caf\xe9', 'a, b'];
+    const faults = ['\x00', '\x7f', '\r', '\n', ' ', '"', '\x1f', '\xff', ':', '\t', '(', '\r\n'];
+    let fast = 0;
+    for (let n = 0; n < 4000; n++) {
+      const lines = ['POST /v1/chat/completions HTTP/1.1'];
+      const count = Math.floor(rand() * 5);
+      for (let i = 0; i < count; i++) lines.push(`${pick(names)}:${pick(values)}`);
+      let text = lines.join('\r\n');
+      if (n % 2 === 1) {
+        const at = Math.floor(rand() * (text.length + 1));
+        text = text.slice(0, at) + pick(faults) + text.slice(at);
+      }
+      const buf = Buffer.from(text + '\r\n\r\nbody', 'latin1');
+      const a = outcome(() => parseHead(buf, 64 * 1024));
+      const b = outcome(() => parseHeadCarefully(buf, 64 * 1024));
+      expect(a, JSON.stringify(text)).toEqual(b);
+      if ('ok' in a) fast++;
+    }
+    expect(fast).toBeGreaterThan(2000); // both outcomes are exercised
   });
 });
