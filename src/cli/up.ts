@@ -195,6 +195,7 @@ async function up(flags: UpFlags): Promise<void> {
         adminKey: platform.generatedAdminKey ?? null,
         demo: demo ? { ...demo, ready: demoReady } : null,
         pid: process.pid,
+        gatewayWorkers: config.gatewayWorkers,
       }) + '\n',
     );
     return;
@@ -207,7 +208,9 @@ async function up(flags: UpFlags): Promise<void> {
         : `${config.gpus} simulated ${config.gpuType} GPU(s)`
     }, state in ${config.stateDir}`,
     '',
-    `  OpenAI API      ${platform.url}/v1`,
+    `  OpenAI API      ${platform.url}/v1${
+      config.gatewayWorkers > 1 ? `   (gateway: ${config.gatewayWorkers} worker processes)` : ''
+    }`,
     `  Control plane   ${platform.url}/api/v1   (OpenAPI: ${platform.url}/api/v1/openapi.json)`,
     `  Metrics         ${platform.url}/metrics`,
     `  Logs            ${flags.logStderr ? 'stderr' : logFile}`,

@@ -105,6 +105,7 @@ afterAll(async () => {
 describe('gateway workers', () => {
   it('runs two worker processes that both serve the public port', async () => {
     expect(workerPids(up.info.pid)).toHaveLength(2);
+    expect((up.info as { gatewayWorkers?: number }).gatewayWorkers).toBe(2);
     const before = await metricSum('inferplane_gateway_requests_total');
     const codes = await burst(60, 12);
     expect(codes.get(200)).toBe(60);
