@@ -149,6 +149,11 @@ function positive(v: number | undefined): v is number {
   return typeof v === 'number' && Number.isFinite(v) && v > 0;
 }
 
+/** Whether any of the tenant's limits is in force (what `admit` counts as a limit). */
+export function hasLimits(l: TenantLimits): boolean {
+  return positive(l.requestsPerSecond) || positive(l.tokensPerMinute) || positive(l.maxConcurrency);
+}
+
 /** Creates, updates (limit changed: clamp the level) or drops a bucket, then refills it. */
 function syncBucket(
   b: Bucket | undefined,

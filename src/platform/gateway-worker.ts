@@ -4,7 +4,8 @@
 // the dashboard) is relayed to the primary's loopback listener, where the control plane lives.
 //
 // Messages (see gateway-workers.ts for the primary's side):
-//   primary → worker  init {config} · snapshot {snapshot} · shares {shares} · metrics {id} · stop
+//   primary → worker  init {config, snapshot?} (a worker holds the latest snapshot before it
+//                     listens: a replacement never answers from an empty table) · snapshot {snapshot} · shares {shares} · metrics {id} · stop
 //                     picks {picks} (other workers' prefix picks, relayed)
 //   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand}
 //                     metrics {id, json} · served {replicaId} (a replica's first relayed byte, once
@@ -18,9 +19,10 @@
 import cluster from 'node:cluster';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
-import type { RoutingSnapshot, TenantLimits } from '../core/types.js';
+import type { RoutingSnapshot } from '../core/types.js';
+import { InferplaneError } from '../core/errors.js';
 import { Gateway } from '../gateway/gateway.js';
-import type { LimitShare, TenantDemand } from '../gateway/limits.js';
+import { hasLimits, type LimitShare, type TenantDemand } from '../gateway/limits.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { createTracing } from '../telemetry/tracing.js';
@@ -45,7 +47,7 @@ export interface WorkerConfig {
 }
 
 export type ToWorker =
-  | { t: 'init'; config: WorkerConfig }
+  | { t: 'init'; config: WorkerConfig; snapshot?: RoutingSnapshot }
   | { t: 'snapshot'; snapshot: RoutingSnapshot }
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
@@ -84,7 +86,7 @@ function send(msg: FromWorker): void {
   process.send?.(msg);
 }
 
-async function serve(config: WorkerConfig): Promise<void> {
+async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined): Promise<void> {
   const logger = createLogger({
     level: config.logLevel,
     destination: config.logDestination,
@@ -154,26 +156,34 @@ async function serve(config: WorkerConfig): Promise<void> {
       return new Response(res.body, { status: res.status, headers: out });
     } catch (e) {
       logger.error({ err: e }, 'relay to the control plane failed');
-      return c.json(
-        {
-          error: {
-            message: 'The control plane is not reachable from this gateway worker.',
-            type: 'server_error',
-            code: 'IP_UNAVAILABLE',
-          },
-        },
-        502,
+      const err = new InferplaneError(
+        'IP_UPSTREAM_UNAVAILABLE',
+        'The control plane is not reachable from this gateway worker.',
       );
+      return c.json(err.toJSON(), 502);
     }
   });
 
   const server = gateway.server(getRequestListener(app.fetch), { keepAliveTimeoutMs: 65_000 });
-  let lastLimits = new Map<string, TenantLimits>();
+  // Whether any tenant has a limit: only then does the primary need this worker's demand.
+  let limited = false;
   const demandTimer = setInterval(() => {
     const demand = gateway.limiter.takeDemand();
-    if (demand.size > 0 || lastLimits.size > 0) send({ t: 'demand', demand: [...demand] });
+    if (limited || demand.size > 0) send({ t: 'demand', demand: [...demand] });
   }, config.demandIntervalMs);
   demandTimer.unref();
+
+  const install = (snapshot: RoutingSnapshot): void => {
+    gateway.update(snapshot);
+    limited = (snapshot.tenants ?? []).some((t) => hasLimits(t.limits));
+    for (const id of served) {
+      if (!snapshot.models.some((m) => m.endpoints.some((e) => e.replicaId === id))) {
+        served.delete(id);
+      }
+    }
+    send({ t: 'ack', version: snapshot.version });
+  };
+  if (initial) install(initial);
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
@@ -190,17 +200,9 @@ async function serve(config: WorkerConfig): Promise<void> {
 
   process.on('message', (raw: ToWorker) => {
     switch (raw.t) {
-      case 'snapshot': {
-        gateway.update(raw.snapshot);
-        lastLimits = new Map((raw.snapshot.tenants ?? []).map((t) => [t.id, t.limits]));
-        for (const id of served) {
-          if (!raw.snapshot.models.some((m) => m.endpoints.some((e) => e.replicaId === id))) {
-            served.delete(id);
-          }
-        }
-        send({ t: 'ack', version: raw.snapshot.version });
+      case 'snapshot':
+        install(raw.snapshot);
         break;
-      }
       case 'shares':
         gateway.limiter.setShares(new Map(raw.shares));
         break;
@@ -242,7 +244,7 @@ if (cluster.isWorker) {
       send({ t: 'failed', message: `expected init, got ${msg.t}` });
       process.exit(1);
     }
-    serve(msg.config).catch((e: unknown) => {
+    serve(msg.config, msg.snapshot).catch((e: unknown) => {
       send({ t: 'failed', message: e instanceof Error ? e.message : String(e) });
       process.exit(1);
     });

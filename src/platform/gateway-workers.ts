@@ -20,6 +20,7 @@ import { InferplaneError } from '../core/errors.js';
 import type { RoutingSnapshot, TenantLimits } from '../core/types.js';
 import { LimitShareBalancer } from '../gateway/limit-shares.js';
 import type { Logger } from '../telemetry/logger.js';
+import { hasLimits } from '../gateway/limits.js';
 import type { FromWorker, ToWorker, WorkerConfig } from './gateway-worker.js';
 
 type MetricJson = MetricObjectWithValues<MetricValue<string>>;
@@ -204,11 +205,19 @@ export class GatewayWorkers {
       worker.on('message', (msg: FromWorker) => {
         switch (msg.t) {
           case 'hello':
-            this.post(slot, this.stopping ? { t: 'stop' } : { t: 'init', config });
+            this.post(
+              slot,
+              this.stopping
+                ? { t: 'stop' }
+                : { t: 'init', config, ...(this.snapshot ? { snapshot: this.snapshot } : {}) },
+            );
             break;
           case 'ready':
             slot.ready = true;
-            if (this.snapshot) this.post(slot, { t: 'snapshot', snapshot: this.snapshot });
+            // One published while it started (it acknowledged the one in init before this).
+            if (this.snapshot && slot.acked < this.snapshot.version) {
+              this.post(slot, { t: 'snapshot', snapshot: this.snapshot });
+            }
             if (!settled) {
               settled = true;
               resolve(msg.port);
@@ -304,14 +313,7 @@ export class GatewayWorkers {
 
   /** One round of limit shares: each worker gets its part of every limited tenant. */
   private shareRound(): void {
-    let limited = false;
-    for (const l of this.limits.values()) {
-      if (l.requestsPerSecond || l.tokensPerMinute || l.maxConcurrency) {
-        limited = true;
-        break;
-      }
-    }
-    if (!limited) return;
+    if (![...this.limits.values()].some(hasLimits)) return;
     const shares = this.balancer.compute(this.limits);
     for (const [id, tenants] of shares) {
       const s = this.slots.get(id);
