@@ -38,6 +38,8 @@ export interface GatewayWorkersOptions {
   config: Omit<WorkerConfig, 'workers'>;
   logger: Logger;
   onServed?: (replicaId: string) => void;
+  /** Called when the live worker count changes, and when a dead worker is being replaced. */
+  onWorkers?: (live: number, replaced: boolean) => void;
   /** How long the first start may take (ms). Default 30 s. */
   startTimeoutMs?: number;
   /** How long `close` waits for a worker's requests before killing it (ms). Default 10 s. */
@@ -97,6 +99,13 @@ export class GatewayWorkers {
 
   get port(): number {
     return this.boundPort;
+  }
+
+  /** Workers serving now (listening, holding a snapshot). */
+  get live(): number {
+    let n = 0;
+    for (const s of this.slots.values()) if (s.ready) n++;
+    return n;
   }
 
   /** Pids of the live worker processes. */
@@ -214,6 +223,7 @@ export class GatewayWorkers {
             break;
           case 'ready':
             slot.ready = true;
+            this.o.onWorkers?.(this.live, false);
             // One published while it started (it acknowledged the one in init before this).
             if (this.snapshot && slot.acked < this.snapshot.version) {
               this.post(slot, { t: 'snapshot', snapshot: this.snapshot });
@@ -250,6 +260,7 @@ export class GatewayWorkers {
         }
         if (this.stopping) return;
         this.o.logger.error({ worker: slot.id, code, signal }, 'gateway worker died; replacing it');
+        this.o.onWorkers?.(this.live, true);
         this.replace();
       });
     });

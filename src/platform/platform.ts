@@ -232,7 +232,11 @@ export async function startPlatform(
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) =>
     ready
-      ? c.json({ status: 'ready', snapshot: snapshotVersion() })
+      ? c.json({
+          status: 'ready',
+          snapshot: snapshotVersion(),
+          ...(workers ? { gatewayWorkers: { live: workers.live, configured: workers.count } } : {}),
+        })
       : c.json({ status: 'shutting down' }, 503),
   );
   app.get('/', (c) =>
@@ -259,6 +263,10 @@ export async function startPlatform(
           count: config.gatewayWorkers,
           logger,
           onServed: (id) => controller.noteServed(id),
+          onWorkers: (live, replaced) => {
+            metrics.gatewayWorkers.set({ state: 'live' }, live);
+            if (replaced) metrics.gatewayWorkerRestarts.inc();
+          },
           config: {
             port: config.port,
             host: config.host,
@@ -276,6 +284,7 @@ export async function startPlatform(
         throw e;
       }
       if (latestSnapshot) await workers.update(latestSnapshot);
+      metrics.gatewayWorkers.set({ state: 'configured' }, config.gatewayWorkers);
     }
   } catch (e) {
     agent.stop();

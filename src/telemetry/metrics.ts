@@ -169,6 +169,17 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['node', 'gpu', 'type', 'vendor'] as const,
       registers: [registry],
     }),
+    gatewayWorkers: new Gauge({
+      name: 'inferplane_gateway_workers',
+      help: 'Gateway worker processes (up --gateway-workers): live (serving) and configured.',
+      labelNames: ['state'] as const,
+      registers: [registry],
+    }),
+    gatewayWorkerRestarts: new Counter({
+      name: 'inferplane_gateway_worker_restarts_total',
+      help: 'Gateway worker processes that died and were replaced.',
+      registers: [registry],
+    }),
     gpuAllocated: new Gauge({
       name: 'inferplane_gpu_allocated',
       help: '1 when the GPU is allocated to a replica, else 0.',

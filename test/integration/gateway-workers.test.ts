@@ -133,9 +133,12 @@ describe('gateway workers', () => {
     const ready = (await (await fetch(`${up.info.url}/readyz`)).json()) as {
       status: string;
       snapshot: number;
+      gatewayWorkers?: { live: number; configured: number };
     };
     expect(ready.status).toBe('ready');
     expect(ready.snapshot).toBeGreaterThan(0);
+    expect(ready).toMatchObject({ gatewayWorkers: { live: 2, configured: 2 } });
+    expect(await metricSum('inferplane_gateway_workers', (l) => l.includes('live'))).toBe(2);
     const models = await fetch(`${up.info.url}/v1/models`, {
       headers: { authorization: `Bearer ${demoKey}` },
     });
@@ -270,10 +273,14 @@ describe('gateway workers', () => {
     }, 'a replacement worker');
     // The replacement (a new cluster id) serves too, and nothing fails meanwhile.
     const before = servingWorkers();
+    const codes: number[] = [];
     await waitFor(async () => {
-      expect((await burst(20, 4)).get(200)).toBe(20);
+      for (const [code, n] of await burst(20, 4)) for (let i = 0; i < n; i++) codes.push(code);
       return [...servingWorkers()].some((id) => !before.has(id));
     }, 'access lines from the replacement worker');
+    expect(codes.filter((c) => c !== 200)).toEqual([]);
+    expect(await metricSum('inferplane_gateway_worker_restarts_total')).toBe(1);
+    expect(await metricSum('inferplane_gateway_workers', (l) => l.includes('live'))).toBe(2);
   });
 
   it('stops every worker when up stops', async () => {
