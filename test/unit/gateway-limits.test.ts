@@ -8,21 +8,7 @@ import {
   formatResetDuration,
   type Admission,
 } from '../../src/gateway/limits.js';
-
-function clock(): { now: () => number; advance: (ms: number) => void } {
-  let t = 1000;
-  return { now: () => t, advance: (ms) => (t += ms) };
-}
-
-function ok(a: Admission): Extract<Admission, { ok: true }> {
-  if (!a.ok) throw new Error(`expected admission, got ${a.error.message}`);
-  return a;
-}
-
-function refused(a: Admission): Extract<Admission, { ok: false }> {
-  if (a.ok) throw new Error('expected refusal');
-  return a;
-}
+import { clock, ok, refused } from './limits-fixtures.js';
 
 describe('TenantLimiter: no limits', () => {
   it('admits with empty headers and a shared frozen no-op admission', () => {

@@ -522,9 +522,9 @@ describe('chunkFrame', () => {
   });
 });
 
-// parseHead checks a head with one regular expression and parses it without per-character checks;
-// a head the expression refuses goes through the careful parser. Both must take and refuse the
-// same heads, with the same result.
+// parseHead checks a head with one regular expression, and character by character only when the
+// expression refuses it; parseHeadCarefully always checks character by character. Both must take
+// and refuse the same heads, with the same result.
 describe('parseHead fast path', () => {
   const outcome = (f: () => unknown) => {
     try {

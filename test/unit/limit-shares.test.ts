@@ -7,25 +7,10 @@ import type { TenantLimits } from '../../src/core/types.js';
 import { LimitShareBalancer } from '../../src/gateway/limit-shares.js';
 import {
   TenantLimiter,
-  type Admission,
   type LimitShare,
   type TenantDemand,
 } from '../../src/gateway/limits.js';
-
-function clock(): { now: () => number; advance: (ms: number) => void } {
-  let t = 1000;
-  return { now: () => t, advance: (ms) => (t += ms) };
-}
-
-function ok(a: Admission): Extract<Admission, { ok: true }> {
-  if (!a.ok) throw new Error(`expected admission, got ${a.error.message}`);
-  return a;
-}
-
-function refused(a: Admission): Extract<Admission, { ok: false }> {
-  if (a.ok) throw new Error('expected refusal');
-  return a;
-}
+import { clock, ok, refused } from './limits-fixtures.js';
 
 function demand(attempts: number, inflight = 0, tokens = 0): TenantDemand {
   return { attempts, tokens, inflight };

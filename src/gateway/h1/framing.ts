@@ -74,8 +74,8 @@ export interface Head {
 /**
  * A well-formed head (after the start line): field lines of a token name, ':', and a value of
  * visible characters, spaces, tabs and obs-text; CR only in CRLF. One pass of the regexp engine
- * (native code) instead of a JavaScript loop over every character; a head it refuses goes through
- * the careful parser, which names what is wrong.
+ * (native code) instead of a JavaScript loop over every character; only a head it refuses is
+ * checked character by character (checkFields), which names what is wrong.
  */
 const WELL_FORMED = /^[^\r\n]*(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*$/;
 
@@ -84,28 +84,61 @@ const WELL_FORMED = /^[^\r\n]*(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x
  * is malformed or larger than `maxBytes`.
  */
 export function parseHead(buf: Buffer, maxBytes: number): Head | undefined {
+  const text = headText(buf, maxBytes);
+  if (text === undefined) return undefined;
+  if (!WELL_FORMED.test(text)) checkFields(text);
+  return parseFields(text);
+}
+
+/**
+ * parseHead checking every field character by character, without the WELL_FORMED shortcut: the
+ * reference the shortcut is tested against.
+ */
+export function parseHeadCarefully(buf: Buffer, maxBytes: number): Head | undefined {
+  const text = headText(buf, maxBytes);
+  if (text === undefined) return undefined;
+  checkFields(text);
+  return parseFields(text);
+}
+
+/** The head before its blank line (latin1), undefined while incomplete; too large: FramingError. */
+function headText(buf: Buffer, maxBytes: number): string | undefined {
   const end = buf.indexOf(CRLF2);
   if (end < 0) {
     if (buf.length > maxBytes) throw new FramingError(`message head larger than ${maxBytes} bytes`);
     return undefined;
   }
   if (end + 4 > maxBytes) throw new FramingError(`message head larger than ${maxBytes} bytes`);
-  const text = buf.toString('latin1', 0, end);
-  return WELL_FORMED.test(text) ? parseWellFormed(text, end) : parseCarefully(text, end);
+  return buf.toString('latin1', 0, end);
 }
 
-/**
- * parseHead through the careful parser only (what parseHead does with a head WELL_FORMED refuses):
- * the reference the fast path is tested against.
- */
-export function parseHeadCarefully(buf: Buffer, maxBytes: number): Head | undefined {
-  const end = buf.indexOf(CRLF2);
-  if (end < 0 || end + 4 > maxBytes) return parseHead(buf, maxBytes);
-  return parseCarefully(buf.toString('latin1', 0, end), end);
+/** Throws a FramingError naming the first malformed field line (name, ':' or value). */
+function checkFields(text: string): void {
+  let eol = text.indexOf('\r\n');
+  if (eol < 0) eol = text.length;
+  // Per field line: name (token characters) ':' value (no controls but tab).
+  while (eol < text.length) {
+    const start = eol + 2;
+    eol = text.indexOf('\r\n', start);
+    if (eol < 0) eol = text.length;
+    let i = start;
+    for (; i < eol; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 58) break; // ':'
+      if (c > 127 || TOKEN_CHAR[c] === 0) throw new FramingError('malformed header name');
+    }
+    if (i === start || i === eol) throw new FramingError('malformed header line');
+    for (let j = i + 1; j < eol; j++) {
+      const c = text.charCodeAt(j);
+      if ((c < 32 && c !== 9) || c === 127) {
+        throw new FramingError('invalid character in a header value');
+      }
+    }
+  }
 }
 
-/** parseHead's fields of a head WELL_FORMED accepted: no character checks left to make. */
-function parseWellFormed(text: string, end: number): Head {
+/** The start line and fields of a checked head: name ':' OWS value OWS per line. */
+function parseFields(text: string): Head {
   const headers: Record<string, string> = Object.create(null) as Record<string, string>;
   let contentLengths = 0;
   let eol = text.indexOf('\r\n');
@@ -126,45 +159,7 @@ function parseWellFormed(text: string, end: number): Head {
     const prev = headers[lower];
     headers[lower] = prev === undefined ? value : `${prev}, ${value}`;
   }
-  return { line, headers, contentLengths, size: end + 4 };
-}
-
-/** parseHead's fields, checking every character (a FramingError naming the first fault). */
-function parseCarefully(text: string, end: number): Head {
-  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
-  let contentLengths = 0;
-  let eol = text.indexOf('\r\n');
-  if (eol < 0) eol = text.length;
-  const line = text.slice(0, eol);
-  // One pass per field line: name (token characters) ':' OWS value OWS.
-  while (eol < text.length) {
-    const start = eol + 2;
-    eol = text.indexOf('\r\n', start);
-    if (eol < 0) eol = text.length;
-    let i = start;
-    for (; i < eol; i++) {
-      const c = text.charCodeAt(i);
-      if (c === 58) break; // ':'
-      if (c > 127 || TOKEN_CHAR[c] === 0) throw new FramingError('malformed header name');
-    }
-    if (i === start || i === eol) throw new FramingError('malformed header line');
-    let v0 = i + 1;
-    let v1 = eol;
-    while (v0 < v1 && (text.charCodeAt(v0) === 32 || text.charCodeAt(v0) === 9)) v0++;
-    while (v1 > v0 && (text.charCodeAt(v1 - 1) === 32 || text.charCodeAt(v1 - 1) === 9)) v1--;
-    for (let j = v0; j < v1; j++) {
-      const c = text.charCodeAt(j);
-      if ((c < 32 && c !== 9) || c === 127) {
-        throw new FramingError('invalid character in a header value');
-      }
-    }
-    const lower = knownName(text, start, i) ?? text.slice(start, i).toLowerCase();
-    const value = text.slice(v0, v1);
-    if (lower === 'content-length') contentLengths++;
-    const prev = headers[lower];
-    headers[lower] = prev === undefined ? value : `${prev}, ${value}`;
-  }
-  return { line, headers, contentLengths, size: end + 4 };
+  return { line, headers, contentLengths, size: text.length + 4 };
 }
 
 /** Content-Length as a number: undefined when absent; a FramingError when invalid or repeated. */
