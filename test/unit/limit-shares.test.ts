@@ -5,11 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../../src/core/random.js';
 import type { TenantLimits } from '../../src/core/types.js';
 import { LimitShareBalancer } from '../../src/gateway/limit-shares.js';
-import {
-  TenantLimiter,
-  type LimitShare,
-  type TenantDemand,
-} from '../../src/gateway/limits.js';
+import { TenantLimiter, type LimitShare, type TenantDemand } from '../../src/gateway/limits.js';
 import { clock, ok, refused } from './limits-fixtures.js';
 
 function demand(attempts: number, inflight = 0, tokens = 0): TenantDemand {
