@@ -38,6 +38,8 @@
 // hits ≤ (requests − groups used) × cached prefix tokens / prompt tokens queried. For multi the
 // oracle is every turn's previous prompt cached: Σ cached(previous turn's prompt + answer) /
 // Σ prompt tokens.
+// A policy written `name@N` (e.g. `--policies prefix-aware,prefix-aware@2`) runs the gateway in N
+// worker processes, as `up --gateway-workers N` does.
 // RQ_DEBUG=1 also prints each run's requests per replica. Stops by itself (fleets get SIGTERM,
 // SIGKILL after 5 s; a watchdog exits after 30 minutes).
 import { spawnSimFleet } from './lib/fleet.mjs';
@@ -47,6 +49,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { createServer } from 'node:http';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 
@@ -172,15 +175,49 @@ const ROUTING = {
   'prefix-aware': { policy: 'prefix-aware', prefixSource: 'approximate' },
   'prefix-precise': { policy: 'prefix-aware', prefixSource: 'precise' },
 };
-async function run(policy, workload, label, rate, requests) {
+/**
+ * `policy@N` (e.g. prefix-aware@2): the gateway in N worker processes, as `up --gateway-workers N`
+ * runs it (dist/platform/gateway-workers.js; connections dealt round-robin between workers, each
+ * worker's approximate-prefix picks relayed to the others), behind a stub control plane.
+ */
+async function startWorkers(count, snapshot) {
+  const { GatewayWorkers } = await import('../dist/platform/gateway-workers.js');
+  const stub = createServer((_, res) => res.writeHead(404).end());
+  await new Promise((r) => stub.listen(0, '127.0.0.1', r));
+  const pool = await GatewayWorkers.start({
+    count,
+    logger: createLogger({ level: 'silent' }),
+    config: {
+      port: 0,
+      host: '127.0.0.1',
+      primaryUrl: `http://127.0.0.1:${stub.address().port}`,
+      demandIntervalMs: 100,
+      logLevel: 'silent',
+      logDestination: 2,
+      tracing: { serviceName: 'inferplane', sampleRatio: 0 },
+      version: 'bench',
+      routing: { scrapeIntervalMs: 100, staleMs: 2000 },
+    },
+  });
+  await pool.update(snapshot);
+  // Each worker scrapes every replica (and subscribes to KV events) on its own: give it a second.
+  await new Promise((r) => setTimeout(r, 1000));
+  return {
+    port: pool.port,
+    close: async () => {
+      await pool.close();
+      stub.close();
+    },
+  };
+}
+
+async function run(policyName, workload, label, rate, requests) {
+  const [policy, workersText] = policyName.split('@');
+  const workers = Number(workersText ?? 1);
   const fleet = await startFleet();
   const urls = fleet.info.replicas.map((r) => r.url);
   const model = fleet.info.model;
-  const gateway = new Gateway({
-    metrics: createMetrics({ defaultMetrics: false }),
-    logger: createLogger({ level: 'silent' }),
-  });
-  gateway.update({
+  const snapshot = {
     version: 1,
     keys: [{ hash: hashApiKey(KEY), keyId: 'k', role: 'tenant', tenantId: 't', tenantName: 't' }],
     models: [
@@ -195,19 +232,31 @@ async function run(policy, workload, label, rate, requests) {
         routing: ROUTING[policy] ?? { policy },
       },
     ],
-  });
+  };
+  const pool = workers > 1 ? await startWorkers(workers, snapshot) : undefined;
+  const gateway = pool
+    ? undefined
+    : new Gateway({
+        metrics: createMetrics({ defaultMetrics: false }),
+        logger: createLogger({ level: 'silent' }),
+      });
+  gateway?.update(snapshot);
   const app = new Hono();
-  app.route('/v1', gateway.routes());
+  if (gateway) app.route('/v1', gateway.routes());
   const server = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
-  const port = server.address().port;
+  const port = pool ? pool.port : server.address().port;
   // Let the gateway's scrapers see every replica before the load starts.
-  for (let i = 0; i < 100 && urls.some((_, k) => gateway.signals.view(`r${k}`).stale); i++) {
+  for (
+    let i = 0;
+    gateway && i < 100 && urls.some((_, k) => gateway.signals.view(`r${k}`).stale);
+    i++
+  ) {
     await new Promise((r) => setTimeout(r, 20));
   }
   // ...and, for the precise source, every replica's KV event stream.
-  if (policy === 'prefix-precise') {
+  if (gateway && policy === 'prefix-precise') {
     const hub = gateway.signals.kvEvents;
     for (let i = 0; i < 250 && urls.some((_, k) => !hub.live(`r${k}`)); i++) {
       await new Promise((r) => setTimeout(r, 20));
@@ -286,7 +335,7 @@ async function run(policy, workload, label, rate, requests) {
     }
     return {
       label,
-      policy,
+      policy: policyName,
       ttft50: pctl(ttfts, 50),
       ttft90: pctl(ttfts, 90),
       ttft99: pctl(ttfts, 99),
@@ -303,7 +352,8 @@ async function run(policy, workload, label, rate, requests) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
     server.close();
-    await gateway.close();
+    await gateway?.close();
+    await pool?.close();
     await fleet.stop();
   }
 }
