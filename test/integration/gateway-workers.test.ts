@@ -80,12 +80,13 @@ async function metricSum(name: string, filter: (labels: string) => boolean = () 
   return sum;
 }
 
-/** Worker ids (cluster ids) in the access lines of the log (lines are flushed every 500 ms). */
-function servingWorkers(): Set<string> {
+/** Worker ids (cluster ids) in the access lines of the log, of one model or all (lines are flushed every 500 ms). */
+function servingWorkers(model?: string): Set<string> {
   const ids = new Set<string>();
   for (const line of readFileSync(join(state.dir, 'logs', 'inferplane.log'), 'utf8').split('\n')) {
     if (!line.includes('"msg":"request done"') || !line.includes('"worker"')) continue;
-    ids.add(String((JSON.parse(line) as { worker: unknown }).worker));
+    const l = JSON.parse(line) as { worker: unknown; model?: string };
+    if (model === undefined || l.model === model) ids.add(String(l.worker));
   }
   return ids;
 }
@@ -250,17 +251,10 @@ describe('gateway workers', () => {
       expect(seen[0]!.source).toBe('approximate');
     }
     // Both workers served the model (so the repeats above crossed between them).
-    const served = new Map<string, Set<string>>();
-    await waitFor(() => {
-      for (const line of readFileSync(join(state.dir, 'logs', 'inferplane.log'), 'utf8').split(
-        '\n',
-      )) {
-        if (!line.includes('"model":"shared"') || !line.includes('"msg":"request done"')) continue;
-        const l = JSON.parse(line) as { worker: unknown; model: string };
-        served.set(l.model, (served.get(l.model) ?? new Set()).add(String(l.worker)));
-      }
-      return Promise.resolve((served.get('shared')?.size ?? 0) >= 2);
-    }, 'requests of the shared model on both workers');
+    await waitFor(
+      () => Promise.resolve(servingWorkers('shared').size >= 2),
+      'requests of the shared model on both workers',
+    );
   }, 60_000);
 
   it('replaces a worker that dies; requests keep being served', async () => {
