@@ -104,6 +104,8 @@ export interface GatewayOptions {
     index?: PrefixIndexOptions;
     /** Every pick recorded in the approximate prefix index (to share with other gateway processes). */
     onRecord?: (replicaId: string, hashes: Uint32Array) => void;
+    /** This process's in-flight count of some replica changed (to share with the others). */
+    onInflight?: () => void;
   };
 }
 
@@ -220,6 +222,7 @@ export class Gateway {
           ...(r.index ? { index: r.index } : {}),
           ...(r.random ? { random: r.random } : {}),
           ...(r.onRecord ? { onRecord: r.onRecord } : {}),
+          ...(r.onInflight ? { onInflight: r.onInflight } : {}),
         });
     this.picker = o.picker ?? this.pipeline!;
     this.tracing = o.tracing ?? createTracing({});

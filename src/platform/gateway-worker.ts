@@ -6,16 +6,23 @@
 // Messages (see gateway-workers.ts for the primary's side):
 //   primary → worker  init {config, snapshot?} (a worker holds the latest snapshot before it
 //                     listens: a replacement never answers from an empty table) · snapshot {snapshot} · shares {shares} · metrics {id} · stop
-//                     picks {picks} (other workers' prefix picks, relayed)
+//                     picks {picks} (other workers' prefix picks, relayed) · load {peer, counts}
+//                     (another worker's in-flight requests per replica; empty counts: it is gone)
 //   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand}
 //                     metrics {id, json} · served {replicaId} (a replica's first relayed byte, once
 //                     per replica) · picks {picks} (this worker's approximate-prefix picks, batched)
+//                     load {counts} (this worker's in-flight requests per replica, when changed)
 //
 // Prefix picks: each worker's approximate prefix index learns from its own picks; with several
 // workers a prompt's next request may reach another worker, so every pick recorded in the index
 // (replica, block hashes) is batched for PICK_BATCH_MS and relayed to the other workers, whose
 // indexes record it too. The precise source (KV events) needs none of this: every worker
 // subscribes to the engines' events.
+//
+// Load: each worker counts its own in-flight requests per replica exactly; the replicas' scraped
+// queues lag by a scrape period. So a worker's in-flight counts go to the others too, at most every
+// LOAD_BATCH_MS while they change, and add to theirs in the load scorer (RoutingPipeline
+// `setPeerInflight`): between scrapes, no worker routes as if the others sent nothing.
 import cluster from 'node:cluster';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -52,6 +59,7 @@ export type ToWorker =
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
+  | { t: 'load'; peer: string; counts: Array<[string, number]> }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -62,6 +70,7 @@ export type FromWorker =
   | { t: 'metrics'; id: number; json: unknown }
   | { t: 'served'; replicaId: string }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
+  | { t: 'load'; counts: Array<[string, number]> }
   | { t: 'failed'; message: string };
 
 /** Hop-by-hop headers a relay must not forward (RFC 9110 §7.6.1), and what fetch sets itself. */
@@ -81,6 +90,8 @@ const HOP = new Set([
 const PICK_BATCH_MS = 5;
 /** A batch this large goes at once. */
 const PICK_BATCH_MAX = 512;
+/** How often, at most, this worker's in-flight counts go to the others while they change (ms). */
+const LOAD_BATCH_MS = 5;
 
 function send(msg: FromWorker): void {
   process.send?.(msg);
@@ -107,6 +118,12 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
     picks = [];
     if (batch.length > 0) send({ t: 'picks', picks: batch });
   };
+  let loadTimer: NodeJS.Timeout | undefined;
+  const sendLoad = (): void => {
+    loadTimer = undefined;
+    const counts = gateway.pipeline?.inflightCounts();
+    if (counts) send({ t: 'load', counts });
+  };
   const gateway = new Gateway({
     metrics,
     logger,
@@ -121,6 +138,9 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
               picks.push([replicaId, hashes.slice()]);
               if (picks.length >= PICK_BATCH_MAX) flushPicks();
               else pickTimer ??= setTimeout(flushPicks, PICK_BATCH_MS);
+            },
+            onInflight: () => {
+              loadTimer ??= setTimeout(sendLoad, LOAD_BATCH_MS);
             },
           }
         : {}),
@@ -189,6 +209,7 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       clearInterval(demandTimer);
+      if (loadTimer) clearTimeout(loadTimer);
       // As the single-process gateway stops: no new connections, every open one closed.
       const closed = server.close();
       server.closeAllConnections();
@@ -218,6 +239,9 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
       case 'picks':
         for (const [replicaId, hashes] of raw.picks)
           gateway.pipeline?.recordPeer(replicaId, hashes);
+        break;
+      case 'load':
+        gateway.pipeline?.setPeerInflight(raw.peer, raw.counts);
         break;
       case 'stop':
         void stop();

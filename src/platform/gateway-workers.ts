@@ -10,6 +10,8 @@
 //   (counters and histograms add up; replica gauges declare their own aggregator);
 // - a replica's first relayed byte (cold start), once per replica;
 // - approximate-prefix picks, relayed from each worker to the others (see gateway-worker.ts);
+// - in-flight requests per replica, relayed from each worker to the others (the last counts of
+//   each are kept for a worker that starts later; a worker that dies counts as none);
 // - supervision: a worker that dies is replaced (backoff up to 5 s) and gets the latest snapshot
 //   before it counts as live; `close` stops them all, killing one that outstays the grace period.
 import cluster, { type Worker } from 'node:cluster';
@@ -53,6 +55,8 @@ interface Slot {
   id: string;
   ready: boolean;
   acked: number;
+  /** Its in-flight requests per replica, as it last reported them. */
+  load: Array<[string, number]>;
 }
 
 export class GatewayWorkers {
@@ -206,7 +210,7 @@ export class GatewayWorkers {
       serialization: 'advanced',
     });
     const worker = cluster.fork({ INFERPLANE_GATEWAY_WORKER: '1' });
-    const slot: Slot = { worker, id: String(worker.id), ready: false, acked: 0 };
+    const slot: Slot = { worker, id: String(worker.id), ready: false, acked: 0, load: [] };
     this.slots.set(slot.id, slot);
     const config: WorkerConfig = { ...this.o.config, workers: this.count };
     return new Promise((resolve, reject) => {
@@ -228,6 +232,10 @@ export class GatewayWorkers {
             if (this.snapshot && slot.acked < this.snapshot.version) {
               this.post(slot, { t: 'snapshot', snapshot: this.snapshot });
             }
+            for (const s of this.slots.values()) {
+              if (s !== slot && s.load.length > 0)
+                this.post(slot, { t: 'load', peer: s.id, counts: s.load });
+            }
             if (!settled) {
               settled = true;
               resolve(msg.port);
@@ -247,6 +255,8 @@ export class GatewayWorkers {
       worker.on('exit', (code, signal) => {
         this.slots.delete(slot.id);
         this.balancer.removeWorker(slot.id);
+        // Its requests died with it.
+        if (slot.load.length > 0) this.relayLoad(slot, []);
         this.settleAcks();
         for (const m of this.metricsWaiters.values()) {
           if (m.pending.delete(slot.id) && m.pending.size === 0) m.done();
@@ -306,8 +316,19 @@ export class GatewayWorkers {
           if (s !== slot && s.ready) this.post(s, { t: 'picks', picks: msg.picks });
         }
         break;
+      case 'load':
+        this.relayLoad(slot, msg.counts);
+        break;
       default:
         break;
+    }
+  }
+
+  /** A worker's in-flight counts go to every other worker (and are kept for later ones). */
+  private relayLoad(from: Slot, counts: Array<[string, number]>): void {
+    from.load = counts;
+    for (const s of this.slots.values()) {
+      if (s !== from && s.ready) this.post(s, { t: 'load', peer: from.id, counts });
     }
   }
 

@@ -93,7 +93,18 @@ function servingWorkers(model?: string): Set<string> {
 
 beforeAll(async () => {
   state = tempStateDir();
-  up = await startUp(state.dir, ['--gateway-workers', '2']);
+  // Engine queues scraped once a minute: between scrapes a worker knows the replicas' load only
+  // from in-flight counts (its own, and what the other worker relays).
+  up = await startUp(state.dir, [
+    '--gateway-workers',
+    '2',
+    '--signal-interval-ms',
+    '60000',
+    '--signal-stale-ms',
+    '150000',
+    '--gpus',
+    '8',
+  ]);
   expect(up.info.demo?.ready).toBe(true);
   demoKey = up.info.demo!.key;
 }, 90_000);
@@ -256,6 +267,88 @@ describe('gateway workers', () => {
       'requests of the shared model on both workers',
     );
   }, 60_000);
+
+  it("balances on the other worker's in-flight requests too", async () => {
+    const put = await api(up.info.url, ADMIN_KEY, 'PUT', '/api/v1/deployments/spread', {
+      tenant: up.info.demo!.tenant,
+      model: 'llama-3.1-8b',
+      engine: { name: 'sim', args: {} },
+      replicas: 2,
+      resources: { gpus: 1, gpuType: 'H100-80GB' },
+      routing: { policy: 'least-loaded' },
+    });
+    expect(put.status, JSON.stringify(put.body)).toBeLessThan(300);
+    await waitFor(
+      async () =>
+        (await api<DeploymentDetail>(up.info.url, ADMIN_KEY, 'GET', '/api/v1/deployments/spread'))
+          .body.summary.replicas.ready === 2,
+      'the spread deployment ready',
+      60_000,
+    );
+    const send = async (stream: boolean) => {
+      const dispatcher = new Agent({ connections: 1 });
+      const res = await request(`${up.info.url}/v1/completions`, {
+        method: 'POST',
+        dispatcher,
+        headers: {
+          authorization: `Bearer ${demoKey}`,
+          'content-type': 'application/json',
+          'x-inferplane-debug': 'route',
+        },
+        body: JSON.stringify({
+          model: 'spread',
+          prompt: 'Count slowly.',
+          max_tokens: stream ? 4000 : 1,
+          stream,
+        }),
+      });
+      expect(res.statusCode).toBe(200);
+      const receipt = JSON.parse(String(res.headers['x-inferplane-route'])) as {
+        replica: string;
+        scores: Record<string, { load?: number }>;
+      };
+      return { res, dispatcher, receipt };
+    };
+    await waitFor(async () => {
+      const r = await send(false);
+      await r.res.body.text();
+      await r.dispatcher.close();
+      return true;
+    }, 'spread routable');
+    // Two long streams on fresh connections (consecutive ones land on different workers). Each
+    // pick sees the other's stream, whichever worker sent it: they go to different replicas.
+    const streams = [];
+    for (let i = 0; i < 2; i++) {
+      const s = await send(true);
+      // Read on (never break a for-await: that would cancel it); the first chunk: it is in flight.
+      await new Promise((r) => s.res.body.on('data', r));
+      streams.push(s);
+      await new Promise((r) => setTimeout(r, 100)); // the relay batches for 5 ms
+    }
+    try {
+      expect(new Set(streams.map((s) => s.receipt.replica)).size).toBe(2);
+      // Short requests on fresh connections, served by both workers: each pick counts both
+      // streams, one per replica (a worker counting only its own would see 0 or 1 somewhere).
+      for (let i = 0; i < 6; i++) {
+        const r = await send(false);
+        await r.res.body.text();
+        await r.dispatcher.close();
+        const loads = Object.values(r.receipt.scores).map((x) => x.load);
+        expect(loads, JSON.stringify(r.receipt)).toEqual([1, 1]);
+        // The relay's lag: the other worker learns that this request ended a few ms later.
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      for (const s of streams) {
+        s.res.body.destroy();
+        await s.dispatcher.destroy();
+      }
+    }
+    await waitFor(
+      () => Promise.resolve(servingWorkers('spread').size >= 2),
+      'requests of the spread model on both workers',
+    );
+  }, 90_000);
 
   it('replaces a worker that dies; requests keep being served', async () => {
     const [victim] = workerPids(up.info.pid);

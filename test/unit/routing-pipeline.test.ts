@@ -103,6 +103,52 @@ describe('RoutingPipeline', () => {
     expect(p.inflightOf('r0') + p.inflightOf('r1')).toBe(4);
   });
 
+  it("counts another gateway process's in-flight requests (onInflight → setPeerInflight)", () => {
+    const views = new Map<string, SignalView>();
+    const source: SignalSource = { view: (id) => views.get(id) ?? idle };
+    const route = simRoute(2, { policy: 'least-loaded' });
+    const b = new RoutingPipeline({
+      signals: source,
+      random: seededRandom(3),
+      saturation: { maxInflight: 3 },
+    });
+    const a = new RoutingPipeline({
+      signals: source,
+      random: seededRandom(5),
+      onInflight: () => b.setPeerInflight('a', a.inflightCounts()),
+    });
+    for (const p of [a, b]) p.sync({ models: [route] });
+    // A sends two requests to each replica, then those to r1 finish: r0 2, r1 0 in flight at A.
+    for (let i = 0; i < 4; i++) a.pick(route, { exclude: new Set() });
+    for (let i = 0; i < 2; i++) a.release('r1');
+    expect(b.peerInflightOf('r0')).toBe(2);
+    expect(b.peerInflightOf('r1')).toBe(0);
+    // B's own counts are zero; it still sends to the replica with fewer requests overall (a
+    // process blind to A's would alternate).
+    for (let i = 0; i < 2; i++) {
+      const d = b.pick(route, { exclude: new Set() })!;
+      expect(d.endpoint.replicaId).toBe('r1');
+      expect(d.receipt.scores.r1!.queue).toBe(1);
+    }
+    expect(b.inflightOf('r1')).toBe(2);
+    // The in-flight cap (3) counts both processes: r0 2 + 0, r1 0 + 2; one more to each fills it.
+    expect(b.saturated(route, { exclude: new Set() })).toBe(false);
+    a.pick(route, { exclude: new Set(['r1']) });
+    expect(b.saturated(route, { exclude: new Set() })).toBe(false);
+    a.pick(route, { exclude: new Set(['r0']) });
+    expect(b.saturated(route, { exclude: new Set() })).toBe(true);
+    // A peer that is gone (empty counts) counts for nothing; replicas not routed are dropped.
+    b.setPeerInflight('a', []);
+    expect(b.peerInflightOf('r0')).toBe(0);
+    expect(b.saturated(route, { exclude: new Set() })).toBe(false);
+    b.setPeerInflight('a', [
+      ['gone', 5],
+      ['r0', 1],
+    ]);
+    expect(b.peerInflightOf('gone')).toBe(0);
+    expect(b.peerInflightOf('r0')).toBe(1);
+  });
+
   it('keeps a session on its replica (affinity)', () => {
     const { p, route } = fleet(8);
     const want = rendezvous('session-42', route.endpoints)!.replicaId;

@@ -13,6 +13,12 @@ export interface ReplicaScores {
   prefixSource?: 'precise' | 'approximate';
   /** Matched leading blocks, in that source's blocks (engine blocks for precise, 128 B otherwise). */
   matchedBlocks?: number;
+  /**
+   * The load the queue scorer counted, in requests: the engine's scraped queue corrected by this
+   * gateway's in-flight requests since the scrape (all its processes'). Absent for a replica with
+   * stale signals (counted as saturated) and where the queue scorer did not run.
+   */
+  load?: number;
 }
 
 /** Why a replica was picked: returned with every decision, sent back on `x-inferplane-debug: route`. */

@@ -51,11 +51,16 @@
 // load needs, instead of melting one). least-loaded: queue 2, kv 1.
 //
 // Saturation (`saturated`, the gateway queues instead of sending): every candidate is saturated,
-// a candidate being saturated when the gateway's own in-flight count to it ≥ maxInflight, or its
+// a candidate being saturated when the gateway's in-flight count to it ≥ maxInflight, or its
 // FRESH signals show waiting ≥ maxWaiting or KV utilization ≥ maxKvUtilization. A stale candidate
 // counts as saturated only if some candidate is fresh; with every candidate stale, only the
 // in-flight cap applies (a broken metrics endpoint must not stall traffic). Defaults in
 // DEFAULT_SATURATION; set per gateway through PipelineOptions.
+//
+// Several gateway processes (`up --gateway-workers N`): each counts its own in-flight requests
+// exactly; the others' arrive a few ms late (`setPeerInflight`) and add to them wherever an
+// in-flight count is used above (load, the in-flight cap), so between scrapes no process routes as
+// if the replicas' other clients were idle.
 import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {
@@ -131,6 +136,11 @@ export interface PipelineOptions {
    * prefix), for other gateway processes to learn it too (`recordPeer`).
    */
   onRecord?: (replicaId: string, hashes: Uint32Array) => void;
+  /**
+   * Called when this pipeline's in-flight count of some replica changes, for other gateway
+   * processes to count it too (`inflightCounts` → their `setPeerInflight`).
+   */
+  onInflight?: () => void;
 }
 
 export function prefixSourceOf(route: RouteModel): PrefixSource {
@@ -179,7 +189,7 @@ const NO_REPLICAS: ReadonlySet<string> = new Set();
 /** The same floor for the precise source, in tokens. */
 export const PRECISE_MIN_TOKENS = 512;
 /** Fields per candidate in the flat score array. */
-const FIELDS = 7;
+const FIELDS = 8;
 const SOURCES = [undefined, 'approximate', 'precise'] as const;
 
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
@@ -191,6 +201,10 @@ export class RoutingPipeline implements Picker {
   private readonly random: () => number;
   private readonly saturation: SaturationOptions;
   private readonly inflight = new Map<string, number>();
+  /** Other gateway processes' in-flight counts per replica, by peer, and their sum per replica. */
+  private readonly peerLoads = new Map<string, Map<string, number>>();
+  private readonly peerInflight = new Map<string, number>();
+  private readonly onInflight: (() => void) | undefined;
   /** This gateway's in-flight count per replica when its signals were last scraped. */
   private readonly atScrape = new Map<string, number>();
   private readonly rr = new Map<string, number>();
@@ -233,6 +247,7 @@ export class RoutingPipeline implements Picker {
     this.promptHashes = new PromptBlockHashes(o.precise);
     this.pendingMs = o.pendingMs ?? RECENT_MS;
     this.onRecord = o.onRecord;
+    this.onInflight = o.onInflight;
   }
 
   needsPrompt(route: RouteModel): boolean {
@@ -251,6 +266,11 @@ export class RoutingPipeline implements Picker {
       this.kvEvents.sync(targets);
     }
     for (const id of [...this.inflight.keys()]) if (!ids.has(id)) this.inflight.delete(id);
+    for (const [peer, counts] of this.peerLoads) {
+      for (const id of counts.keys()) if (!ids.has(id)) counts.delete(id);
+      if (counts.size === 0) this.peerLoads.delete(peer);
+    }
+    for (const id of [...this.peerInflight.keys()]) if (!ids.has(id)) this.peerInflight.delete(id);
     for (const id of [...this.atScrape.keys()]) if (!ids.has(id)) this.atScrape.delete(id);
     for (const id of [...this.lastPicked.keys()]) if (!ids.has(id)) this.lastPicked.delete(id);
     for (const id of [...this.recentEpoch.keys()]) if (!ids.has(id)) this.recentEpoch.delete(id);
@@ -259,17 +279,59 @@ export class RoutingPipeline implements Picker {
 
   /** A scrape of `replicaId` just landed: later in-flight changes correct its lagging counts. */
   noteScrape(replicaId: string): void {
-    this.atScrape.set(replicaId, this.inflight.get(replicaId) ?? 0);
+    this.atScrape.set(replicaId, this.inflightTotal(replicaId));
   }
 
   release(replicaId: string): void {
     const n = (this.inflight.get(replicaId) ?? 0) - 1;
     if (n > 0) this.inflight.set(replicaId, n);
     else this.inflight.delete(replicaId);
+    this.onInflight?.();
   }
 
+  /** This process's own in-flight requests to the replica. */
   inflightOf(replicaId: string): number {
     return this.inflight.get(replicaId) ?? 0;
+  }
+
+  /** This process's in-flight count per replica (replicas with none left out), for its peers. */
+  inflightCounts(): Array<[string, number]> {
+    return [...this.inflight];
+  }
+
+  /**
+   * Another gateway process's in-flight counts per replica (its `inflightCounts`; replacing what
+   * it sent before; empty when it is gone). They add to this process's own in the load scorer and
+   * the in-flight saturation cap, so that processes sharing replicas see each other's requests
+   * between scrapes. Replicas outside this pipeline's routing table are dropped.
+   */
+  setPeerInflight(peer: string, counts: Iterable<readonly [string, number]>): void {
+    const old = this.peerLoads.get(peer);
+    if (old) for (const [id, n] of old) this.addPeer(id, -n);
+    const next = new Map<string, number>();
+    for (const [id, n] of counts) {
+      if (!(n > 0) || !this.routed.has(id)) continue;
+      next.set(id, n);
+      this.addPeer(id, n);
+    }
+    if (next.size > 0) this.peerLoads.set(peer, next);
+    else this.peerLoads.delete(peer);
+  }
+
+  /** Peers' in-flight requests to the replica (see setPeerInflight). */
+  peerInflightOf(replicaId: string): number {
+    return this.peerInflight.get(replicaId) ?? 0;
+  }
+
+  private addPeer(id: string, n: number): void {
+    const v = (this.peerInflight.get(id) ?? 0) + n;
+    if (v > 0) this.peerInflight.set(id, v);
+    else this.peerInflight.delete(id);
+  }
+
+  /** In-flight requests to the replica from this process and its peers. */
+  private inflightTotal(replicaId: string): number {
+    return (this.inflight.get(replicaId) ?? 0) + (this.peerInflight.get(replicaId) ?? 0);
   }
 
   /**
@@ -327,7 +389,7 @@ export class RoutingPipeline implements Picker {
     for (const v of views) anyFresh ||= !v.stale;
     for (let i = 0; i < cands.length; i++) {
       const v = views[i]!;
-      if ((this.inflight.get(cands[i]!.replicaId) ?? 0) >= s.maxInflight) continue;
+      if (this.inflightTotal(cands[i]!.replicaId) >= s.maxInflight) continue;
       if (v.stale) {
         if (anyFresh) continue;
         return false;
@@ -388,7 +450,7 @@ export class RoutingPipeline implements Picker {
     for (let i = 0; i < n; i++) {
       const v = views[i]!;
       const id = cands[i]!.replicaId;
-      const mine = this.inflight.get(id) ?? 0;
+      const mine = this.inflightTotal(id);
       let load: number;
       if (!anyFresh) load = mine;
       else if (v.stale) load = Number.POSITIVE_INFINITY;
@@ -489,6 +551,7 @@ export class RoutingPipeline implements Picker {
       raw[o + 4] = total;
       raw[o + 5] = src;
       raw[o + 6] = matched;
+      raw[o + 7] = loads[i]!;
       if (total > bestTotal + 1e-9) {
         bestTotal = total;
         best = i;
@@ -548,7 +611,6 @@ export class RoutingPipeline implements Picker {
     this.recent[1]!.remove(replicaId);
   }
 
-  /** Starts a new generation of recent picks every pendingMs (the oldest is forgotten). */
   /**
    * A pick another gateway process made (its `onRecord`): the replica holds that prefix now.
    * Only for replicas in this pipeline's routing table (a late message about one that left is
@@ -558,6 +620,7 @@ export class RoutingPipeline implements Picker {
     if (hashes.length > 0 && this.routed.has(replicaId)) this.index.record(replicaId, hashes);
   }
 
+  /** Starts a new generation of recent picks every pendingMs (the oldest is forgotten). */
   private rotateRecent(now: number): void {
     if (now - this.recentSince < this.pendingMs) return;
     const older = this.recent[1]!;
@@ -673,6 +736,7 @@ export class RoutingPipeline implements Picker {
     version: string | undefined,
   ): RouteDecision {
     this.inflight.set(ep.replicaId, (this.inflight.get(ep.replicaId) ?? 0) + 1);
+    this.onInflight?.();
     this.lastPicked.set(ep.replicaId, ++this.picks);
     let built: Record<string, ReplicaScores> | undefined;
     return {
@@ -720,6 +784,7 @@ function lazyScores(
         affinity: raw[o + 3]!,
         total: round3(raw[o + 4]!),
         ...(source !== undefined ? { prefixSource: source, matchedBlocks: raw[o + 6]! } : {}),
+        ...(Number.isFinite(raw[o + 7]) ? { load: round3(raw[o + 7]!) } : {}),
       };
     }
     return out;
@@ -730,8 +795,9 @@ function lazyScores(
  * Load of a replica in requests. The engine's counts (running + waiting) lag by up to a scrape
  * period; acting on them alone makes every pick in that window avoid (or pile onto) the same
  * replica and the fleet oscillates. So they are corrected by `delta`, the change of this gateway's
- * own in-flight count there since the scrape (exact and instant), and never taken below that
- * in-flight count (so with this gateway as the only client the load is never stale). A waiting
+ * in-flight count there since the scrape (its own, exact and instant, plus its peer processes',
+ * a few ms behind), and never taken below that in-flight count (so with this gateway as the only
+ * client the load is never stale). A waiting
  * request counts once more (it delays every TTFT behind it).
  */
 function loadOf(v: SignalView, mine: number, delta: number): number {
