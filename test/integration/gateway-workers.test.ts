@@ -80,6 +80,46 @@ async function metricSum(name: string, filter: (labels: string) => boolean = () 
   return sum;
 }
 
+/** One request with its routing receipt (`x-inferplane-debug: route`), on a fresh connection. */
+async function routed(model: string, stream: boolean) {
+  const dispatcher = new Agent({ connections: 1 });
+  const res = await request(`${up.info.url}/v1/completions`, {
+    method: 'POST',
+    dispatcher,
+    headers: {
+      authorization: `Bearer ${demoKey}`,
+      'content-type': 'application/json',
+      'x-inferplane-debug': 'route',
+    },
+    body: JSON.stringify({ model, prompt: 'Count slowly.', max_tokens: stream ? 4000 : 1, stream }),
+  });
+  expect(res.statusCode).toBe(200);
+  const receipt = JSON.parse(String(res.headers['x-inferplane-route'])) as {
+    replica: string;
+    scores: Record<string, { load?: number }>;
+  };
+  return { res, dispatcher, receipt };
+}
+
+/**
+ * `n` long streams on fresh connections (consecutive ones land on different workers), each read
+ * on; `alive()` says whether it still streams. Resolves once each sent its first chunk.
+ */
+async function longStreams(model: string, n: number) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const s = await routed(model, true);
+    let ended = false;
+    s.res.body.on('error', () => (ended = true));
+    s.res.body.on('end', () => (ended = true));
+    // Read on (never break a for-await: that would cancel it); the first chunk: it is in flight.
+    await new Promise((r) => s.res.body.on('data', r));
+    out.push({ ...s, alive: () => !ended });
+    await new Promise((r) => setTimeout(r, 100)); // the load relay batches for 5 ms
+  }
+  return out;
+}
+
 /** Worker ids (cluster ids) in the access lines of the log, of one model or all (lines are flushed every 500 ms). */
 function servingWorkers(model?: string): Set<string> {
   const ids = new Set<string>();
@@ -285,30 +325,7 @@ describe('gateway workers', () => {
       'the spread deployment ready',
       60_000,
     );
-    const send = async (stream: boolean) => {
-      const dispatcher = new Agent({ connections: 1 });
-      const res = await request(`${up.info.url}/v1/completions`, {
-        method: 'POST',
-        dispatcher,
-        headers: {
-          authorization: `Bearer ${demoKey}`,
-          'content-type': 'application/json',
-          'x-inferplane-debug': 'route',
-        },
-        body: JSON.stringify({
-          model: 'spread',
-          prompt: 'Count slowly.',
-          max_tokens: stream ? 4000 : 1,
-          stream,
-        }),
-      });
-      expect(res.statusCode).toBe(200);
-      const receipt = JSON.parse(String(res.headers['x-inferplane-route'])) as {
-        replica: string;
-        scores: Record<string, { load?: number }>;
-      };
-      return { res, dispatcher, receipt };
-    };
+    const send = (stream: boolean) => routed('spread', stream);
     await waitFor(async () => {
       const r = await send(false);
       await r.res.body.text();
@@ -317,14 +334,7 @@ describe('gateway workers', () => {
     }, 'spread routable');
     // Two long streams on fresh connections (consecutive ones land on different workers). Each
     // pick sees the other's stream, whichever worker sent it: they go to different replicas.
-    const streams = [];
-    for (let i = 0; i < 2; i++) {
-      const s = await send(true);
-      // Read on (never break a for-await: that would cancel it); the first chunk: it is in flight.
-      await new Promise((r) => s.res.body.on('data', r));
-      streams.push(s);
-      await new Promise((r) => setTimeout(r, 100)); // the relay batches for 5 ms
-    }
+    const streams = await longStreams('spread', 2);
     try {
       expect(new Set(streams.map((s) => s.receipt.replica)).size).toBe(2);
       // Short requests on fresh connections, served by both workers: each pick counts both
@@ -351,6 +361,9 @@ describe('gateway workers', () => {
   }, 90_000);
 
   it('replaces a worker that dies; requests keep being served', async () => {
+    // Two long streams in flight when a worker dies: what the others count of its requests must
+    // go with it.
+    const streams = await longStreams('demo-llama-8b', 2);
     const [victim] = workerPids(up.info.pid);
     process.kill(victim!, 'SIGKILL');
     await waitFor(() => Promise.resolve(!isAlive(victim!)), 'the worker gone');
@@ -366,6 +379,28 @@ describe('gateway workers', () => {
       return [...servingWorkers()].some((id) => !before.has(id));
     }, 'access lines from the replacement worker');
     expect(codes.filter((c) => c !== 200)).toEqual([]);
+    try {
+      // The dead worker's stream broke; the survivor's streams on. Both workers, the survivor
+      // and the replacement (which got the survivor's counts when it started), count exactly
+      // the streams still alive.
+      const alive = streams.filter((s) => s.alive()).length;
+      expect(alive).toBeLessThan(2);
+      // (After the relay's lag: the bursts above just ended.)
+      await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 6; i++) {
+        const r = await routed('demo-llama-8b', false);
+        await r.res.body.text();
+        await r.dispatcher.close();
+        const counted = Object.values(r.receipt.scores).reduce((n, x) => n + x.load!, 0);
+        expect(counted, JSON.stringify(r.receipt)).toBe(alive);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      for (const s of streams) {
+        s.res.body.destroy();
+        await s.dispatcher.destroy();
+      }
+    }
     expect(await metricSum('inferplane_gateway_worker_restarts_total')).toBe(1);
     expect(await metricSum('inferplane_gateway_workers', (l) => l.includes('live'))).toBe(2);
   });

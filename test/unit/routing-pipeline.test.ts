@@ -149,6 +149,26 @@ describe('RoutingPipeline', () => {
     expect(b.peerInflightOf('r0')).toBe(1);
   });
 
+  it("counts a newly heard peer's requests as already in the last scrape, later changes as news", () => {
+    const { p, route, views } = fleet(2, { policy: 'least-loaded' });
+    p.sync({ models: [route] });
+    // The engine reports one running request on r0 (the peer's, sent before this process started).
+    views.set('r0', { ...idle, running: 1 });
+    p.noteScrape('r0');
+    p.noteScrape('r1');
+    const loads = () => {
+      const d = p.pick(route, { exclude: new Set() })!;
+      p.release(d.endpoint.replicaId);
+      return Object.values(d.receipt.scores).map((x) => x.load);
+    };
+    p.setPeerInflight('a', [['r0', 1]]);
+    expect(loads()).toEqual([1, 0]); // not 2: the scrape already showed it
+    p.setPeerInflight('a', [['r0', 2]]);
+    expect(loads()).toEqual([2, 0]); // one more since the scrape
+    p.setPeerInflight('a', []);
+    expect(loads()).toEqual([0, 0]); // both ended (the engine's count lags; the change does not)
+  });
+
   it('keeps a session on its replica (affinity)', () => {
     const { p, route } = fleet(8);
     const want = rendezvous('session-42', route.endpoints)!.replicaId;

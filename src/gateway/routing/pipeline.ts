@@ -266,9 +266,8 @@ export class RoutingPipeline implements Picker {
       this.kvEvents.sync(targets);
     }
     for (const id of [...this.inflight.keys()]) if (!ids.has(id)) this.inflight.delete(id);
-    for (const [peer, counts] of this.peerLoads) {
+    for (const counts of this.peerLoads.values()) {
       for (const id of counts.keys()) if (!ids.has(id)) counts.delete(id);
-      if (counts.size === 0) this.peerLoads.delete(peer);
     }
     for (const id of [...this.peerInflight.keys()]) if (!ids.has(id)) this.peerInflight.delete(id);
     for (const id of [...this.atScrape.keys()]) if (!ids.has(id)) this.atScrape.delete(id);
@@ -313,9 +312,16 @@ export class RoutingPipeline implements Picker {
       if (!(n > 0) || !this.routed.has(id)) continue;
       next.set(id, n);
       this.addPeer(id, n);
+      // A peer heard from for the first time (this process just started, or it did): its
+      // requests count as already in the engines' last scraped queues, not as news since then —
+      // else they would count twice until the next scrape. Wrong the other way only for a
+      // peer's very first requests, where the in-flight floor of the load still counts them.
+      if (old === undefined && this.atScrape.has(id)) {
+        this.atScrape.set(id, this.atScrape.get(id)! + n);
+      }
     }
-    if (next.size > 0) this.peerLoads.set(peer, next);
-    else this.peerLoads.delete(peer);
+    // Kept when empty: a peer is new only once (peers are few; a dead one's id is not reused).
+    this.peerLoads.set(peer, next);
   }
 
   /** Peers' in-flight requests to the replica (see setPeerInflight). */
