@@ -23,7 +23,8 @@
 //   a fleet sized for cache-hit prefill costs; see the printed capacity estimate).
 // - unique: the negative control, unique prompts of the same length (no reuse), least-loaded vs
 //   prefix-aware at --unique-rate (default 60 % of the fleet's estimated full-recompute capacity,
-//   so neither policy is overloaded and a difference would be the router's own).
+//   so neither policy is overloaded and a difference would be the router's own); also
+//   prefix-precise and any name@N listed in --policies, each against least-loaded.
 // - multi: the multi-turn workload (multi-round QA): sessions of T turns, a shared system prompt,
 //   each turn extending the previous prompt with the answer and a new question; offered at
 //   --multi-rate sessions/s.
@@ -106,6 +107,16 @@ const REPLICAS = Number(args.replicas);
 const ZIPF = Number(args.zipf);
 const ONLY = new Set(args.only.split(','));
 const POLICIES = args.policies.split(',');
+// The negative control always runs least-loaded and prefix-aware in one process, plus
+// prefix-precise and any `name@N` (gateway workers) that --policies names, each compared with
+// least-loaded in one process.
+const UNIQUE_POLICIES = [
+  'least-loaded',
+  'prefix-aware',
+  ...POLICIES.filter(
+    (p) => p === 'prefix-precise' || (p.includes('@') && !p.startsWith('round-robin')),
+  ),
+];
 const BLOCK_SIZE = 16;
 // Full-recompute capacity estimate of the fleet (printed; the unique control runs below it):
 // prefill at ~30k tokens/s per H100 replica for Llama-3.1-8B in the simulator's roofline
@@ -435,9 +446,7 @@ if (ONLY.has('unique')) {
     `\nnegative control: unique ${PREFIX + QUESTION}-token prompts, ${OSL} output tokens; Poisson ` +
       `${UNIQUE_RATE} req/s for ${SECONDS} s (${requests} requests, ~60% of full-recompute capacity)`,
   );
-  for (const policy of ['least-loaded', 'prefix-aware', 'prefix-precise'].filter(
-    (x) => x !== 'prefix-precise' || POLICIES.includes(x),
-  )) {
+  for (const policy of UNIQUE_POLICIES) {
     const r = await run(policy, unique(), `unique/${policy}`, UNIQUE_RATE, requests);
     rows.push(r);
     by[r.label] = r;
@@ -513,7 +522,7 @@ for (const name of ['prefix-aware', 'prefix-precise']) {
   ratioLine('multi', name);
 }
 const ul = by['unique/least-loaded'];
-for (const name of ['prefix-aware', 'prefix-precise']) {
+for (const name of UNIQUE_POLICIES.filter((p) => p !== 'least-loaded')) {
   const up = by[`unique/${name}`];
   if (!ul || !up) continue;
   const diff = (100 * (up.ttft90 - ul.ttft90)) / ul.ttft90;

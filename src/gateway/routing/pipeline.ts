@@ -803,8 +803,8 @@ function lazyScores(
  * replica and the fleet oscillates. So they are corrected by `delta`, the change of this gateway's
  * in-flight count there since the scrape (its own, exact and instant, plus its peer processes',
  * a few ms behind), and never taken below that in-flight count (so with this gateway as the only
- * client the load is never stale). A waiting
- * request counts once more (it delays every TTFT behind it).
+ * client the load is never stale). A waiting request counts once more (it delays every TTFT
+ * behind it).
  */
 function loadOf(v: SignalView, mine: number, delta: number): number {
   const waiting = Math.max(0, v.waiting + Math.min(0, delta));
