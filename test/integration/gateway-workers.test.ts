@@ -80,8 +80,28 @@ async function metricSum(name: string, filter: (labels: string) => boolean = () 
   return sum;
 }
 
+/** Deploys `name` (2 sim replicas of the demo tenant, the given routing); resolves once ready. */
+async function deployTwo(name: string, routing: Record<string, string>): Promise<void> {
+  const put = await api(up.info.url, ADMIN_KEY, 'PUT', `/api/v1/deployments/${name}`, {
+    tenant: up.info.demo!.tenant,
+    model: 'llama-3.1-8b',
+    engine: { name: 'sim', args: {} },
+    replicas: 2,
+    resources: { gpus: 1, gpuType: 'H100-80GB' },
+    routing,
+  });
+  expect(put.status, JSON.stringify(put.body)).toBeLessThan(300);
+  await waitFor(
+    async () =>
+      (await api<DeploymentDetail>(up.info.url, ADMIN_KEY, 'GET', `/api/v1/deployments/${name}`))
+        .body.summary.replicas.ready === 2,
+    `the ${name} deployment ready`,
+    60_000,
+  );
+}
+
 /** One request with its routing receipt (`x-inferplane-debug: route`), on a fresh connection. */
-async function routed(model: string, stream: boolean) {
+async function routed(model: string, stream: boolean, prompt = 'Count slowly.') {
   const dispatcher = new Agent({ connections: 1 });
   const res = await request(`${up.info.url}/v1/completions`, {
     method: 'POST',
@@ -91,12 +111,14 @@ async function routed(model: string, stream: boolean) {
       'content-type': 'application/json',
       'x-inferplane-debug': 'route',
     },
-    body: JSON.stringify({ model, prompt: 'Count slowly.', max_tokens: stream ? 4000 : 1, stream }),
+    body: JSON.stringify({ model, prompt, max_tokens: stream ? 4000 : 1, stream }),
   });
   expect(res.statusCode).toBe(200);
   const receipt = JSON.parse(String(res.headers['x-inferplane-route'])) as {
     replica: string;
     scores: Record<string, { load?: number }>;
+    matchedBlocks: number;
+    prefixSource?: string;
   };
   return { res, dispatcher, receipt };
 }
@@ -238,43 +260,13 @@ describe('gateway workers', () => {
   // alternate between the workers (cluster round-robin); without the relay each worker's first
   // pick of a prompt is its own tie-break (about even odds per prompt of the other replica).
   it('shares approximate-prefix picks between workers', async () => {
-    const put = await api(up.info.url, ADMIN_KEY, 'PUT', '/api/v1/deployments/shared', {
-      tenant: up.info.demo!.tenant,
-      model: 'llama-3.1-8b',
-      engine: { name: 'sim', args: {} },
-      replicas: 2,
-      resources: { gpus: 1, gpuType: 'H100-80GB' },
-      routing: { policy: 'prefix-aware', prefixSource: 'approximate' },
-    });
-    expect(put.status).toBeLessThan(300);
-    await waitFor(
-      async () =>
-        (await api<DeploymentDetail>(up.info.url, ADMIN_KEY, 'GET', '/api/v1/deployments/shared'))
-          .body.summary.replicas.ready === 2,
-      'the shared deployment ready',
-      60_000,
-    );
+    await deployTwo('shared', { policy: 'prefix-aware', prefixSource: 'approximate' });
     const oneShot = async (prompt: string) => {
-      const dispatcher = new Agent({ connections: 1 });
-      const res = await request(`${up.info.url}/v1/completions`, {
-        method: 'POST',
-        dispatcher,
-        headers: {
-          authorization: `Bearer ${demoKey}`,
-          'content-type': 'application/json',
-          'x-inferplane-debug': 'route',
-        },
-        body: JSON.stringify({ model: 'shared', prompt, max_tokens: 1 }),
-      });
-      const receipt = JSON.parse(String(res.headers['x-inferplane-route'])) as {
-        matchedBlocks: number;
-        prefixSource?: string;
-      };
+      const { res, dispatcher, receipt } = await routed('shared', false, prompt);
       const json = (await res.body.json()) as {
         usage: { prompt_tokens_details: { cached_tokens: number } };
       };
       await dispatcher.close();
-      expect(res.statusCode).toBe(200);
       return {
         replica: String(res.headers['x-inferplane-replica']),
         cached: json.usage.prompt_tokens_details.cached_tokens,
@@ -309,22 +301,7 @@ describe('gateway workers', () => {
   }, 60_000);
 
   it("balances on the other worker's in-flight requests too", async () => {
-    const put = await api(up.info.url, ADMIN_KEY, 'PUT', '/api/v1/deployments/spread', {
-      tenant: up.info.demo!.tenant,
-      model: 'llama-3.1-8b',
-      engine: { name: 'sim', args: {} },
-      replicas: 2,
-      resources: { gpus: 1, gpuType: 'H100-80GB' },
-      routing: { policy: 'least-loaded' },
-    });
-    expect(put.status, JSON.stringify(put.body)).toBeLessThan(300);
-    await waitFor(
-      async () =>
-        (await api<DeploymentDetail>(up.info.url, ADMIN_KEY, 'GET', '/api/v1/deployments/spread'))
-          .body.summary.replicas.ready === 2,
-      'the spread deployment ready',
-      60_000,
-    );
+    await deployTwo('spread', { policy: 'least-loaded' });
     const send = (stream: boolean) => routed('spread', stream);
     await waitFor(async () => {
       const r = await send(false);
