@@ -41,8 +41,10 @@
 // Σ prompt tokens.
 // A policy written `name@N` (e.g. `--policies prefix-aware,prefix-aware@2`) runs the gateway in N
 // worker processes, as `up --gateway-workers N` does.
-// RQ_DEBUG=1 also prints each run's requests per replica. Stops by itself (fleets get SIGTERM,
-// SIGKILL after 5 s; a watchdog exits after 30 minutes).
+// A policy written `name@1` runs the gateway in one worker process (the process boundary alone).
+// RQ_DEBUG=1 also prints each run's requests per replica and how often a pick went to a busier
+// replica than the least busy one, as the client saw it (`pickQuality`). Stops by itself (fleets
+// get SIGTERM, SIGKILL after 5 s; a watchdog exits after 30 minutes).
 import { spawnSimFleet } from './lib/fleet.mjs';
 
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -222,9 +224,49 @@ async function startWorkers(count, snapshot) {
   };
 }
 
+/**
+ * How often a pick went to a replica busier than the least busy one when it was sent, as the
+ * client saw it (x-inferplane-replica; in flight: sent, not ended; prefilling: sent, no first
+ * token yet), and for those busier in flight, how long before it the same replica had been sent
+ * the previous request (under a few ms: two gateway processes deciding before either heard of the
+ * other's pick). A diagnostic (RQ_DEBUG): the gateway's own view lags and leads this by a little.
+ */
+function pickQuality(records) {
+  const recs = records.filter((r) => r.servedBy !== undefined && r.error === null);
+  const ids = [...new Set(recs.map((r) => r.servedBy))];
+  let busier = 0;
+  let busierPrefill = 0;
+  let soon = 0;
+  for (const q of recs) {
+    const t = q.startNs;
+    const flight = new Map(ids.map((id) => [id, 0]));
+    const prefill = new Map(ids.map((id) => [id, 0]));
+    let previous = -Infinity;
+    for (const r of recs) {
+      if (r === q || r.startNs >= t) continue;
+      if (r.servedBy === q.servedBy) previous = Math.max(previous, r.startNs);
+      if (r.endNs <= t) continue;
+      flight.set(r.servedBy, flight.get(r.servedBy) + 1);
+      if ((r.chunkNs[0] ?? r.endNs) > t) prefill.set(r.servedBy, prefill.get(r.servedBy) + 1);
+    }
+    if (flight.get(q.servedBy) > Math.min(...flight.values())) {
+      busier++;
+      if (t - previous < 3e6) soon++;
+    }
+    if (prefill.get(q.servedBy) > Math.min(...prefill.values())) busierPrefill++;
+  }
+  const pct = (x) => `${((100 * x) / Math.max(1, recs.length)).toFixed(1)} %`;
+  return (
+    `picks to a replica with more in flight than the least busy ${pct(busier)} ` +
+    `(${soon} of them < 3 ms after its previous request), with more prefilling ` +
+    `${pct(busierPrefill)} (of ${recs.length})`
+  );
+}
+
 async function run(policyName, workload, label, rate, requests) {
   const [policy, workersText] = policyName.split('@');
-  const workers = Number(workersText ?? 1);
+  // `@N`, even `@1`, runs worker processes; without it the gateway is in this process.
+  const workers = workersText === undefined ? 0 : Number(workersText);
   const fleet = await startFleet();
   const urls = fleet.info.replicas.map((r) => r.url);
   const model = fleet.info.model;
@@ -244,7 +286,7 @@ async function run(policyName, workload, label, rate, requests) {
       },
     ],
   };
-  const pool = workers > 1 ? await startWorkers(workers, snapshot) : undefined;
+  const pool = workers > 0 ? await startWorkers(workers, snapshot) : undefined;
   const gateway = pool
     ? undefined
     : new Gateway({
@@ -309,6 +351,7 @@ async function run(policyName, workload, label, rate, requests) {
     if (process.env.RQ_DEBUG) {
       const reqs = after.perReplica.map((x, k) => x - before.perReplica[k]);
       console.log(`  [debug] ${label}: requests per replica ${reqs.join(',')}`);
+      console.log(`  [debug] ${label}: ${pickQuality(res.records)}`);
     }
     // Steady-state window: requests sent after the first WARMUP of the run.
     const recs = res.records

@@ -185,6 +185,8 @@ export class BenchClient {
         signal: ac.signal,
       });
       rec.ackNs = nowNs();
+      const replica = res.headers['x-inferplane-replica'];
+      if (typeof replica === 'string') rec.servedBy = replica;
       if (res.statusCode >= 400) {
         const text = await res.body.text();
         rec.endNs = nowNs();

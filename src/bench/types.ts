@@ -50,6 +50,8 @@ export interface RequestRecord {
   cancelled: boolean;
   cancellationNs: number | null;
   error: ErrorDetails | null;
+  /** Which replica served it, when an Inferplane gateway said so (`x-inferplane-replica`). */
+  servedBy?: string;
 }
 
 /** Per-request metrics derived from a record (ms, tokens, tokens/s/user). Absent = not defined. */

@@ -6,12 +6,14 @@
 // Messages (see gateway-workers.ts for the primary's side):
 //   primary → worker  init {config, snapshot?} (a worker holds the latest snapshot before it
 //                     listens: a replacement never answers from an empty table) · snapshot {snapshot} · shares {shares} · metrics {id} · stop
-//                     picks {picks} (other workers' prefix picks, relayed) · load {peer, counts}
-//                     (another worker's in-flight requests per replica; empty counts: it is gone)
+//                     picks {picks} (other workers' prefix picks, relayed) · load {peer, counts,
+//                     picked?} (another worker's in-flight requests per replica, empty counts: it
+//                     is gone; and when it last picked each replica since it last sent)
 //   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand}
 //                     metrics {id, json} · served {replicaId} (a replica's first relayed byte, once
 //                     per replica) · picks {picks} (this worker's approximate-prefix picks, batched)
-//                     load {counts} (this worker's in-flight requests per replica, when changed)
+//                     load {counts, picked} (this worker's in-flight requests per replica, when
+//                     changed, and its picks since the last load)
 //
 // Prefix picks: each worker's approximate prefix index learns from its own picks; with several
 // workers a prompt's next request may reach another worker, so every pick recorded in the index
@@ -22,7 +24,9 @@
 // Load: each worker counts its own in-flight requests per replica exactly; the replicas' scraped
 // queues lag by a scrape period. So a worker's in-flight counts go to the others too, at most every
 // LOAD_BATCH_MS while they change, and add to theirs in the load scorer (RoutingPipeline
-// `setPeerInflight`): between scrapes, no worker routes as if the others sent nothing.
+// `setPeerInflight`): between scrapes, no worker routes as if the others sent nothing. With them go
+// the times of its picks (`takePicks` → `notePeerPicks`): among equally loaded replicas the picker
+// prefers the one picked longest ago by any worker.
 import cluster from 'node:cluster';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -59,7 +63,7 @@ export type ToWorker =
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
-  | { t: 'load'; peer: string; counts: Array<[string, number]> }
+  | { t: 'load'; peer: string; counts: Array<[string, number]>; picked?: Array<[string, number]> }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -70,7 +74,7 @@ export type FromWorker =
   | { t: 'metrics'; id: number; json: unknown }
   | { t: 'served'; replicaId: string }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
-  | { t: 'load'; counts: Array<[string, number]> }
+  | { t: 'load'; counts: Array<[string, number]>; picked: Array<[string, number]> }
   | { t: 'failed'; message: string };
 
 /** Hop-by-hop headers a relay must not forward (RFC 9110 §7.6.1), and what fetch sets itself. */
@@ -119,10 +123,13 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
     if (batch.length > 0) send({ t: 'picks', picks: batch });
   };
   let loadTimer: NodeJS.Timeout | undefined;
+  let loadSentAt = Number.NEGATIVE_INFINITY;
   const sendLoad = (): void => {
     loadTimer = undefined;
-    const counts = gateway.pipeline?.inflightCounts();
-    if (counts) send({ t: 'load', counts });
+    loadSentAt = performance.now();
+    const pipeline = gateway.pipeline;
+    if (pipeline)
+      send({ t: 'load', counts: pipeline.inflightCounts(), picked: pipeline.takePicks() });
   };
   const gateway = new Gateway({
     metrics,
@@ -139,8 +146,13 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
               if (picks.length >= PICK_BATCH_MAX) flushPicks();
               else pickTimer ??= setTimeout(flushPicks, PICK_BATCH_MS);
             },
+            // At once when none went out for LOAD_BATCH_MS (the first change after a quiet
+            // spell is the one the others most need), else batched until then.
             onInflight: () => {
-              loadTimer ??= setTimeout(sendLoad, LOAD_BATCH_MS);
+              if (loadTimer) return;
+              const wait = loadSentAt + LOAD_BATCH_MS - performance.now();
+              if (wait <= 0) sendLoad();
+              else loadTimer = setTimeout(sendLoad, wait);
             },
           }
         : {}),
@@ -242,6 +254,7 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
         break;
       case 'load':
         gateway.pipeline?.setPeerInflight(raw.peer, raw.counts);
+        if (raw.picked) gateway.pipeline?.notePeerPicks(raw.picked);
         break;
       case 'stop':
         void stop();

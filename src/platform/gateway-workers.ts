@@ -317,18 +317,29 @@ export class GatewayWorkers {
         }
         break;
       case 'load':
-        this.relayLoad(slot, msg.counts);
+        this.relayLoad(slot, msg.counts, msg.picked);
         break;
       default:
         break;
     }
   }
 
-  /** A worker's in-flight counts go to every other worker (and are kept for later ones). */
-  private relayLoad(from: Slot, counts: Array<[string, number]>): void {
+  /**
+   * A worker's in-flight counts (kept for later workers) and recent picks go to every other
+   * worker.
+   */
+  private relayLoad(
+    from: Slot,
+    counts: Array<[string, number]>,
+    picked: Array<[string, number]> = [],
+  ): void {
     from.load = counts;
+    const msg: ToWorker =
+      picked.length > 0
+        ? { t: 'load', peer: from.id, counts, picked }
+        : { t: 'load', peer: from.id, counts };
     for (const s of this.slots.values()) {
-      if (s !== from && s.ready) this.post(s, { t: 'load', peer: from.id, counts });
+      if (s !== from && s.ready) this.post(s, msg);
     }
   }
 

@@ -149,6 +149,34 @@ describe('RoutingPipeline', () => {
     expect(b.peerInflightOf('r0')).toBe(1);
   });
 
+  it("takes turns with another gateway process's picks too (takePicks → notePeerPicks)", () => {
+    const route = simRoute(3, { policy: 'least-loaded' });
+    const source: SignalSource = { view: () => idle };
+    const a = new RoutingPipeline({
+      signals: source,
+      random: seededRandom(5),
+      onInflight: () => {},
+    });
+    const b = new RoutingPipeline({ signals: source, random: seededRandom(3) });
+    for (const p of [a, b]) p.sync({ models: [route] });
+    const one = (p: RoutingPipeline, exclude: string[] = []) => {
+      const d = p.pick(route, { exclude: new Set(exclude) })!;
+      p.release(d.endpoint.replicaId);
+      return d.endpoint.replicaId;
+    };
+    // B picks r0, r1, r2 in turn (all idle: least recently picked first); then A, whose requests
+    // are as finished as B's, picks r0 and r1. Every replica is idle again.
+    expect([one(b, ['r1', 'r2']), one(b, ['r2']), one(b)]).toEqual(['r0', 'r1', 'r2']);
+    expect([one(a, ['r1', 'r2']), one(a, ['r2'])]).toEqual(['r0', 'r1']);
+    const picks = a.takePicks();
+    expect(picks.map(([id]) => id).sort()).toEqual(['r0', 'r1']);
+    expect(a.takePicks()).toEqual([]);
+    // With A's picks, B's least recently picked replica is r2 (alone, it would be r0).
+    b.notePeerPicks([...picks, ['gone', Number.MAX_VALUE]]);
+    expect(one(b)).toBe('r2');
+    expect(one(b)).toBe('r0');
+  });
+
   it("counts a newly heard peer's requests as already in the last scrape, later changes as news", () => {
     const { p, route, views } = fleet(2, { policy: 'least-loaded' });
     p.sync({ models: [route] });

@@ -42,7 +42,8 @@
 // the gateway's own in-flight counts alone, which are exact — traffic must not stall on metrics.
 //
 // Picker: highest weighted sum; ties (within 1e-9) go to the least loaded, then to the least
-// recently picked, then to a random one (injectable RNG).
+// recently picked (by this process or a peer, `notePeerPicks`), then to a random one (injectable
+// RNG).
 //
 // Default weights (prefix-aware): prefix 2, queue 2, kv 1, affinity 1. A replica holding the whole
 // prefix gains 2 for it and so keeps the request while it is less than LOAD_SPAN (8) requests
@@ -193,6 +194,8 @@ const FIELDS = 8;
 const SOURCES = [undefined, 'approximate', 'precise'] as const;
 
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+/** ms since the epoch, sub-ms: comparable between the processes of one machine. */
+const sharedClock = (): number => performance.timeOrigin + performance.now();
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
 export class RoutingPipeline implements Picker {
@@ -208,9 +211,14 @@ export class RoutingPipeline implements Picker {
   /** This gateway's in-flight count per replica when its signals were last scraped. */
   private readonly atScrape = new Map<string, number>();
   private readonly rr = new Map<string, number>();
-  /** Pick counter, and the counter value at each replica's last pick (tie-break). */
-  private picks = 0;
+  /**
+   * When each replica was last picked (tie-break), by this process or, relayed, its peers: a
+   * clock shared by the processes of one machine (ms since the epoch, sub-ms resolution), strictly
+   * increasing within this process. `pickedSince`: this process's picks not yet taken for peers.
+   */
+  private lastPickAt = 0;
   private readonly lastPicked = new Map<string, number>();
+  private readonly pickedSince = new Map<string, number>();
   // Per-decision scratch (reused: no allocation per candidate).
   private views: SignalView[] = [];
   private loads = new Float64Array(64);
@@ -272,6 +280,7 @@ export class RoutingPipeline implements Picker {
     for (const id of [...this.peerInflight.keys()]) if (!ids.has(id)) this.peerInflight.delete(id);
     for (const id of [...this.atScrape.keys()]) if (!ids.has(id)) this.atScrape.delete(id);
     for (const id of [...this.lastPicked.keys()]) if (!ids.has(id)) this.lastPicked.delete(id);
+    for (const id of [...this.pickedSince.keys()]) if (!ids.has(id)) this.pickedSince.delete(id);
     for (const id of [...this.recentEpoch.keys()]) if (!ids.has(id)) this.recentEpoch.delete(id);
     for (const r of this.recent) r.retain(ids);
   }
@@ -322,6 +331,28 @@ export class RoutingPipeline implements Picker {
     }
     // Kept when empty: a peer is new only once (peers are few; a dead one's id is not reused).
     this.peerLoads.set(peer, next);
+  }
+
+  /**
+   * This process's picks since the last call (replica → when, on the shared clock), for its peers'
+   * `notePeerPicks`; empty when there were none.
+   */
+  takePicks(): Array<[string, number]> {
+    if (this.pickedSince.size === 0) return [];
+    const out = [...this.pickedSince];
+    this.pickedSince.clear();
+    return out;
+  }
+
+  /**
+   * Another gateway process's picks (its `takePicks`): the picker's tie-break between equally
+   * loaded replicas prefers the one picked longest ago by ANY process — with only its own picks
+   * to go by, each process would often pick the replica another had just sent a request to.
+   */
+  notePeerPicks(picks: Iterable<readonly [string, number]>): void {
+    for (const [id, at] of picks) {
+      if (this.routed.has(id) && at > (this.lastPicked.get(id) ?? -1)) this.lastPicked.set(id, at);
+    }
   }
 
   /** Peers' in-flight requests to the replica (see setPeerInflight). */
@@ -742,8 +773,13 @@ export class RoutingPipeline implements Picker {
     version: string | undefined,
   ): RouteDecision {
     this.inflight.set(ep.replicaId, (this.inflight.get(ep.replicaId) ?? 0) + 1);
-    this.onInflight?.();
-    this.lastPicked.set(ep.replicaId, ++this.picks);
+    const at = Math.max(sharedClock(), this.lastPickAt + 0.001);
+    this.lastPickAt = at;
+    this.lastPicked.set(ep.replicaId, at);
+    if (this.onInflight) {
+      this.pickedSince.set(ep.replicaId, at);
+      this.onInflight();
+    }
     let built: Record<string, ReplicaScores> | undefined;
     return {
       endpoint: ep,
