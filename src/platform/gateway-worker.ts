@@ -7,7 +7,7 @@
 //   primary → worker  init {config, snapshot?} (a worker holds the latest snapshot before it
 //                     listens: a replacement never answers from an empty table) · snapshot {snapshot} · shares {shares} · metrics {id} · stop
 //                     picks {picks} (other workers' prefix picks, relayed) · load {peer, counts,
-//                     picked?} (another worker's in-flight requests per replica, empty counts: it
+//                     picked} (another worker's in-flight requests per replica, empty counts: it
 //                     is gone; and when it last picked each replica since it last sent)
 //   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand}
 //                     metrics {id, json} · served {replicaId} (a replica's first relayed byte, once
@@ -63,7 +63,7 @@ export type ToWorker =
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
-  | { t: 'load'; peer: string; counts: Array<[string, number]>; picked?: Array<[string, number]> }
+  | { t: 'load'; peer: string; counts: Array<[string, number]>; picked: Array<[string, number]> }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -254,7 +254,7 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
         break;
       case 'load':
         gateway.pipeline?.setPeerInflight(raw.peer, raw.counts);
-        if (raw.picked) gateway.pipeline?.notePeerPicks(raw.picked);
+        gateway.pipeline?.notePeerPicks(raw.picked);
         break;
       case 'stop':
         void stop();

@@ -234,7 +234,7 @@ export class GatewayWorkers {
             }
             for (const s of this.slots.values()) {
               if (s !== slot && s.load.length > 0)
-                this.post(slot, { t: 'load', peer: s.id, counts: s.load });
+                this.post(slot, { t: 'load', peer: s.id, counts: s.load, picked: [] });
             }
             if (!settled) {
               settled = true;
@@ -334,10 +334,7 @@ export class GatewayWorkers {
     picked: Array<[string, number]> = [],
   ): void {
     from.load = counts;
-    const msg: ToWorker =
-      picked.length > 0
-        ? { t: 'load', peer: from.id, counts, picked }
-        : { t: 'load', peer: from.id, counts };
+    const msg: ToWorker = { t: 'load', peer: from.id, counts, picked };
     for (const s of this.slots.values()) {
       if (s !== from && s.ready) this.post(s, msg);
     }
