@@ -55,6 +55,7 @@ import { H1Server, type H1Request, type H1Response } from './h1/server.js';
 import { TenantLimiter, estimateTokens, type Admission } from './limits.js';
 import { StreamWatcher, pipeToH1, relayWatched, type Usage } from './relay.js';
 import type { PickRequest, Picker, RouteDecision, RouteReceipt } from './routing/picker.js';
+import type { PeerBoard } from './routing/load-board.js';
 import { RoutingPipeline, policyOf } from './routing/pipeline.js';
 import type { PrefixIndexOptions } from './routing/prefix-index.js';
 import { SignalScraper, type EngineSignals } from './routing/signals.js';
@@ -106,6 +107,8 @@ export interface GatewayOptions {
     onRecord?: (replicaId: string, hashes: Uint32Array) => void;
     /** This process's in-flight count of some replica changed (to share with the others). */
     onInflight?: () => void;
+    /** The load board shared with the other gateway processes (RoutingPipeline `board`). */
+    board?: PeerBoard;
   };
 }
 
@@ -223,6 +226,7 @@ export class Gateway {
           ...(r.random ? { random: r.random } : {}),
           ...(r.onRecord ? { onRecord: r.onRecord } : {}),
           ...(r.onInflight ? { onInflight: r.onInflight } : {}),
+          ...(r.board ? { board: r.board, onRace: () => o.metrics.routingRaces.inc() } : {}),
         });
     this.picker = o.picker ?? this.pipeline!;
     this.tracing = o.tracing ?? createTracing({});

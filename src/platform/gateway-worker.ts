@@ -6,14 +6,10 @@
 // Messages (see gateway-workers.ts for the primary's side):
 //   primary → worker  init {config, snapshot?} (a worker holds the latest snapshot before it
 //                     listens: a replacement never answers from an empty table) · snapshot {snapshot} · shares {shares} · metrics {id} · stop
-//                     picks {picks} (other workers' prefix picks, relayed) · load {peer, counts,
-//                     picked} (another worker's in-flight requests per replica, empty counts: it
-//                     is gone; and when it last picked each replica since it last sent)
+//                     picks {picks} (other workers' prefix picks, relayed)
 //   worker → primary  hello (listening for init) · ready {port} · ack {version} · demand {demand}
 //                     metrics {id, json} · served {replicaId} (a replica's first relayed byte, once
 //                     per replica) · picks {picks} (this worker's approximate-prefix picks, batched)
-//                     load {counts, picked} (this worker's in-flight requests per replica, when
-//                     changed, and its picks since the last load)
 //
 // Prefix picks: each worker's approximate prefix index learns from its own picks; with several
 // workers a prompt's next request may reach another worker, so every pick recorded in the index
@@ -22,11 +18,11 @@
 // subscribes to the engines' events.
 //
 // Load: each worker counts its own in-flight requests per replica exactly; the replicas' scraped
-// queues lag by a scrape period. So a worker's in-flight counts go to the others too, at most every
-// LOAD_BATCH_MS while they change, and add to theirs in the load scorer (RoutingPipeline
-// `setPeerInflight`): between scrapes, no worker routes as if the others sent nothing. With them go
-// the times of its picks (`takePicks` → `notePeerPicks`): among equally loaded replicas the picker
-// prefers the one picked longest ago by any worker.
+// queues lag by a scrape period. So the workers share their counts and pick times on the load
+// board (load-board.ts; the primary creates its file and gives each worker a slot), written at each
+// change and read at each decision: between scrapes, no worker routes as if the others sent
+// nothing, and among equally loaded replicas the picker prefers the one picked longest ago by any
+// worker.
 import cluster from 'node:cluster';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -34,6 +30,7 @@ import type { RoutingSnapshot } from '../core/types.js';
 import { InferplaneError } from '../core/errors.js';
 import { Gateway } from '../gateway/gateway.js';
 import { hasLimits, type LimitShare, type TenantDemand } from '../gateway/limits.js';
+import { LoadBoard } from '../gateway/routing/load-board.js';
 import { createLogger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { createTracing } from '../telemetry/tracing.js';
@@ -55,6 +52,8 @@ export interface WorkerConfig {
   tracing: PlatformConfig['tracing'];
   version: string;
   routing: { scrapeIntervalMs: number; staleMs: number };
+  /** The load board (load-board.ts) and this worker's slot in it; with several workers. */
+  board?: { path: string; slot: number; slots: number };
 }
 
 export type ToWorker =
@@ -63,7 +62,6 @@ export type ToWorker =
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
-  | { t: 'load'; peer: string; counts: Array<[string, number]>; picked: Array<[string, number]> }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -74,7 +72,6 @@ export type FromWorker =
   | { t: 'metrics'; id: number; json: unknown }
   | { t: 'served'; replicaId: string }
   | { t: 'picks'; picks: Array<[string, Uint32Array]> }
-  | { t: 'load'; counts: Array<[string, number]>; picked: Array<[string, number]> }
   | { t: 'failed'; message: string };
 
 /** Hop-by-hop headers a relay must not forward (RFC 9110 §7.6.1), and what fetch sets itself. */
@@ -94,8 +91,6 @@ const HOP = new Set([
 const PICK_BATCH_MS = 5;
 /** A batch this large goes at once. */
 const PICK_BATCH_MAX = 512;
-/** How often, at most, this worker's in-flight counts go to the others while they change (ms). */
-const LOAD_BATCH_MS = 5;
 
 function send(msg: FromWorker): void {
   process.send?.(msg);
@@ -122,15 +117,9 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
     picks = [];
     if (batch.length > 0) send({ t: 'picks', picks: batch });
   };
-  let loadTimer: NodeJS.Timeout | undefined;
-  let loadSentAt = Number.NEGATIVE_INFINITY;
-  const sendLoad = (): void => {
-    loadTimer = undefined;
-    loadSentAt = performance.now();
-    const pipeline = gateway.pipeline;
-    if (pipeline)
-      send({ t: 'load', counts: pipeline.inflightCounts(), picked: pipeline.takePicks() });
-  };
+  const board = config.board
+    ? new LoadBoard(config.board.path, config.board.slot, config.board.slots)
+    : undefined;
   const gateway = new Gateway({
     metrics,
     logger,
@@ -146,14 +135,7 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
               if (picks.length >= PICK_BATCH_MAX) flushPicks();
               else pickTimer ??= setTimeout(flushPicks, PICK_BATCH_MS);
             },
-            // At once when none went out for LOAD_BATCH_MS (the first change after a quiet
-            // spell is the one the others most need), else batched until then.
-            onInflight: () => {
-              if (loadTimer) return;
-              const wait = loadSentAt + LOAD_BATCH_MS - performance.now();
-              if (wait <= 0) sendLoad();
-              else loadTimer = setTimeout(sendLoad, wait);
-            },
+            ...(board ? { board } : {}),
           }
         : {}),
     },
@@ -221,12 +203,12 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       clearInterval(demandTimer);
-      if (loadTimer) clearTimeout(loadTimer);
       // As the single-process gateway stops: no new connections, every open one closed.
       const closed = server.close();
       server.closeAllConnections();
       await closed;
       await gateway.close();
+      board?.close();
       logger.flush();
       process.exit(0);
     })());
@@ -251,10 +233,6 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
       case 'picks':
         for (const [replicaId, hashes] of raw.picks)
           gateway.pipeline?.recordPeer(replicaId, hashes);
-        break;
-      case 'load':
-        gateway.pipeline?.setPeerInflight(raw.peer, raw.counts);
-        gateway.pipeline?.notePeerPicks(raw.picked);
         break;
       case 'stop':
         void stop();

@@ -10,11 +10,14 @@
 //   (counters and histograms add up; replica gauges declare their own aggregator);
 // - a replica's first relayed byte (cold start), once per replica;
 // - approximate-prefix picks, relayed from each worker to the others (see gateway-worker.ts);
-// - in-flight requests per replica, relayed from each worker to the others (the last counts of
-//   each are kept for a worker that starts later; a worker that dies counts as none);
+// - the load board (load-board.ts): a file on tmpfs where each worker publishes its in-flight
+//   requests and pick times per replica and reads the others'; this primary creates it, gives each
+//   worker a slot (a replacement takes the dead worker's), empties a dead worker's slot (its
+//   requests died with it) and removes the file on close;
 // - supervision: a worker that dies is replaced (backoff up to 5 s) and gets the latest snapshot
 //   before it counts as live; `close` stops them all, killing one that outstays the grace period.
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
@@ -23,6 +26,12 @@ import type { RoutingSnapshot, TenantLimits } from '../core/types.js';
 import { LimitShareBalancer } from '../gateway/limit-shares.js';
 import type { Logger } from '../telemetry/logger.js';
 import { hasLimits } from '../gateway/limits.js';
+import {
+  boardPath,
+  clearBoardSlot,
+  createBoardFile,
+  removeBoardFile,
+} from '../gateway/routing/load-board.js';
 import type { FromWorker, ToWorker, WorkerConfig } from './gateway-worker.js';
 
 type MetricJson = MetricObjectWithValues<MetricValue<string>>;
@@ -55,8 +64,8 @@ interface Slot {
   id: string;
   ready: boolean;
   acked: number;
-  /** Its in-flight requests per replica, as it last reported them. */
-  load: Array<[string, number]>;
+  /** Its slot on the load board. */
+  boardSlot: number;
 }
 
 export class GatewayWorkers {
@@ -75,9 +84,15 @@ export class GatewayWorkers {
   private stopping = false;
   private restarts: number[] = [];
   private boundPort = 0;
+  /** The load board's file (several workers only). */
+  private readonly board: string | undefined;
 
   private constructor(private readonly o: GatewayWorkersOptions) {
     this.count = o.count;
+    if (o.count > 1) {
+      this.board = boardPath(`inferplane-gw-${process.pid}-${randomBytes(4).toString('hex')}`);
+      createBoardFile(this.board, o.count);
+    }
   }
 
   /** Forks the workers and resolves once every one listens (rejects, with none left, if one can't). */
@@ -192,6 +207,7 @@ export class GatewayWorkers {
       }),
     );
     this.slots.clear();
+    if (this.board) removeBoardFile(this.board);
     for (const w of this.ackWaiters) w.resolve();
     this.ackWaiters = [];
     for (const m of [...this.metricsWaiters.values()]) m.done();
@@ -210,9 +226,24 @@ export class GatewayWorkers {
       serialization: 'advanced',
     });
     const worker = cluster.fork({ INFERPLANE_GATEWAY_WORKER: '1' });
-    const slot: Slot = { worker, id: String(worker.id), ready: false, acked: 0, load: [] };
+    const taken = new Set([...this.slots.values()].map((s) => s.boardSlot));
+    let boardSlot = 0;
+    while (taken.has(boardSlot)) boardSlot++;
+    const slot: Slot = {
+      worker,
+      id: String(worker.id),
+      ready: false,
+      acked: 0,
+      boardSlot,
+    };
     this.slots.set(slot.id, slot);
-    const config: WorkerConfig = { ...this.o.config, workers: this.count };
+    const config: WorkerConfig = {
+      ...this.o.config,
+      workers: this.count,
+      ...(this.board && boardSlot < this.count
+        ? { board: { path: this.board, slot: boardSlot, slots: this.count } }
+        : {}),
+    };
     return new Promise((resolve, reject) => {
       let settled = false;
       worker.on('message', (msg: FromWorker) => {
@@ -231,10 +262,6 @@ export class GatewayWorkers {
             // One published while it started (it acknowledged the one in init before this).
             if (this.snapshot && slot.acked < this.snapshot.version) {
               this.post(slot, { t: 'snapshot', snapshot: this.snapshot });
-            }
-            for (const s of this.slots.values()) {
-              if (s !== slot && s.load.length > 0)
-                this.post(slot, { t: 'load', peer: s.id, counts: s.load, picked: [] });
             }
             if (!settled) {
               settled = true;
@@ -256,7 +283,7 @@ export class GatewayWorkers {
         this.slots.delete(slot.id);
         this.balancer.removeWorker(slot.id);
         // Its requests died with it.
-        if (slot.load.length > 0) this.relayLoad(slot, []);
+        if (this.board && slot.boardSlot < this.count) clearBoardSlot(this.board, slot.boardSlot);
         this.settleAcks();
         for (const m of this.metricsWaiters.values()) {
           if (m.pending.delete(slot.id) && m.pending.size === 0) m.done();
@@ -316,27 +343,8 @@ export class GatewayWorkers {
           if (s !== slot && s.ready) this.post(s, { t: 'picks', picks: msg.picks });
         }
         break;
-      case 'load':
-        this.relayLoad(slot, msg.counts, msg.picked);
-        break;
       default:
         break;
-    }
-  }
-
-  /**
-   * A worker's in-flight counts (kept for later workers) and recent picks go to every other
-   * worker.
-   */
-  private relayLoad(
-    from: Slot,
-    counts: Array<[string, number]>,
-    picked: Array<[string, number]> = [],
-  ): void {
-    from.load = counts;
-    const msg: ToWorker = { t: 'load', peer: from.id, counts, picked };
-    for (const s of this.slots.values()) {
-      if (s !== from && s.ready) this.post(s, msg);
     }
   }
 

@@ -93,6 +93,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),
+    routingRaces: new Counter({
+      name: 'inferplane_gateway_routing_races_total',
+      help: 'Picks withdrawn and made again because another gateway worker took the same replica at the same moment.',
+      registers: [registry],
+    }),
     breakerState: new Gauge({
       name: 'inferplane_gateway_breaker_state',
       help: 'Circuit breaker of a replica: 0 closed, 1 half-open, 2 open.',

@@ -125,9 +125,8 @@ async function routed(model: string, stream: boolean, prompt = 'Count slowly.') 
 
 /**
  * Sends short routed requests on fresh connections (consecutive ones land on different workers)
- * until `n` in a row have receipts that satisfy `ok`; fails after 10 s. In a row, because the
- * relay lags: a request that just ended counts a few ms longer on the other worker (more on a
- * loaded machine), while a count that is wrong for good never passes.
+ * until `n` in a row have receipts that satisfy `ok`; fails after 10 s. In a row, so that a count
+ * that is wrong for good never passes while one caught mid-change (a request ending) does not fail.
  */
 async function receiptsInARow(
   model: string,
@@ -161,7 +160,7 @@ async function longStreams(model: string, n: number) {
     // Read on (never break a for-await: that would cancel it); the first chunk: it is in flight.
     await new Promise((r) => s.res.body.on('data', r));
     out.push(s);
-    await new Promise((r) => setTimeout(r, 100)); // the load relay batches for 5 ms
+    await new Promise((r) => setTimeout(r, 100));
   }
   return out;
 }
@@ -180,7 +179,7 @@ function servingWorkers(model?: string): Set<string> {
 beforeAll(async () => {
   state = tempStateDir();
   // Engine queues scraped once a minute: between scrapes a worker knows the replicas' load only
-  // from in-flight counts (its own, and what the other worker relays).
+  // from in-flight counts (its own, and the other worker's on the load board).
   up = await startUp(state.dir, [
     '--gateway-workers',
     '2',
@@ -195,14 +194,22 @@ beforeAll(async () => {
   demoKey = up.info.demo!.key;
 }, 90_000);
 
+/** The load board files of `up`'s primary (load-board.ts: tmpfs here). */
+const boards = (pid: number): string[] =>
+  readdirSync('/dev/shm').filter((f) => f.startsWith(`inferplane-gw-${pid}-`));
+
 afterAll(async () => {
+  const pid = up?.info.pid;
   await up?.stop();
   state?.cleanup();
+  // Stopping removes the board file.
+  if (pid !== undefined) expect(boards(pid)).toEqual([]);
 });
 
 describe('gateway workers', () => {
   it('runs two worker processes that both serve the public port', async () => {
     expect(workerPids(up.info.pid)).toHaveLength(2);
+    expect(boards(up.info.pid)).toHaveLength(1);
     expect((up.info as { gatewayWorkers?: number }).gatewayWorkers).toBe(2);
     const before = await metricSum('inferplane_gateway_requests_total');
     const codes = await burst(60, 12);

@@ -42,7 +42,7 @@
 // the gateway's own in-flight counts alone, which are exact — traffic must not stall on metrics.
 //
 // Picker: highest weighted sum; ties (within 1e-9) go to the least loaded, then to the least
-// recently picked (by this process or a peer, `notePeerPicks`), then to a random one (injectable
+// recently picked (by this process or a peer on the load board), then to a random one (injectable
 // RNG).
 //
 // Default weights (prefix-aware): prefix 2, queue 2, kv 1, affinity 1. A replica holding the whole
@@ -59,9 +59,13 @@
 // DEFAULT_SATURATION; set per gateway through PipelineOptions.
 //
 // Several gateway processes (`up --gateway-workers N`): each counts its own in-flight requests
-// exactly; the others' arrive a few ms late (`setPeerInflight`) and add to them wherever an
-// in-flight count is used above (load, the in-flight cap), so between scrapes no process routes as
-// if the replicas' other clients were idle.
+// exactly and publishes them, with its pick times, on the load board (load-board.ts) at each
+// change; a decision reads the others' there and adds them wherever an in-flight count is used
+// above (load, the in-flight cap, the tie-break's pick times), so between scrapes no process routes
+// as if the replicas' other clients were idle. Two processes deciding at the same moment (each
+// read the board before the other published) would both take the same idle replica: after
+// publishing its pick, a process reads the board again, and if a peer took that replica after
+// this decision's read and before this pick, it withdraws the pick and decides once more.
 import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {
@@ -74,6 +78,7 @@ import type {
 } from '../../core/types.js';
 import { lookupBlocks } from '../../core/tokens.js';
 import type { BlockSet, KvEventHub } from './kv-events.js';
+import type { PeerBoard } from './load-board.js';
 import type { PickRequest, Picker, ReplicaScores, RouteDecision } from './picker.js';
 import {
   enginePromptParts,
@@ -138,10 +143,13 @@ export interface PipelineOptions {
    */
   onRecord?: (replicaId: string, hashes: Uint32Array) => void;
   /**
-   * Called when this pipeline's in-flight count of some replica changes, for other gateway
-   * processes to count it too (`inflightCounts` → their `setPeerInflight`).
+   * The load board shared with the other gateway processes of this machine (load-board.ts):
+   * their in-flight counts and pick times, read at each decision, and this process's, written at
+   * each change.
    */
-  onInflight?: () => void;
+  board?: PeerBoard;
+  /** Called when a pick is withdrawn because a peer took the same replica at once (see the header). */
+  onRace?: () => void;
 }
 
 export function prefixSourceOf(route: RouteModel): PrefixSource {
@@ -197,6 +205,8 @@ const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 /** ms since the epoch, sub-ms: comparable between the processes of one machine. */
 const sharedClock = (): number => performance.timeOrigin + performance.now();
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
+/** A decision's board reads (saturation check, then the pick) share one read of it (ms). */
+const BOARD_READ_MS = 0.05;
 
 export class RoutingPipeline implements Picker {
   readonly index: PrefixIndex;
@@ -204,21 +214,25 @@ export class RoutingPipeline implements Picker {
   private readonly random: () => number;
   private readonly saturation: SaturationOptions;
   private readonly inflight = new Map<string, number>();
-  /** Other gateway processes' in-flight counts per replica, by peer, and their sum per replica. */
-  private readonly peerLoads = new Map<string, Map<string, number>>();
-  private readonly peerInflight = new Map<string, number>();
-  private readonly onInflight: (() => void) | undefined;
+  private readonly board: PeerBoard | undefined;
+  /** When the board was last read (performance.now(), and on the shared clock). */
+  private boardReadAt = Number.NEGATIVE_INFINITY;
+  private boardReadClock = Number.NEGATIVE_INFINITY;
+  /** Inside the second decision after a race (see the header): no third. */
+  private redeciding = false;
+  private readonly onRace: (() => void) | undefined;
   /** This gateway's in-flight count per replica when its signals were last scraped. */
   private readonly atScrape = new Map<string, number>();
   private readonly rr = new Map<string, number>();
   /**
-   * When each replica was last picked (tie-break), by this process or, relayed, its peers: a
-   * clock shared by the processes of one machine (ms since the epoch, sub-ms resolution), strictly
-   * increasing within this process. `pickedSince`: this process's picks not yet taken for peers.
+   * When this process last picked each replica (tie-break; its peers' are on the board): a clock
+   * shared by the processes of one machine (ms since the epoch, sub-ms resolution), strictly
+   * increasing within this process.
    */
   private lastPickAt = 0;
   private readonly lastPicked = new Map<string, number>();
-  private readonly pickedSince = new Map<string, number>();
+  /** The replica's pick time before the last `claim` (for withdrawing it). */
+  private prevPicked = -1;
   // Per-decision scratch (reused: no allocation per candidate).
   private views: SignalView[] = [];
   private loads = new Float64Array(64);
@@ -255,7 +269,8 @@ export class RoutingPipeline implements Picker {
     this.promptHashes = new PromptBlockHashes(o.precise);
     this.pendingMs = o.pendingMs ?? RECENT_MS;
     this.onRecord = o.onRecord;
-    this.onInflight = o.onInflight;
+    this.board = o.board;
+    this.onRace = o.onRace;
   }
 
   needsPrompt(route: RouteModel): boolean {
@@ -268,25 +283,22 @@ export class RoutingPipeline implements Picker {
     for (const m of snapshot.models) for (const e of m.endpoints) ids.add(e.replicaId);
     this.routed = ids;
     this.index.retain(ids);
+    this.board?.retain(ids);
     if (this.kvEvents) {
       const targets: RouteEndpoint[] = [];
       for (const m of snapshot.models) if (wantsKvEvents(m)) targets.push(...m.endpoints);
       this.kvEvents.sync(targets);
     }
     for (const id of [...this.inflight.keys()]) if (!ids.has(id)) this.inflight.delete(id);
-    for (const counts of this.peerLoads.values()) {
-      for (const id of counts.keys()) if (!ids.has(id)) counts.delete(id);
-    }
-    for (const id of [...this.peerInflight.keys()]) if (!ids.has(id)) this.peerInflight.delete(id);
     for (const id of [...this.atScrape.keys()]) if (!ids.has(id)) this.atScrape.delete(id);
     for (const id of [...this.lastPicked.keys()]) if (!ids.has(id)) this.lastPicked.delete(id);
-    for (const id of [...this.pickedSince.keys()]) if (!ids.has(id)) this.pickedSince.delete(id);
     for (const id of [...this.recentEpoch.keys()]) if (!ids.has(id)) this.recentEpoch.delete(id);
     for (const r of this.recent) r.retain(ids);
   }
 
   /** A scrape of `replicaId` just landed: later in-flight changes correct its lagging counts. */
   noteScrape(replicaId: string): void {
+    this.readBoard();
     this.atScrape.set(replicaId, this.inflightTotal(replicaId));
   }
 
@@ -294,7 +306,17 @@ export class RoutingPipeline implements Picker {
     const n = (this.inflight.get(replicaId) ?? 0) - 1;
     if (n > 0) this.inflight.set(replicaId, n);
     else this.inflight.delete(replicaId);
-    this.onInflight?.();
+    this.board?.publish(replicaId, n > 0 ? n : 0, this.lastPicked.get(replicaId) ?? -1);
+  }
+
+  /** The peers' side of the board, read at most once per BOARD_READ_MS (a decision's reads). */
+  private readBoard(): void {
+    if (!this.board) return;
+    const now = performance.now();
+    if (now - this.boardReadAt < BOARD_READ_MS) return;
+    this.boardReadAt = now;
+    this.boardReadClock = sharedClock();
+    this.board.refresh();
   }
 
   /** This process's own in-flight requests to the replica. */
@@ -302,73 +324,20 @@ export class RoutingPipeline implements Picker {
     return this.inflight.get(replicaId) ?? 0;
   }
 
-  /** This process's in-flight count per replica (replicas with none left out), for its peers. */
-  inflightCounts(): Array<[string, number]> {
-    return [...this.inflight];
-  }
-
-  /**
-   * Another gateway process's in-flight counts per replica (its `inflightCounts`; replacing what
-   * it sent before; empty when it is gone). They add to this process's own in the load scorer and
-   * the in-flight saturation cap, so that processes sharing replicas see each other's requests
-   * between scrapes. Replicas outside this pipeline's routing table are dropped.
-   */
-  setPeerInflight(peer: string, counts: Iterable<readonly [string, number]>): void {
-    const old = this.peerLoads.get(peer);
-    if (old) for (const [id, n] of old) this.addPeer(id, -n);
-    const next = new Map<string, number>();
-    for (const [id, n] of counts) {
-      if (!(n > 0) || !this.routed.has(id)) continue;
-      next.set(id, n);
-      this.addPeer(id, n);
-      // A peer heard from for the first time (this process just started, or it did): its
-      // requests count as already in the engines' last scraped queues, not as news since then —
-      // else they would count twice until the next scrape. Wrong the other way only for a
-      // peer's very first requests, where the in-flight floor of the load still counts them.
-      if (old === undefined && this.atScrape.has(id)) {
-        this.atScrape.set(id, this.atScrape.get(id)! + n);
-      }
-    }
-    // Kept when empty: a peer is new only once (peers are few; a dead one's id is not reused).
-    this.peerLoads.set(peer, next);
-  }
-
-  /**
-   * This process's picks since the last call (replica → when, on the shared clock), for its peers'
-   * `notePeerPicks`; empty when there were none.
-   */
-  takePicks(): Array<[string, number]> {
-    if (this.pickedSince.size === 0) return [];
-    const out = [...this.pickedSince];
-    this.pickedSince.clear();
-    return out;
-  }
-
-  /**
-   * Another gateway process's picks (its `takePicks`): the picker's tie-break between equally
-   * loaded replicas prefers the one picked longest ago by ANY process — with only its own picks
-   * to go by, each process would often pick the replica another had just sent a request to.
-   */
-  notePeerPicks(picks: Iterable<readonly [string, number]>): void {
-    for (const [id, at] of picks) {
-      if (this.routed.has(id) && at > (this.lastPicked.get(id) ?? -1)) this.lastPicked.set(id, at);
-    }
-  }
-
-  /** Peers' in-flight requests to the replica (see setPeerInflight). */
+  /** Peers' in-flight requests to the replica, as of this process's last read of the board. */
   peerInflightOf(replicaId: string): number {
-    return this.peerInflight.get(replicaId) ?? 0;
-  }
-
-  private addPeer(id: string, n: number): void {
-    const v = (this.peerInflight.get(id) ?? 0) + n;
-    if (v > 0) this.peerInflight.set(id, v);
-    else this.peerInflight.delete(id);
+    return this.board ? this.board.inflight(replicaId) : 0;
   }
 
   /** In-flight requests to the replica from this process and its peers. */
   private inflightTotal(replicaId: string): number {
-    return (this.inflight.get(replicaId) ?? 0) + (this.peerInflight.get(replicaId) ?? 0);
+    return (this.inflight.get(replicaId) ?? 0) + (this.board ? this.board.inflight(replicaId) : 0);
+  }
+
+  /** When any process last picked the replica (tie-break; -1: never). */
+  private lastPickOf(replicaId: string): number {
+    const mine = this.lastPicked.get(replicaId) ?? -1;
+    return this.board ? Math.max(mine, this.board.lastPick(replicaId)) : mine;
   }
 
   /**
@@ -422,6 +391,7 @@ export class RoutingPipeline implements Picker {
     if (cands.length === 0) return false;
     const s = this.saturation;
     let anyFresh = false;
+    this.readBoard();
     const views = this.viewsOf(cands);
     for (const v of views) anyFresh ||= !v.stale;
     for (let i = 0; i < cands.length; i++) {
@@ -442,11 +412,13 @@ export class RoutingPipeline implements Picker {
     const cands = this.candidates(route, req);
     if (cands.length === 0) return undefined;
     const policy = policyOf(route);
+    this.readBoard();
 
     if (policy === 'round-robin') {
       const start = this.rr.get(route.model) ?? 0;
       const ep = cands[start % cands.length]!;
       this.rr.set(route.model, (start + 1) % 1_000_000_007);
+      this.claim(ep.replicaId);
       return this.decide(ep, policy, () => ({}), NO_PREFIX, t0, req.version);
     }
 
@@ -600,13 +572,24 @@ export class RoutingPipeline implements Picker {
         const b = best;
         if (loads[i]! < loads[b]!) best = i;
         else if (loads[i] === loads[b]) {
-          const li = this.lastPicked.get(e.replicaId) ?? -1;
-          const lb = this.lastPicked.get(cands[b]!.replicaId) ?? -1;
+          const li = this.lastPickOf(e.replicaId);
+          const lb = this.lastPickOf(cands[b]!.replicaId);
           if (li < lb || (li === lb && this.random() * ties < 1)) best = i;
         }
       }
     }
     const ep = cands[best]!;
+    const at = this.claim(ep.replicaId);
+    if (this.board && !this.redeciding && this.raced(ep.replicaId, at)) {
+      this.onRace?.();
+      this.redeciding = true;
+      try {
+        const again = this.pick(route, req);
+        if (again) return again;
+      } finally {
+        this.redeciding = false;
+      }
+    }
     if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
       index.record(ep.replicaId, req.hashes);
       this.onRecord?.(ep.replicaId, req.hashes);
@@ -629,6 +612,45 @@ export class RoutingPipeline implements Picker {
           }
         : { source: src === 1 ? 'approximate' : undefined, matched, prompt: promptBlocks };
     return this.decide(ep, policy, lazyScores(cands, raw), prefixInfo, t0, req.version);
+  }
+
+  /**
+   * Counts a pick of the replica (in flight, its pick time) and publishes it on the board;
+   * returns the pick time.
+   */
+  private claim(replicaId: string): number {
+    const count = (this.inflight.get(replicaId) ?? 0) + 1;
+    this.inflight.set(replicaId, count);
+    this.prevPicked = this.lastPicked.get(replicaId) ?? -1;
+    const at = Math.max(sharedClock(), this.lastPickAt + 0.001);
+    this.lastPickAt = at;
+    this.lastPicked.set(replicaId, at);
+    this.board?.publish(replicaId, count, at);
+    return at;
+  }
+
+  /**
+   * Whether a peer picked the replica after this decision read the board and before this pick
+   * (`at`, already published): then this decision did not see it, and the pick is withdrawn
+   * (in-flight count and pick time back as they were; true). The peer, if it reads the board
+   * only now, sees this pick as later than its own and keeps its pick.
+   */
+  private raced(replicaId: string, at: number): boolean {
+    const board = this.board!;
+    const before = this.boardReadClock;
+    board.refresh();
+    this.boardReadAt = performance.now();
+    this.boardReadClock = sharedClock();
+    const peer = board.lastPick(replicaId);
+    if (!(peer > before && peer < at)) return false;
+    const count = (this.inflight.get(replicaId) ?? 1) - 1;
+    if (count > 0) this.inflight.set(replicaId, count);
+    else this.inflight.delete(replicaId);
+    const prev = this.prevPicked;
+    if (prev > 0) this.lastPicked.set(replicaId, prev);
+    else this.lastPicked.delete(replicaId);
+    board.publish(replicaId, count, prev > 0 ? prev : -1);
+    return true;
   }
 
   /** Whether some candidate's KV events show at least the prompt's first block. */
@@ -772,14 +794,6 @@ export class RoutingPipeline implements Picker {
     t0: number,
     version: string | undefined,
   ): RouteDecision {
-    this.inflight.set(ep.replicaId, (this.inflight.get(ep.replicaId) ?? 0) + 1);
-    const at = Math.max(sharedClock(), this.lastPickAt + 0.001);
-    this.lastPickAt = at;
-    this.lastPicked.set(ep.replicaId, at);
-    if (this.onInflight) {
-      this.pickedSince.set(ep.replicaId, at);
-      this.onInflight();
-    }
     let built: Record<string, ReplicaScores> | undefined;
     return {
       endpoint: ep,
