@@ -18,6 +18,7 @@
 // 2. Memory: `--memory-records` picks of random prompts (1..64 blocks of 128 chars) over 64 replicas; index
 //    entries and process.memoryUsage().heapUsed sampled every 10% (after a GC when --expose-gc):
 //    they must stay flat once the per-replica LRU sets are full.
+// 1c. The load board's cost per decision (gateway workers; see below).
 // Runs in a few seconds and stops by itself.
 import { existsSync, openSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,9 @@ if (!existsSync(fileURLToPath(PIPELINE))) {
   process.exit(1);
 }
 const { RoutingPipeline, seededRandom } = await import(PIPELINE.href);
+const { LoadBoard, boardPath, createBoardFile, removeBoardFile } = await import(
+  new URL('../dist/gateway/routing/load-board.js', import.meta.url).href
+);
 const { BlockSet, parseBlockHash } = await import(
   new URL('../dist/gateway/routing/kv-events.js', import.meta.url).href
 );
@@ -295,6 +299,61 @@ const pct = (sorted, p) =>
   console.log(
     `  cold (a held context never routed before, full tokenization): median ` +
       `${pct(cold, 50).toFixed(0)} µs, max ${cold.at(-1).toFixed(0)} µs (${cold.length} decisions)`,
+  );
+}
+
+// 1c. The load board's share of a decision (gateway workers): the same short-prompt picks on
+// the least-loaded policy without a board and with one whose peer slot holds all R replicas (a
+// second gateway process), interleaved; pick + release timed (the board adds one or two reads
+// and two writes of a tmpfs file).
+{
+  const rt = { ...route(), routing: { policy: 'least-loaded' } };
+  const path = boardPath(`inferplane-bench-${process.pid}`);
+  createBoardFile(path, 2);
+  const peer = new LoadBoard(path, 1, 2);
+  const ids = new Set(rt.endpoints.map((e) => e.replicaId));
+  peer.retain(ids);
+  for (const id of ids) peer.publish(id, Math.floor(rnd() * 4), Date.now() - rnd() * 1000);
+  const mine = new LoadBoard(path, 0, 2);
+  const plain = new RoutingPipeline({ signals, random: seededRandom(4) });
+  const shared = new RoutingPipeline({ signals, random: seededRandom(4), board: mine });
+  for (const p of [plain, shared]) p.sync({ models: [rt] });
+  const t = { plain: [], board: [] };
+  const spin = (us) => {
+    const end = performance.now() + us / 1000;
+    while (performance.now() < end) {
+      /* past the board's read coalescing (50 µs): each decision reads it */
+    }
+  };
+  for (let i = 0; i < N + 200; i++) {
+    for (const [name, p] of i % 2
+      ? [
+          ['plain', plain],
+          ['board', shared],
+        ]
+      : [
+          ['board', shared],
+          ['plain', plain],
+        ]) {
+      spin(60);
+      const t0 = process.hrtime.bigint();
+      const d = p.pick(rt, { exclude: new Set() });
+      p.release(d.endpoint.replicaId);
+      if (i >= 200) t[name].push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  }
+  mine.close();
+  peer.close();
+  removeBoardFile(path);
+  for (const a of Object.values(t)) a.sort((x, y) => x - y);
+  console.log(
+    `load board (2 gateway processes, ${R} replicas on the peer's slot), least-loaded pick + release, ` +
+      `${N} each, interleaved:`,
+  );
+  console.log(
+    `  without p50 ${pct(t.plain, 50).toFixed(1)} µs  p99 ${pct(t.plain, 99).toFixed(1)} µs   ` +
+      `with p50 ${pct(t.board, 50).toFixed(1)} µs  p99 ${pct(t.board, 99).toFixed(1)} µs   ` +
+      `(+${(pct(t.board, 50) - pct(t.plain, 50)).toFixed(1)} µs at p50)`,
   );
 }
 

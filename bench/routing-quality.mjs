@@ -5,6 +5,7 @@
 //   npx tsc -p tsconfig.build.json && node bench/routing-quality.mjs [--rate 200] [--seconds 20]
 //     [--unique-rate 70] [--multi-rate 20] [--groups 48] [--prefix-tokens 2000] [--gpu-blocks 1000]
 //     [--zipf 0.8] [--time-scale 4] [--only shared,unique,multi] [--policies a,b,c]
+//     [--unique-repeat 1]
 //
 // Runtime with the defaults: ~20 minutes on 2 cores (11 runs, each 20 simulated s × time scale 4).
 //
@@ -25,6 +26,8 @@
 //   prefix-aware at --unique-rate (default 60 % of the fleet's estimated full-recompute capacity,
 //   so neither policy is overloaded and a difference would be the router's own); also
 //   prefix-precise and any name@N listed in --policies, each against least-loaded.
+//   --unique-repeat R runs them R rounds (the order rotated each round) and judges the median of
+//   the rounds' differences: two runs of the same routing differ by a few % in TTFT p90 here.
 // - multi: the multi-turn workload (multi-round QA): sessions of T turns, a shared system prompt,
 //   each turn extending the previous prompt with the answer and a new question; offered at
 //   --multi-rate sessions/s.
@@ -89,6 +92,7 @@ const { values: args } = parseArgs({
     replicas: { type: 'string', default: '8' },
     zipf: { type: 'string', default: '0.8' },
     only: { type: 'string', default: 'shared,unique,multi' },
+    'unique-repeat': { type: 'string', default: '1' },
     policies: { type: 'string', default: 'round-robin,least-loaded,prefix-aware,prefix-precise' },
   },
 });
@@ -127,12 +131,17 @@ const PREFILL_TOK_S = 30_000;
 const recomputeCap = (REPLICAS * PREFILL_TOK_S) / (PREFIX + QUESTION);
 const UNIQUE_RATE =
   args['unique-rate'] !== undefined ? Number(args['unique-rate']) : Math.round(0.6 * recomputeCap);
+const UNIQUE_REPEAT = Number(args['unique-repeat']);
+if (!(Number.isInteger(UNIQUE_REPEAT) && UNIQUE_REPEAT >= 1)) {
+  console.error('bench/routing-quality: --unique-repeat takes a whole number ≥ 1');
+  process.exit(2);
+}
 
 const watchdog = setTimeout(() => {
-  console.error('bench/routing-quality: watchdog: still running after 30 minutes, exiting');
+  console.error('bench/routing-quality: watchdog: still running after its time, exiting');
   for (const c of children) c.kill('SIGKILL');
   process.exit(1);
-}, 1_800_000);
+}, 1_800_000 * UNIQUE_REPEAT);
 watchdog.unref();
 const children = new Set();
 
@@ -483,17 +492,27 @@ if (ONLY.has('shared')) {
     process.stdout.write(`  done: shared/${policy}\n`);
   }
 }
+/** The unique control's rounds (--unique-repeat), policy → result. */
+const uniqueRounds = [];
 if (ONLY.has('unique')) {
   const requests = Math.round(UNIQUE_RATE * SECONDS);
   console.log(
     `\nnegative control: unique ${PREFIX + QUESTION}-token prompts, ${OSL} output tokens; Poisson ` +
       `${UNIQUE_RATE} req/s for ${SECONDS} s (${requests} requests, ~60% of full-recompute capacity)`,
   );
-  for (const policy of UNIQUE_POLICIES) {
-    const r = await run(policy, unique(), `unique/${policy}`, UNIQUE_RATE, requests);
-    rows.push(r);
-    by[r.label] = r;
-    process.stdout.write(`  done: unique/${policy}\n`);
+  for (let k = 0; k < UNIQUE_REPEAT; k++) {
+    const round = {};
+    const n = UNIQUE_POLICIES.length;
+    for (let i = 0; i < n; i++) {
+      const policy = UNIQUE_POLICIES[(i + k) % n];
+      const label = UNIQUE_REPEAT > 1 ? `unique/${policy}#${k + 1}` : `unique/${policy}`;
+      const r = await run(policy, unique(), label, UNIQUE_RATE, requests);
+      rows.push(r);
+      by[r.label] = r;
+      round[policy] = r;
+      process.stdout.write(`  done: ${label}\n`);
+    }
+    uniqueRounds.push(round);
   }
 }
 if (ONLY.has('multi')) {
@@ -564,15 +583,32 @@ for (const name of ['prefix-aware', 'prefix-precise']) {
   ratioLine('shared', name);
   ratioLine('multi', name);
 }
-const ul = by['unique/least-loaded'];
+const sgn = (x) => (x >= 0 ? '+' : '');
+const middle = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 for (const name of UNIQUE_POLICIES.filter((p) => p !== 'least-loaded')) {
-  const up = by[`unique/${name}`];
-  if (!ul || !up) continue;
-  const diff = (100 * (up.ttft90 - ul.ttft90)) / ul.ttft90;
-  const tdiff = (100 * (up.tokS - ul.tokS)) / ul.tokS;
-  const sgn = (x) => (x >= 0 ? '+' : '');
+  // Each round's difference against least-loaded in the same round; the median of them judged.
+  const diffs = [];
+  const tdiffs = [];
+  for (const round of uniqueRounds) {
+    const ul = round['least-loaded'];
+    const up = round[name];
+    if (!ul || !up) continue;
+    diffs.push((100 * (up.ttft90 - ul.ttft90)) / ul.ttft90);
+    tdiffs.push((100 * (up.tokS - ul.tokS)) / ul.tokS);
+  }
+  if (diffs.length === 0) continue;
+  const diff = middle(diffs);
+  const tdiff = middle(tdiffs);
+  const each =
+    diffs.length > 1
+      ? ` (median of ${diffs.length} rounds: ${diffs.map((d) => sgn(d) + f(d, 1)).join(' / ')} %)`
+      : '';
   console.log(
-    `negative control (unique prompts), ${name} vs least-loaded: TTFT p90 ${sgn(diff)}${f(diff, 1)}%, ` +
+    `negative control (unique prompts), ${name} vs least-loaded: TTFT p90 ${sgn(diff)}${f(diff, 1)}%${each}, ` +
       `throughput ${sgn(tdiff)}${f(tdiff, 1)}% ` +
       `(target within 5%: ${Math.abs(diff) <= 5 && Math.abs(tdiff) <= 5 ? 'met' : 'NOT met'})`,
   );

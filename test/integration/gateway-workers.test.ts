@@ -3,6 +3,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
+import { BOARD_CAPACITY } from '../../src/gateway/routing/load-board.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ADMIN_KEY,
@@ -198,6 +199,16 @@ beforeAll(async () => {
 const boards = (pid: number): string[] =>
   readdirSync('/dev/shm').filter((f) => f.startsWith(`inferplane-gw-${pid}-`));
 
+/** The pid each slot of the board was last taken by (the header's third field). */
+function boardPids(pid: number): number[] {
+  const [file] = boards(pid);
+  const bytes = readFileSync(join('/dev/shm', file!));
+  const slot = (4 + 3 * BOARD_CAPACITY) * 8;
+  const out: number[] = [];
+  for (let at = 0; at + slot <= bytes.length; at += slot) out.push(bytes.readDoubleLE(at + 16));
+  return out;
+}
+
 afterAll(async () => {
   const pid = up?.info.pid;
   await up?.stop();
@@ -365,6 +376,8 @@ describe('gateway workers', () => {
 
   it('replaces a worker that dies; requests keep being served', async () => {
     const [victim] = workerPids(up.info.pid);
+    // One board slot per worker, each taken by its worker.
+    expect(boardPids(up.info.pid).sort()).toEqual(workerPids(up.info.pid).sort());
     process.kill(victim!, 'SIGKILL');
     await waitFor(() => Promise.resolve(!isAlive(victim!)), 'the worker gone');
     await waitFor(() => {
@@ -379,6 +392,8 @@ describe('gateway workers', () => {
       return [...servingWorkers()].some((id) => !before.has(id));
     }, 'access lines from the replacement worker');
     expect(codes.filter((c) => c !== 200)).toEqual([]);
+    // The replacement took the dead worker's slot over (the primary emptied it at the death).
+    expect(boardPids(up.info.pid).sort()).toEqual(workerPids(up.info.pid).sort());
     expect(await metricSum('inferplane_gateway_worker_restarts_total')).toBe(1);
     expect(await metricSum('inferplane_gateway_workers', (l) => l.includes('live'))).toBe(2);
   });

@@ -1,6 +1,6 @@
 // The load board: a real file in the temp dir, several LoadBoard views of it (as the gateway
 // workers hold them), and two routing pipelines that share replicas through it.
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -108,6 +108,27 @@ describe('LoadBoard', () => {
     removeBoardFile(path);
     removeBoardFile(path);
     clearBoardSlot(path, 0);
+  });
+
+  it('reads an entry whose tag is not the expected one as none, then rereads the tags', () => {
+    createBoardFile(path, 2);
+    const [a, b] = [board(0), board(1)];
+    for (const x of [a, b]) x.retain(new Set(['r0', 'r1']));
+    a.publish('r0', 1, 10);
+    a.publish('r1', 2, 20);
+    b.refresh();
+    expect([b.inflight('r0'), b.inflight('r1')]).toEqual([1, 2]);
+    // Slot 0's two entries swapped in place, layout and count unchanged: what a read crossing a
+    // rewrite of the slot can see.
+    const fd = openSync(path, 'r+');
+    const e = Buffer.alloc(48);
+    readSync(fd, e, 0, 48, 32);
+    writeSync(fd, Buffer.concat([e.subarray(24), e.subarray(0, 24)]), 0, 48, 32);
+    closeSync(fd);
+    b.refresh();
+    expect([b.inflight('r0'), b.inflight('r1')]).toEqual([0, 0]);
+    b.refresh();
+    expect([b.inflight('r0'), b.inflight('r1'), b.lastPick('r1')]).toEqual([1, 2, 20]);
   });
 
   it('reads many replicas (more than its first read covers) and refuses a slot out of range', () => {

@@ -17,8 +17,9 @@
 // - entries are appended (n grows, layout stays); when a replica leaves, the slot is rewritten
 //   under a new layout (header with n = 0 first, then the entries, then n), and a reader that sees
 //   a new layout rereads the tags. The primary empties a dead worker's slot the same way.
-// Reads are not atomic against a concurrent write; a value that is not a plausible count or time
-// is read as none (it is rewritten at the writer's next change anyway).
+// Reads are not atomic against a concurrent write; a value that is not a plausible count or time,
+// or an entry whose tag is not the replica's, is read as none (the writer's next change rewrites
+// it; the reader rereads the tags).
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -108,11 +109,11 @@ interface PeerSlot {
   slot: number;
   buf: Buffer;
   f64: Float64Array;
-  /** Doubles read last time (header + entries). */
+  /** The slot's layout and entry count when last read. */
   layout: number;
   n: number;
-  /** Replica id → entry index, for the entries read under `layout`. */
-  at: Map<string, number>;
+  /** Entry → this process's dense index of its replica (-1: a replica it does not route). */
+  at: Int32Array;
 }
 
 /** One process's view of the board: its own slot to write, the others to read. */
@@ -124,9 +125,16 @@ export class LoadBoard implements PeerBoard {
   private readonly own: Float64Array = new Float64Array(SLOT_DOUBLES);
   private readonly ownBuf: Buffer;
   private readonly ownAt = new Map<string, number>();
-  private readonly tags = new Map<string, number>();
-  /** Tag → replica id, for the routing table's replicas. */
-  private readonly byTag = new Map<number, string>();
+  /**
+   * The replicas this process knows (its routing table, what it published), densely indexed:
+   * id → index, index → tag, tag → index; and per index the peers' sum of in-flight requests
+   * and latest pick, as of the last refresh.
+   */
+  private readonly known = new Map<string, number>();
+  private readonly tagAt: number[] = [];
+  private readonly byTag = new Map<number, number>();
+  private sums = new Float64Array(64);
+  private lasts = new Float64Array(64).fill(-1);
   private closed = false;
 
   constructor(
@@ -153,32 +161,51 @@ export class LoadBoard implements PeerBoard {
         f64: new Float64Array(buf.buffer, buf.byteOffset, buf.length / 8),
         layout: -1,
         n: 0,
-        at: new Map(),
+        at: new Int32Array(64),
       });
     }
   }
 
-  private tagOf(id: string): number {
-    let t = this.tags.get(id);
-    if (t === undefined) {
-      t = boardTag(id);
-      this.tags.set(id, t);
-      this.byTag.set(t, id);
+  /** The replica's dense index (a new one for a replica not known yet). */
+  private indexOf(id: string): number {
+    let k = this.known.get(id);
+    if (k === undefined) {
+      k = this.tagAt.length;
+      const t = boardTag(id);
+      this.known.set(id, k);
+      this.tagAt.push(t);
+      this.byTag.set(t, k);
+      if (k >= this.sums.length) {
+        const sums = new Float64Array(2 * this.sums.length);
+        sums.set(this.sums);
+        this.sums = sums;
+        const lasts = new Float64Array(2 * this.lasts.length).fill(-1);
+        lasts.set(this.lasts);
+        this.lasts = lasts;
+      }
       // A peer's entry for it may have been read before this process knew the replica.
       for (const p of this.peers) p.layout = -1;
     }
-    return t;
+    return k;
+  }
+
+  private tagOf(id: string): number {
+    return this.tagAt[this.indexOf(id)]!;
   }
 
   retain(ids: ReadonlySet<string>): void {
     if (this.closed) return;
-    for (const id of ids) this.tagOf(id);
-    for (const [id, t] of [...this.tags]) {
+    // Replicas left: index the ones that stay anew (every peer slot's tags are read again).
+    for (const id of this.known.keys()) {
       if (!ids.has(id)) {
-        this.tags.delete(id);
-        this.byTag.delete(t);
+        this.known.clear();
+        this.tagAt.length = 0;
+        this.byTag.clear();
+        for (const p of this.peers) p.layout = -1;
+        break;
       }
     }
+    for (const id of ids) this.indexOf(id);
     let gone = false;
     for (const id of this.ownAt.keys()) if (!ids.has(id)) gone = true;
     if (!gone) return;
@@ -231,9 +258,13 @@ export class LoadBoard implements PeerBoard {
 
   refresh(): void {
     if (this.closed) return;
+    const m = this.tagAt.length;
+    this.sums.fill(0, 0, m);
+    this.lasts.fill(-1, 0, m);
     for (const p of this.peers) this.read(p);
   }
 
+  /** Reads a peer's slot and adds its entries to the sums. */
   private read(p: PeerSlot): void {
     const want = HEADER + ENTRY * Math.min(BOARD_CAPACITY, p.n + 8);
     if (p.f64.length < want) {
@@ -241,9 +272,7 @@ export class LoadBoard implements PeerBoard {
       p.f64 = new Float64Array(p.buf.buffer, p.buf.byteOffset, p.buf.length / 8);
     }
     readSync(this.fd, p.buf, 0, want * 8, p.slot * SLOT_BYTES);
-    const f = p.f64;
-    const layout = f[0]!;
-    let n = f[1]!;
+    let n = p.f64[1]!;
     if (!(Number.isInteger(n) && n >= 0 && n <= BOARD_CAPACITY)) n = 0;
     if (HEADER + ENTRY * n > want) {
       // It grew by more than the slack: read it whole.
@@ -252,44 +281,47 @@ export class LoadBoard implements PeerBoard {
       p.f64 = new Float64Array(p.buf.buffer, p.buf.byteOffset, need);
       readSync(this.fd, p.buf, 0, need * 8, p.slot * SLOT_BYTES);
     }
-    let from = p.n;
-    if (layout !== p.layout) {
-      p.at.clear();
-      p.layout = layout;
-      from = 0;
-    }
-    if (n < from) {
-      p.at.clear();
-      from = 0;
-    }
     const g = p.f64;
-    for (let j = from; j < n; j++) {
-      const id = this.byTag.get(g[HEADER + j * ENTRY]!);
-      if (id !== undefined) p.at.set(id, j);
+    // Entries new to this reader (all of them under a new layout): their replicas' indexes.
+    let from = p.n;
+    if (g[0] !== p.layout || n < from) {
+      p.layout = g[0]!;
+      from = 0;
     }
+    if (p.at.length < n) {
+      const at = new Int32Array(Math.max(n, 2 * p.at.length));
+      at.set(p.at);
+      p.at = at;
+    }
+    for (let j = from; j < n; j++) p.at[j] = this.byTag.get(g[HEADER + j * ENTRY]!) ?? -1;
     p.n = n;
+    const tags = this.tagAt;
+    const sums = this.sums;
+    const lasts = this.lasts;
+    for (let j = 0; j < n; j++) {
+      const k = p.at[j]!;
+      if (k < 0) continue;
+      const o = HEADER + j * ENTRY;
+      if (g[o] !== tags[k]) {
+        // Read across a rewrite of the slot: none this time, its tags read anew next time.
+        p.layout = -1;
+        continue;
+      }
+      const v = g[o + 1]!;
+      if (v > 0 && v <= MAX_COUNT && Number.isInteger(v)) sums[k] = sums[k]! + v;
+      const t = g[o + 2]!;
+      if (t > lasts[k]! && Number.isFinite(t)) lasts[k] = t;
+    }
   }
 
   inflight(replicaId: string): number {
-    let sum = 0;
-    for (const p of this.peers) {
-      const j = p.at.get(replicaId);
-      if (j === undefined || j >= p.n) continue;
-      const v = p.f64[HEADER + j * ENTRY + 1]!;
-      if (v > 0 && v <= MAX_COUNT && Number.isInteger(v)) sum += v;
-    }
-    return sum;
+    const k = this.known.get(replicaId);
+    return k === undefined ? 0 : this.sums[k]!;
   }
 
   lastPick(replicaId: string): number {
-    let last = -1;
-    for (const p of this.peers) {
-      const j = p.at.get(replicaId);
-      if (j === undefined || j >= p.n) continue;
-      const v = p.f64[HEADER + j * ENTRY + 2]!;
-      if (v > last && Number.isFinite(v)) last = v;
-    }
-    return last;
+    const k = this.known.get(replicaId);
+    return k === undefined ? -1 : this.lasts[k]!;
   }
 
   /** Empties this process's slot and closes the file. */

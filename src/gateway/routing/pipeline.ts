@@ -589,6 +589,7 @@ export class RoutingPipeline implements Picker {
       } finally {
         this.redeciding = false;
       }
+      this.claim(ep.replicaId); // (no second pick: the same candidates give one) keep this one
     }
     if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
       index.record(ep.replicaId, req.hashes);
