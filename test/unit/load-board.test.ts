@@ -78,6 +78,18 @@ describe('LoadBoard', () => {
     b.refresh();
     expect([b.inflight('r0'), b.inflight('r1'), b.inflight('r2')]).toEqual([0, 2, 3]);
     expect(b.lastPick('r2')).toBe(12);
+    // A request to r0 ending after r0 left A's table: nothing to tell, nothing appended.
+    a.publish('r0', 0, 10);
+    const head = Buffer.alloc(16);
+    const fd = openSync(path, 'r');
+    readSync(fd, head, 0, 16, 0);
+    closeSync(fd);
+    expect(head.readDoubleLE(8)).toBe(2);
+    // r2 leaves B's table: what B read is by its old indexes, none until its next read.
+    b.retain(new Set(['r0', 'r1']));
+    expect([b.inflight('r0'), b.inflight('r1'), b.lastPick('r1')]).toEqual([0, 0, -1]);
+    b.refresh();
+    expect([b.inflight('r1'), b.inflight('r2')]).toEqual([2, 0]);
     a.publish('r1', 5, 20);
     a.publish('r0', 1, 21); // back again: appended
     b.refresh();

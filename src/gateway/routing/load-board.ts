@@ -201,6 +201,9 @@ export class LoadBoard implements PeerBoard {
         this.known.clear();
         this.tagAt.length = 0;
         this.byTag.clear();
+        // What was read is by the old indexes: none until the next refresh.
+        this.sums.fill(0);
+        this.lasts.fill(-1);
         for (const p of this.peers) p.layout = -1;
         break;
       }
@@ -238,6 +241,9 @@ export class LoadBoard implements PeerBoard {
     const own = this.own;
     let j = this.ownAt.get(replicaId);
     if (j === undefined) {
+      // (A count of none for a replica not on the slot — a request ending after its replica left
+      // the routing table — has nothing to tell.)
+      if (inflight === 0) return;
       j = own[1]!;
       if (j >= BOARD_CAPACITY) return;
       this.ownAt.set(replicaId, j);
