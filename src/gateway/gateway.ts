@@ -105,8 +105,6 @@ export interface GatewayOptions {
     index?: PrefixIndexOptions;
     /** Every pick recorded in the approximate prefix index (to share with other gateway processes). */
     onRecord?: (replicaId: string, hashes: Uint32Array) => void;
-    /** This process's in-flight count of some replica changed (to share with the others). */
-    onInflight?: () => void;
     /** The load board shared with the other gateway processes (RoutingPipeline `board`). */
     board?: PeerBoard;
   };
@@ -225,7 +223,6 @@ export class Gateway {
           ...(r.index ? { index: r.index } : {}),
           ...(r.random ? { random: r.random } : {}),
           ...(r.onRecord ? { onRecord: r.onRecord } : {}),
-          ...(r.onInflight ? { onInflight: r.onInflight } : {}),
           ...(r.board ? { board: r.board, onRace: () => o.metrics.routingRaces.inc() } : {}),
         });
     this.picker = o.picker ?? this.pipeline!;
