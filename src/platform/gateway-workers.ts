@@ -31,6 +31,7 @@ import {
   clearBoardSlot,
   createBoardFile,
   removeBoardFile,
+  removeStaleBoards,
 } from '../gateway/routing/load-board.js';
 import type { FromWorker, ToWorker, WorkerConfig } from './gateway-worker.js';
 
@@ -90,6 +91,8 @@ export class GatewayWorkers {
   private constructor(private readonly o: GatewayWorkersOptions) {
     this.count = o.count;
     if (o.count > 1) {
+      const stale = removeStaleBoards();
+      if (stale.length > 0) o.logger.info({ files: stale }, 'removed stale gateway load boards');
       this.board = boardPath(`inferplane-gw-${process.pid}-${randomBytes(4).toString('hex')}`);
       createBoardFile(this.board, o.count);
     }

@@ -1,6 +1,15 @@
 // The load board: a real file in the temp dir, several LoadBoard views of it (as the gateway
 // workers hold them), and two routing pipelines that share replicas through it.
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -10,6 +19,7 @@ import {
   clearBoardSlot,
   createBoardFile,
   removeBoardFile,
+  removeStaleBoards,
   type PeerBoard,
 } from '../../src/gateway/routing/load-board.js';
 import { RoutingPipeline, seededRandom } from '../../src/gateway/routing/pipeline.js';
@@ -141,6 +151,20 @@ describe('LoadBoard', () => {
     expect([b.inflight('r0'), b.inflight('r1')]).toEqual([0, 0]);
     b.refresh();
     expect([b.inflight('r0'), b.inflight('r1'), b.lastPick('r1')]).toEqual([1, 2, 20]);
+  });
+
+  it('removes board files whose primary is gone, and only those', () => {
+    // 4194305 is above Linux's largest pid_max: no process has it.
+    const names = [
+      'inferplane-gw-4194305-0badf00d',
+      `inferplane-gw-${process.pid}-00c0ffee`,
+      'inferplane-gw-4194305-not-hex',
+      'other-file',
+    ];
+    for (const n of names) createBoardFile(join(dir, n), 1);
+    expect(removeStaleBoards(dir)).toEqual(['inferplane-gw-4194305-0badf00d']);
+    expect(readdirSync(dir).sort()).toEqual(names.slice(1).sort());
+    expect(removeStaleBoards(join(dir, 'missing'))).toEqual([]);
   });
 
   it('reads many replicas (more than its first read covers) and refuses a slot out of range', () => {

@@ -17,6 +17,8 @@
 // - entries are appended (n grows, layout stays); when a replica leaves, the slot is rewritten
 //   under a new layout (header with n = 0 first, then the entries, then n), and a reader that sees
 //   a new layout rereads the tags. The primary empties a dead worker's slot the same way.
+// The file is named after the primary's pid (inferplane-gw-<pid>-<random>) and removed when the
+// workers stop; one left by a primary that was killed is removed by the next one that starts.
 // Reads are not atomic against a concurrent write; a value that is not a plausible count or time,
 // or an entry whose tag is not the replica's, is read as none (the writer's next change rewrites
 // it; the reader rereads the tags).
@@ -27,6 +29,7 @@ import {
   ftruncateSync,
   openSync,
   readSync,
+  readdirSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -61,9 +64,49 @@ export function boardTag(replicaId: string): number {
   return createHash('sha1').update(replicaId).digest().readUIntBE(0, 6);
 }
 
-/** Where a board file goes: tmpfs when the machine has it. */
+/** Where board files go: tmpfs when the machine has it. */
+export function boardDir(): string {
+  return existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+}
+
+/** Where a board file goes. */
 export function boardPath(name: string): string {
-  return join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), name);
+  return join(boardDir(), name);
+}
+
+/**
+ * Removes the board files (`inferplane-gw-<pid>-…`) whose primary is no longer running — left
+ * by one that was killed before it could remove its own. Returns the names removed.
+ */
+export function removeStaleBoards(dir = boardDir()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = /^inferplane-gw-(\d+)-[0-9a-f]+$/.exec(name);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    try {
+      unlinkSync(join(dir, name));
+      removed.push(name);
+    } catch {
+      /* another primary removed it first, or it is not ours to remove */
+    }
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: alive, someone else's.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Creates (or empties) the board file for `slots` processes; the primary does this. */
