@@ -24,6 +24,7 @@ import {
 import { availableParallelism, homedir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { InferplaneError } from '../core/errors.js';
+import { processAlive } from '../core/process.js';
 
 /** The node-llama-cpp release whose llama.cpp source is built (pinned: the cache key follows). */
 export const NODE_LLAMA_CPP_PACKAGE = 'node-llama-cpp@3.22.1';
@@ -531,15 +532,6 @@ export async function localSource(
   return { src, version, commit };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Takes an exclusive lock file holding this process's pid; waits while another live process holds
  * it (a lock left by a dead one is taken over). Returns the release function.
@@ -566,7 +558,7 @@ async function acquireLock(path: string, onWait: (pid: number) => void): Promise
     } catch {
       continue; // released in between
     }
-    if (!Number.isInteger(holder) || holder <= 0 || !alive(holder)) {
+    if (!Number.isInteger(holder) || holder <= 0 || !processAlive(holder)) {
       rmSync(path, { force: true });
       continue;
     }

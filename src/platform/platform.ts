@@ -21,6 +21,7 @@ import { Hono } from 'hono';
 import { createApi } from '../api/app.js';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
 import { newApiKey } from '../core/ids.js';
+import { processAlive } from '../core/process.js';
 import type { DeploymentSpecInput } from '../core/schemas.js';
 import type { RoutingSnapshot } from '../core/types.js';
 import { DeploymentController, type ArtifactSource } from '../deploy/controller.js';
@@ -422,15 +423,6 @@ function lockStateDir(stateDir: string): () => void {
     }
   }
   throw new InferplaneError('IP_CONFLICT', `could not lock state dir ${stateDir}`);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function refreshGauges(

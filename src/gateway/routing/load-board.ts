@@ -35,6 +35,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../../core/process.js';
 
 /** Entries a slot holds (replicas beyond these are not shared). */
 export const BOARD_CAPACITY = 4096;
@@ -88,7 +89,7 @@ export function removeStaleBoards(dir = boardDir()): string[] {
   }
   for (const name of names) {
     const m = /^inferplane-gw-(\d+)-[0-9a-f]+$/.exec(name);
-    if (!m || pidAlive(Number(m[1]))) continue;
+    if (!m || processAlive(Number(m[1]))) continue;
     try {
       unlinkSync(join(dir, name));
       removed.push(name);
@@ -97,16 +98,6 @@ export function removeStaleBoards(dir = boardDir()): string[] {
     }
   }
   return removed;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: alive, someone else's.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Creates (or empties) the board file for `slots` processes; the primary does this. */
@@ -129,15 +120,21 @@ export function clearBoardSlot(path: string, slot: number): void {
     return;
   }
   try {
-    const head = new Float64Array(2);
-    const hb = Buffer.from(head.buffer);
-    readSync(fd, hb, 0, 16, slot * SLOT_BYTES);
-    head[0] = (Number.isFinite(head[0]) ? head[0]! : 0) + 1;
-    head[1] = 0;
-    writeSync(fd, hb, 0, 16, slot * SLOT_BYTES);
+    emptySlot(fd, slot * SLOT_BYTES);
   } finally {
     closeSync(fd);
   }
+}
+
+/** Empties the slot at `base` (a new layout, no entries); returns its new layout. */
+function emptySlot(fd: number, base: number): number {
+  const head = new Float64Array(2);
+  const hb = Buffer.from(head.buffer);
+  readSync(fd, hb, 0, 16, base);
+  head[0] = (Number.isFinite(head[0]) ? head[0]! : 0) + 1;
+  head[1] = 0;
+  writeSync(fd, hb, 0, 16, base);
+  return head[0];
 }
 
 export function removeBoardFile(path: string): void {
@@ -189,12 +186,10 @@ export class LoadBoard implements PeerBoard {
     this.fd = openSync(path, 'r+');
     this.base = slot * SLOT_BYTES;
     this.ownBuf = Buffer.from(this.own.buffer);
-    // Whatever a previous owner of the slot left: a new layout, empty.
-    readSync(this.fd, this.ownBuf, 0, 16, this.base);
-    this.own[0] = (Number.isFinite(this.own[0]) ? this.own[0]! : 0) + 1;
-    this.own[1] = 0;
+    // Whatever a previous owner of the slot left: a new layout, empty; then this pid.
+    this.own[0] = emptySlot(this.fd, this.base);
     this.own[2] = process.pid;
-    writeSync(this.fd, this.ownBuf, 0, HEADER * 8, this.base);
+    writeSync(this.fd, this.ownBuf, 16, 8, this.base + 16);
     for (let s = 0; s < slots; s++) {
       if (s === slot) continue;
       const buf = Buffer.alloc((HEADER + ENTRY * 64) * 8);
@@ -378,9 +373,7 @@ export class LoadBoard implements PeerBoard {
     if (this.closed) return;
     this.closed = true;
     try {
-      this.own[0] = this.own[0]! + 1;
-      this.own[1] = 0;
-      writeSync(this.fd, this.ownBuf, 0, 16, this.base);
+      emptySlot(this.fd, this.base);
     } catch {
       /* the file may be gone */
     }
