@@ -33,6 +33,9 @@ const { RoutingPipeline, seededRandom } = await import(PIPELINE.href);
 const { LoadBoard, boardPath, createBoardFile, removeBoardFile } = await import(
   new URL('../dist/gateway/routing/load-board.js', import.meta.url).href
 );
+const { textHashKernel } = await import(
+  new URL('../dist/gateway/routing/text-hash.js', import.meta.url).href
+);
 const { BlockSet, parseBlockHash } = await import(
   new URL('../dist/gateway/routing/kv-events.js', import.meta.url).href
 );
@@ -175,7 +178,7 @@ const pct = (sorted, p) =>
     parts.record.push(Number(process.hrtime.bigint() - t0) / 1000);
   }
   const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
-  const breakdown = `hash ${med(parts.hash).toFixed(0)} µs, match ${med(parts.match).toFixed(0)} µs, record ${med(parts.record).toFixed(0)} µs (medians)`;
+  const breakdown = `hash ${med(parts.hash).toFixed(0)} µs, match ${med(parts.match).toFixed(0)} µs, record ${med(parts.record).toFixed(0)} µs (medians; text hash kernel: ${textHashKernel})`;
   const p50 = pct(times, 50);
   const p90 = pct(times, 90);
   const p99 = pct(times, 99);

@@ -3,12 +3,10 @@
 // The prompt (its UTF-8 bytes) is cut into fixed blocks of BLOCK_BYTES = 128 bytes — 128
 // characters of ASCII text ≈ 32 tokens at ~4 chars/token, i.e. two vLLM KV blocks of 16 tokens.
 // Blocks are hashed as a chain — h(i) = hash(h(i−1), block i) — so a block hash stands for the
-// whole prefix up to it, as the engines' own prefix caches do. Only whole blocks count (engines
-// cache whole KV blocks only). Hashing is one pass: the parts are UTF-8-encoded into a reused
-// buffer (native, no string slicing or concatenation), then each block's 32 words are mixed in
-// four independent multiply lanes (no long dependency chain), seeded by the parent hash, and
-// finished with murmur3's fmix32. 32-bit hashes: a false match needs a collision at the exact
-// chain position; the index is a routing hint, never a correctness claim.
+// whole prefix up to it, as the engines' own prefix caches do (./text-hash.ts: the definition and
+// its WebAssembly SIMD kernel). Only whole blocks count (engines cache whole KV blocks only).
+// 32-bit hashes: a false match needs a collision at the exact chain position; the index is a
+// routing hint, never a correctness claim.
 //
 // Storage: ONE fixed-size, set-associative table of (block hash, replica, stamp) entries in typed
 // arrays — SETS × WAYS slots, WAYS = 16 — shared by all replicas. No Map, no per-decision
@@ -28,8 +26,10 @@
 // far, and stops at the first block no replica holds: O(matched blocks × WAYS), independent of the
 // number of replicas that do not hold the prefix.
 
-/** Bytes (UTF-8) per block: 128 ≈ 32 tokens of English text. */
-export const BLOCK_BYTES = 128;
+import { BLOCK_BYTES, blockHashes } from './text-hash.js';
+
+export { BLOCK_BYTES, blockHashes };
+
 /** Characters per block for ASCII text (the same number: one byte per character). */
 export const BLOCK_CHARS = BLOCK_BYTES;
 /** Average characters per token assumed to size the index from the engine's KV cache. */
@@ -46,66 +46,6 @@ export interface PrefixIndexOptions {
   globalMaxEntries?: number;
   /** Most blocks hashed per prompt (longer prompts: the tail is ignored). Default 8192. */
   maxPromptBlocks?: number;
-}
-
-// Reused encode buffer (grows to the largest prompt prefix hashed, at most maxBlocks blocks).
-let scratch = Buffer.allocUnsafeSlow(1 << 16);
-let scratchWords = new Int32Array(scratch.buffer, scratch.byteOffset, scratch.length >>> 2);
-
-/**
- * Chained hashes of the whole BLOCK_BYTES blocks of `text` (at most `maxBlocks`). `text` may be
- * given in parts (e.g. chat messages): they are encoded one after the other, which hashes the same
- * as their concatenation without building (and flattening) the concatenated string.
- */
-export function blockHashes(text: string | readonly string[], maxBlocks = 8192): Uint32Array {
-  const parts = typeof text === 'string' ? [text] : text;
-  const limit = maxBlocks * BLOCK_BYTES;
-  let chars = 0;
-  for (const p of parts) chars += p.length;
-  const want = Math.min(chars * 3, limit);
-  if (scratch.length < want) {
-    scratch = Buffer.allocUnsafeSlow(Math.min(limit, Math.max(want, scratch.length * 2)));
-    scratchWords = new Int32Array(scratch.buffer, scratch.byteOffset, scratch.length >>> 2);
-  }
-  const cap = Math.min(scratch.length, limit);
-  let len = 0;
-  for (const p of parts) {
-    if (len >= cap) break;
-    const wrote = scratch.write(p, len, cap - len, 'utf8');
-    len += wrote;
-    // A part cut short (the buffer is full) ends the prompt. Only a character that did not fit
-    // (≤ 4 bytes) cuts a part short below the cap, so the part's byte length (a pass over a
-    // possibly long string) is counted only that close to it.
-    if (len < cap && cap - len < 4 && wrote < Buffer.byteLength(p)) break;
-  }
-  const n = Math.min(Math.floor(len / BLOCK_BYTES), maxBlocks);
-  const words = scratchWords;
-  const per = BLOCK_BYTES >>> 2;
-  const out = new Uint32Array(n);
-  let h = 0x811c9dc5 | 0;
-  let p = 0;
-  for (let b = 0; b < n; b++) {
-    // Four lanes, all seeded by the parent hash: the chain.
-    let a = h ^ 0x9e3779b9;
-    let c = h ^ 0x85ebca6b;
-    let d = h ^ 0xc2b2ae35;
-    let e = h ^ 0x27d4eb2f;
-    const end = p + per;
-    for (; p < end; p += 4) {
-      a = Math.imul(a ^ words[p]!, 0x01000193);
-      c = Math.imul(c ^ words[p + 1]!, 0x5bd1e995);
-      d = Math.imul(d ^ words[p + 2]!, 0x01000193);
-      e = Math.imul(e ^ words[p + 3]!, 0x5bd1e995);
-    }
-    h = a ^ ((c << 7) | (c >>> 25)) ^ ((d << 14) | (d >>> 18)) ^ ((e << 21) | (e >>> 11));
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    out[b] = h;
-  }
-  return out;
 }
 
 interface Replica {

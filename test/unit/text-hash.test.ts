@@ -1,0 +1,99 @@
+// The prompt block hashes: the WebAssembly SIMD kernel, the JavaScript reference and the written
+// definition give the same values.
+import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../../src/gateway/routing/pipeline.js';
+import { BLOCK_BYTES, blockHashes, textHashKernel } from '../../src/gateway/routing/text-hash.js';
+
+// The definition in text-hash.ts' header, written out independently (DataView, per block).
+function byDefinition(text: string, maxBlocks = 8192): number[] {
+  const buf = Buffer.from(text, 'utf8');
+  const n = Math.min(Math.floor(buf.length / BLOCK_BYTES), maxBlocks);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  const rotl = (x: number, r: number) => (x << r) | (x >>> (32 - r));
+  const fmix = (x: number) => {
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x85ebca6b);
+    x ^= x >>> 13;
+    x = Math.imul(x, 0xc2b2ae35);
+    return x ^ (x >>> 16);
+  };
+  const out: number[] = [];
+  let h = 0x811c9dc5 | 0;
+  for (let b = 0; b < n; b++) {
+    const lanes = [0x9e3779b9 | 0, 0x85ebca6b | 0, 0xc2b2ae35 | 0, 0x27d4eb2f | 0];
+    const k = [0x01000193, 0x5bd1e995, 0x01000193, 0x5bd1e995];
+    for (let w = 0; w < BLOCK_BYTES / 4; w++) {
+      const word = dv.getInt32(b * BLOCK_BYTES + 4 * w, true);
+      lanes[w % 4] = Math.imul(lanes[w % 4]! ^ word, k[w % 4]!);
+    }
+    const d = lanes[0]! ^ rotl(lanes[1]!, 7) ^ rotl(lanes[2]!, 14) ^ rotl(lanes[3]!, 21);
+    h = fmix(h ^ d);
+    out.push(h >>> 0);
+  }
+  return out;
+}
+
+const alphabet = ['a', 'Z', ' ', '.', '\n', 'é', 'ß', '日', '本', '😀', '∑', '{', '"'];
+function randomText(rnd: () => number, chars: number): string {
+  let s = '';
+  while (s.length < chars) s += alphabet[Math.floor(rnd() * alphabet.length)];
+  return s;
+}
+
+describe('text block hashes', () => {
+  it('uses the WebAssembly SIMD kernel on this runtime', () => {
+    expect(textHashKernel).toBe('wasm-simd');
+  });
+
+  it('kernel, JavaScript reference and definition agree (ASCII, multi-byte, block edges)', () => {
+    const rnd = seededRandom(7);
+    const lengths = [0, 1, 127, 128, 129, 255, 256, 4096 + 3];
+    for (let i = 0; i < 60; i++) lengths.push(Math.floor(rnd() * 20_000));
+    for (const len of lengths) {
+      const t = randomText(rnd, len);
+      const want = byDefinition(t);
+      expect([...blockHashes(t)]).toEqual(want);
+      expect([...blockHashes(t, 8192, true)]).toEqual(want);
+    }
+  });
+
+  it('hashes parts as their concatenation, and stops at maxBlocks', () => {
+    const rnd = seededRandom(11);
+    for (let i = 0; i < 30; i++) {
+      const t = randomText(rnd, 1000 + Math.floor(rnd() * 5000));
+      const cuts = [0, Math.floor(rnd() * t.length), Math.floor(rnd() * t.length), t.length];
+      cuts.sort((a, b) => a - b);
+      // Do not split a surrogate pair: a lone half encodes as U+FFFD.
+      const parts = cuts.slice(1).map((c, k) => t.slice(cuts[k], c));
+      if (parts.some((p) => /^[\uDC00-\uDFFF]/.test(p))) continue;
+      expect([...blockHashes(parts)]).toEqual(byDefinition(t));
+      const max = 1 + Math.floor(rnd() * 20);
+      expect([...blockHashes(parts, max)]).toEqual(byDefinition(t, max));
+      expect([...blockHashes(parts, max, true)]).toEqual(byDefinition(t, max));
+    }
+  });
+
+  it('grows its memory for long prompts and returns independent copies', () => {
+    const rnd = seededRandom(3);
+    const small = randomText(rnd, 3000);
+    const first = blockHashes(small);
+    const big = randomText(rnd, 400_000); // up to ~1.2 MB of UTF-8: past the initial 128 KiB
+    const hb = blockHashes(big);
+    expect(hb.length).toBe(Math.min(8192, Math.floor(Buffer.byteLength(big) / BLOCK_BYTES)));
+    expect([...hb]).toEqual(byDefinition(big));
+    expect([...blockHashes(big, 8192, true)]).toEqual([...hb]);
+    // The first result was not overwritten by later calls, and hashing after growth is unchanged.
+    expect([...first]).toEqual(byDefinition(small));
+    expect([...blockHashes(small)]).toEqual([...first]);
+  });
+
+  it('a prefix keeps its hashes; a changed block changes it and every later one', () => {
+    const rnd = seededRandom(5);
+    const t = randomText(rnd, 4000).replace(/[^\x20-\x7e]/g, 'x'); // ASCII: 1 byte per char
+    const a = blockHashes(t);
+    const changed = t.slice(0, 300) + (t[300] === 'q' ? 'r' : 'q') + t.slice(301);
+    const b = blockHashes(changed);
+    expect([...b.slice(0, 2)]).toEqual([...a.slice(0, 2)]); // blocks 0, 1 (bytes 0–255)
+    for (let i = 2; i < a.length; i++) expect(b[i]).not.toBe(a[i]);
+  });
+});
