@@ -19,6 +19,8 @@
 //    entries and process.memoryUsage().heapUsed sampled every 10% (after a GC when --expose-gc):
 //    they must stay flat once the per-replica LRU sets are full.
 // 1c. The load board's cost per decision (gateway workers; see below).
+// 1d. The prompt text hash (the largest part of 1): the WebAssembly SIMD kernel against the
+//    JavaScript reference (same values), interleaved on the same 128 KiB prompts.
 // Runs in a few seconds and stops by itself.
 import { existsSync, openSync, readSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -33,7 +35,7 @@ const { RoutingPipeline, seededRandom } = await import(PIPELINE.href);
 const { LoadBoard, boardPath, createBoardFile, removeBoardFile } = await import(
   new URL('../dist/gateway/routing/load-board.js', import.meta.url).href
 );
-const { textHashKernel } = await import(
+const { textHashKernel, blockHashes: textHashes } = await import(
   new URL('../dist/gateway/routing/text-hash.js', import.meta.url).href
 );
 const { BlockSet, parseBlockHash } = await import(
@@ -357,6 +359,29 @@ const pct = (sorted, p) =>
     `  without p50 ${pct(t.plain, 50).toFixed(1)} µs  p99 ${pct(t.plain, 99).toFixed(1)} µs   ` +
       `with p50 ${pct(t.board, 50).toFixed(1)} µs  p99 ${pct(t.board, 99).toFixed(1)} µs   ` +
       `(+${(pct(t.board, 50) - pct(t.plain, 50)).toFixed(1)} µs at p50)`,
+  );
+}
+
+// 1d. The text hash: kernel vs the JavaScript reference, interleaved (each prompt hashed by both,
+// the order alternating), so the machine's noise falls on both alike.
+{
+  const flat = (s) => JSON.parse(JSON.stringify(s));
+  const texts = Array.from({ length: 64 }, () => flat(text(CHARS)));
+  const t = { kernel: [], js: [] };
+  for (let i = 0; i < N + 200; i++) {
+    const s = texts[i % texts.length];
+    for (const name of i % 2 ? ['kernel', 'js'] : ['js', 'kernel']) {
+      const t0 = process.hrtime.bigint();
+      textHashes(s, 8192, name === 'js');
+      if (i >= 200) t[name].push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  }
+  for (const a of Object.values(t)) a.sort((x, y) => x - y);
+  const [k50, j50] = [pct(t.kernel, 50), pct(t.js, 50)];
+  console.log(
+    `\ntext hash (${CHARS} chars, encode + hash), ${N} each, interleaved: ${textHashKernel} ` +
+      `p50 ${k50.toFixed(1)} µs p99 ${pct(t.kernel, 99).toFixed(1)} µs   JavaScript reference p50 ` +
+      `${j50.toFixed(1)} µs p99 ${pct(t.js, 99).toFixed(1)} µs   (${(j50 / k50).toFixed(2)}× at p50)`,
   );
 }
 
