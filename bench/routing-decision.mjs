@@ -2,7 +2,11 @@
 // Cost of one routing decision and memory of the prefix index (no sockets, no engines).
 //
 //   npx tsc -p tsconfig.build.json && node bench/routing-decision.mjs [--replicas 64]
-//     [--prompt-chars 131072] [--decisions 2000] [--memory-records 200000]
+//     [--prompt-chars 131072] [--decisions 2000] [--memory-records 200000] [--baseline DIR]
+//
+// --baseline DIR: another worktree (built: DIR/dist) run side by side in sections 1 and 1b — each
+// decision made by both builds on the same prompt and signals, in alternating order — with the
+// ratio of their percentiles (noise on a shared machine falls on both alike).
 //
 // 1. Decision cost: a prefix-aware pipeline over 64 replicas with fresh (fake) signals and a warm
 //    index (every replica holds several 32k-token ≈ 128k-char contexts), then `--decisions` picks
@@ -23,29 +27,40 @@
 //    JavaScript reference (same values), interleaved on the same 128 KiB prompts.
 // Runs in a few seconds and stops by itself.
 import { existsSync, openSync, readSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const PIPELINE = new URL('../dist/gateway/routing/pipeline.js', import.meta.url);
-if (!existsSync(fileURLToPath(PIPELINE))) {
+const DIST = new URL('../dist/', import.meta.url);
+if (!existsSync(fileURLToPath(new URL('gateway/routing/pipeline.js', DIST)))) {
   console.error('bench/routing-decision: dist/ is missing; run `npx tsc -p tsconfig.build.json`');
   process.exit(1);
 }
-const { RoutingPipeline, seededRandom } = await import(PIPELINE.href);
+/** The modules of one build (its dist/ folder): this one, or a --baseline worktree's. */
+async function loadBuild(dist, name) {
+  const mod = (path) => import(new URL(path, dist).href);
+  const { RoutingPipeline, seededRandom } = await mod('gateway/routing/pipeline.js');
+  const { BlockSet, parseBlockHash } = await mod('gateway/routing/kv-events.js');
+  const { tokenize, blockHashes, chatPromptText } = await mod('core/tokens.js');
+  return {
+    name,
+    RoutingPipeline,
+    seededRandom,
+    BlockSet,
+    parseBlockHash,
+    tokenize,
+    engineHashes: blockHashes,
+    chatPromptText,
+  };
+}
+const build = await loadBuild(DIST, 'this build');
+const { RoutingPipeline, seededRandom } = build;
 const { LoadBoard, boardPath, createBoardFile, removeBoardFile } = await import(
-  new URL('../dist/gateway/routing/load-board.js', import.meta.url).href
+  new URL('gateway/routing/load-board.js', DIST).href
 );
 const { textHashKernel, blockHashes: textHashes } = await import(
-  new URL('../dist/gateway/routing/text-hash.js', import.meta.url).href
+  new URL('gateway/routing/text-hash.js', DIST).href
 );
-const { BlockSet, parseBlockHash } = await import(
-  new URL('../dist/gateway/routing/kv-events.js', import.meta.url).href
-);
-const {
-  tokenize,
-  blockHashes: engineHashes,
-  chatPromptText,
-} = await import(new URL('../dist/core/tokens.js', import.meta.url).href);
 
 const { values: args } = parseArgs({
   options: {
@@ -53,6 +68,7 @@ const { values: args } = parseArgs({
     'prompt-chars': { type: 'string', default: String(32768 * 4) },
     decisions: { type: 'string', default: '2000' },
     'memory-records': { type: 'string', default: '200000' },
+    baseline: { type: 'string' },
   },
 });
 const R = Number(args.replicas);
@@ -113,26 +129,93 @@ function runQueueWaitNs() {
 const pct = (sorted, p) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
+// Sections 1 and 1b run each build given: this one alone, or with --baseline DIR (another
+// worktree, built) side by side — the same prompts, signals and order of events for both, each
+// decision made by both builds one after the other (which goes first alternates), so the
+// machine's noise falls on both alike. (Two pipelines' indexes then share the CPU caches: the
+// side-by-side figures are for the ratio; the target is judged on a run of one build.)
+const builds = [build];
+if (args.baseline !== undefined) {
+  const dist = new URL('dist/', `file://${resolvePath(args.baseline)}/`);
+  if (!existsSync(fileURLToPath(new URL('gateway/routing/pipeline.js', dist)))) {
+    console.error(`bench/routing-decision: ${fileURLToPath(dist)} is missing; build the baseline`);
+    process.exit(1);
+  }
+  builds.push(await loadBuild(dist, 'baseline'));
+}
+/** Times `pick` + `release` per build for one request, in alternating order (decision i). */
+function timePicks(cases, i, req) {
+  const out = new Array(cases.length);
+  for (let j = 0; j < cases.length; j++) {
+    const c = i % 2 && cases.length > 1 ? cases.length - 1 - j : j;
+    const w0 = runQueueWaitNs();
+    const t0 = process.hrtime.bigint();
+    const d = cases[c].p.pick(cases[c].rt, req());
+    const us = Number(process.hrtime.bigint() - t0) / 1000;
+    const waited = (runQueueWaitNs() - w0) / 1000;
+    cases[c].p.release(d.endpoint.replicaId);
+    out[c] = { d, us, onCpu: Math.max(0, us - waited) };
+  }
+  return out;
+}
+function report(cases, line) {
+  for (const c of cases) {
+    c.times.sort((a, b) => a - b);
+    c.onCpu.sort((a, b) => a - b);
+  }
+  const verdict = (v) => `target p99 ≤ 200 µs: ${v <= 200 ? 'MET' : 'NOT MET'}`;
+  for (const c of cases) {
+    const { times, onCpu } = c;
+    const p99 = pct(times, 99);
+    const who = cases.length > 1 ? `  ${c.build.name}:` : '';
+    console.log(
+      `${who}  p50 ${pct(times, 50).toFixed(1)} µs   p90 ${pct(times, 90).toFixed(1)} µs   p99 ` +
+        `${p99.toFixed(1)} µs   max ${times.at(-1).toFixed(1)} µs   (${times.filter((t) => t > 200).length} ` +
+        `of ${times.length} over 200 µs)   ${verdict(p99)}`,
+    );
+    if (schedFd >= 0 && line) {
+      console.log(
+        `${who}  on CPU (minus run-queue waits, i.e. time the OS ran other processes): p50 ` +
+          `${pct(onCpu, 50).toFixed(1)} µs   p90 ${pct(onCpu, 90).toFixed(1)} µs   p99 ` +
+          `${pct(onCpu, 99).toFixed(1)} µs   max ${onCpu.at(-1).toFixed(1)} µs   ${verdict(pct(onCpu, 99))}`,
+      );
+    }
+  }
+  if (cases.length > 1) {
+    const [a, b] = cases;
+    const r = (q) => (pct(b.times, q) / pct(a.times, q)).toFixed(2);
+    console.log(
+      `  baseline / this build: p50 ${r(50)}×  p90 ${r(90)}×  p99 ${r(99)}×` +
+        `   (decisions identical: ${cases.same} of ${a.times.length})`,
+    );
+  }
+}
+// Prompts are made before the timed loop and are flat strings, as JSON.parse gives them to the
+// gateway (a string built by `+=` is a rope that V8 flattens on first read: ~0.4 ms at 128k
+// chars, a cost of this script, not of routing).
+const flat = (s) => JSON.parse(JSON.stringify(s));
+
 // 1. Decision cost with a warm index.
 {
-  const rt = route();
-  const p = new RoutingPipeline({ signals, random: seededRandom(1) });
-  const contexts = Array.from({ length: 2 * R }, () =>
-    JSON.parse(JSON.stringify(text(CHARS - 200))),
-  );
+  const cases = builds.map((b) => ({
+    build: b,
+    rt: route(),
+    p: new b.RoutingPipeline({ signals, random: b.seededRandom(1) }),
+    times: [],
+    onCpu: [],
+  }));
+  cases.same = 0;
+  const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
   for (const ctx of contexts) {
     for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
-    const d = p.pick(rt, { exclude: new Set(), prompt: ctx + text(200) });
-    p.release(d.endpoint.replicaId);
+    const prompt = ctx + text(200);
+    for (const c of cases) {
+      const d = c.p.pick(c.rt, { exclude: new Set(), prompt });
+      c.p.release(d.endpoint.replicaId);
+    }
   }
-  const warm = p.index.stats();
-  const times = [];
-  const onCpu = [];
+  const warm = cases[0].p.index.stats();
   let matchedSum = 0;
-  // Prompts are made before the timed loop and are flat strings, as JSON.parse gives them to the
-  // gateway (a string built by `+=` is a rope that V8 flattens on first read: ~0.4 ms at 128k
-  // chars, a cost of this script, not of routing).
-  const flat = (s) => JSON.parse(JSON.stringify(s));
   const prompts = [];
   for (let i = 0; i < N + 200; i++) {
     const known = rnd() < 0.8;
@@ -148,24 +231,22 @@ const pct = (sorted, p) =>
     const { known, parts: prompt } = prompts[i];
     // Signals move between decisions (as scrapes land), so picks spread over the fleet.
     for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
-    const w0 = runQueueWaitNs();
-    const t0 = process.hrtime.bigint();
-    const d = p.pick(rt, { exclude: new Set(), prompt });
-    const us = Number(process.hrtime.bigint() - t0) / 1000;
-    const waited = (runQueueWaitNs() - w0) / 1000;
+    const res = timePicks(cases, i, () => ({ exclude: new Set(), prompt }));
+    const { d, us } = res[0];
     if (process.env.RD_DEBUG && i >= 200 && us > 200) {
       console.log(`slow: known ${known} ${us.toFixed(0)} µs, matched ${d.receipt.matchedBlocks}`);
     }
-    p.release(d.endpoint.replicaId);
     if (i >= 200) {
-      times.push(us);
-      onCpu.push(Math.max(0, us - waited));
+      res.forEach((x, k) => {
+        cases[k].times.push(x.us);
+        cases[k].onCpu.push(x.onCpu);
+      });
+      if (res.every((x) => x.d.endpoint.replicaId === d.endpoint.replicaId)) cases.same++;
       matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
     }
   }
-  times.sort((a, b) => a - b);
-  onCpu.sort((a, b) => a - b);
   // Breakdown on the same kind of prompts: hashing, index match, index record.
+  const p = cases[0].p;
   const parts = { hash: [], match: [], record: [] };
   for (let i = 0; i < 300; i++) {
     const prompt = [contexts[Math.floor(rnd() * contexts.length)], text(200)];
@@ -181,68 +262,58 @@ const pct = (sorted, p) =>
   }
   const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const breakdown = `hash ${med(parts.hash).toFixed(0)} µs, match ${med(parts.match).toFixed(0)} µs, record ${med(parts.record).toFixed(0)} µs (medians; text hash kernel: ${textHashKernel})`;
-  const p50 = pct(times, 50);
-  const p90 = pct(times, 90);
-  const p99 = pct(times, 99);
-  const over = times.filter((t) => t > 200).length;
   console.log(
     `decision cost: ${R} replicas, ${CHARS} chars (≈${CHARS / 4} tokens) per prompt, ` +
       `warm index ${warm.entries} entries; ${N} decisions (80% known contexts, mean match ` +
       `${((100 * matchedSum) / N).toFixed(0)}%)`,
   );
-  console.log(
-    `  p50 ${p50.toFixed(1)} µs   p90 ${p90.toFixed(1)} µs   p99 ${p99.toFixed(1)} µs   ` +
-      `max ${times.at(-1).toFixed(1)} µs   (${over} of ${N} over 200 µs)` +
-      `   target p99 ≤ 200 µs: ${p99 <= 200 ? 'MET' : 'NOT MET'}`,
-  );
-  if (schedFd >= 0) {
-    const c99 = pct(onCpu, 99);
-    console.log(
-      `  on CPU (minus run-queue waits, i.e. time the OS ran other processes): p50 ` +
-        `${pct(onCpu, 50).toFixed(1)} µs   p90 ${pct(onCpu, 90).toFixed(1)} µs   p99 ${c99.toFixed(1)} µs   ` +
-        `max ${onCpu.at(-1).toFixed(1)} µs   (${onCpu.filter((t) => t > 200).length} over 200 µs)` +
-        `   p99 ≤ 200 µs: ${c99 <= 200 ? 'MET' : 'NOT MET'}`,
-    );
-  }
-  console.log(`  of which: ${breakdown}`);
+  report(cases, true);
+  console.log(`  of which (this build): ${breakdown}`);
 }
 
 // 1b. Decision cost, precise prefix source.
 {
-  const rt = route();
-  const sets = new Map(rt.endpoints.map((e) => [e.replicaId, new BlockSet()]));
-  const hub = { blocks: (id) => sets.get(id), sync() {}, live: (id) => sets.has(id) };
-  const p = new RoutingPipeline({ signals, random: seededRandom(3), kvEvents: hub });
-  const flat = (s) => JSON.parse(JSON.stringify(s));
   const chat = (ctx, q) => ['<system>\n', ctx, '\n', '<user>\n', q, '\n'];
-  // As the replica's BlockStored events would: each block with its parent (the one before it).
-  const hold = (ctx, id) => {
-    const ids = tokenize(chatPromptText([{ role: 'system', content: ctx }], false));
-    const set = sets.get(id);
-    let parent = null;
-    for (const h of engineHashes(ids, 16)) {
-      const [hi, lo] = parseBlockHash(h);
-      if (parent === null) set.addRoot(hi, lo);
-      else set.addChild(hi, lo, parent[0], parent[1]);
-      parent = [hi, lo];
-    }
-  };
+  const cases = builds.map((b) => {
+    const rt = route();
+    const sets = new Map(rt.endpoints.map((e) => [e.replicaId, new b.BlockSet()]));
+    const hub = { blocks: (id) => sets.get(id), sync() {}, live: (id) => sets.has(id) };
+    const p = new b.RoutingPipeline({ signals, random: b.seededRandom(3), kvEvents: hub });
+    // As the replica's BlockStored events would: each block with its parent (the one before it).
+    const hold = (ctx, id) => {
+      const ids = b.tokenize(b.chatPromptText([{ role: 'system', content: ctx }], false));
+      const set = sets.get(id);
+      let parent = null;
+      for (const h of b.engineHashes(ids, 16)) {
+        const [hi, lo] = b.parseBlockHash(h);
+        if (parent === null) set.addRoot(hi, lo);
+        else set.addChild(hi, lo, parent[0], parent[1]);
+        parent = [hi, lo];
+      }
+    };
+    return { build: b, rt, sets, p, hold, times: [], onCpu: [], cold: [] };
+  });
+  cases.same = 0;
   const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
-  contexts.forEach((ctx, k) => hold(ctx, `r${k % R}`));
+  for (const c of cases) contexts.forEach((ctx, k) => c.hold(ctx, `r${k % R}`));
   // Cold: a held context the gateway never routed (full tokenization of the held prefix).
-  const cold = [];
   for (let k = 0; k < 20; k++) {
     const ctx = flat(text(CHARS - 200));
-    hold(ctx, `r${k % R}`);
     const prompt = chat(ctx, flat(text(200)));
-    const t0 = process.hrtime.bigint();
-    const d = p.pick(rt, { exclude: new Set(), prompt });
-    cold.push(Number(process.hrtime.bigint() - t0) / 1000);
-    p.release(d.endpoint.replicaId);
+    for (const c of cases) {
+      c.hold(ctx, `r${k % R}`);
+      const t0 = process.hrtime.bigint();
+      const d = c.p.pick(c.rt, { exclude: new Set(), prompt });
+      c.cold.push(Number(process.hrtime.bigint() - t0) / 1000);
+      c.p.release(d.endpoint.replicaId);
+    }
   }
   for (const ctx of contexts) {
-    const d = p.pick(rt, { exclude: new Set(), prompt: chat(ctx, flat(text(200))) });
-    p.release(d.endpoint.replicaId);
+    const prompt = chat(ctx, flat(text(200)));
+    for (const c of cases) {
+      const d = c.p.pick(c.rt, { exclude: new Set(), prompt });
+      c.p.release(d.endpoint.replicaId);
+    }
   }
   const prompts = [];
   for (let i = 0; i < N + 200; i++) {
@@ -253,32 +324,25 @@ const pct = (sorted, p) =>
         : chat(flat(text(CHARS - 200)), flat(text(200))),
     );
   }
-  const times = [];
-  const onCpu = [];
   let matchedSum = 0;
   let precise = 0;
   for (let i = 0; i < N + 200; i++) {
     for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
-    const w0 = runQueueWaitNs();
-    const t0 = process.hrtime.bigint();
-    const d = p.pick(rt, { exclude: new Set(), prompt: prompts[i] });
-    const us = Number(process.hrtime.bigint() - t0) / 1000;
-    const waited = (runQueueWaitNs() - w0) / 1000;
-    p.release(d.endpoint.replicaId);
+    const res = timePicks(cases, i, () => ({ exclude: new Set(), prompt: prompts[i] }));
     if (i >= 200) {
-      times.push(us);
-      onCpu.push(Math.max(0, us - waited));
+      const { d } = res[0];
+      res.forEach((x, k) => {
+        cases[k].times.push(x.us);
+        cases[k].onCpu.push(x.onCpu);
+      });
+      if (res.every((x) => x.d.endpoint.replicaId === d.endpoint.replicaId)) cases.same++;
       matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
       if (d.receipt.prefixSource === 'precise') precise++;
     }
   }
-  times.sort((a, b) => a - b);
-  onCpu.sort((a, b) => a - b);
-  cold.sort((a, b) => a - b);
-  const p99 = pct(times, 99);
   let blocks = 0;
   let bytes = 0;
-  for (const set of sets.values()) {
+  for (const set of cases[0].sets.values()) {
     blocks += set.size;
     bytes += set.bytes;
   }
@@ -286,25 +350,17 @@ const pct = (sorted, p) =>
     `\ndecision cost, precise source: ${R} replicas with live KV event sets (${blocks} blocks, ` +
       `${(bytes / 2 ** 20).toFixed(1)} MiB), ${CHARS} chars per prompt; ${N} decisions (80% known ` +
       `contexts, mean match ${((100 * matchedSum) / N).toFixed(0)}%, ${precise} precise receipts); ` +
-      `${p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
+      `${cases[0].p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
   );
-  console.log(
-    `  p50 ${pct(times, 50).toFixed(1)} µs   p90 ${pct(times, 90).toFixed(1)} µs   p99 ${p99.toFixed(1)} µs   ` +
-      `max ${times.at(-1).toFixed(1)} µs   (${times.filter((t) => t > 200).length} of ${N} over 200 µs)` +
-      `   target p99 ≤ 200 µs: ${p99 <= 200 ? 'MET' : 'NOT MET'}`,
-  );
-  if (schedFd >= 0) {
-    const c99 = pct(onCpu, 99);
+  report(cases, true);
+  for (const c of cases) {
+    c.cold.sort((a, b) => a - b);
     console.log(
-      `  on CPU (minus run-queue waits): p50 ${pct(onCpu, 50).toFixed(1)} µs   p90 ` +
-        `${pct(onCpu, 90).toFixed(1)} µs   p99 ${c99.toFixed(1)} µs   max ${onCpu.at(-1).toFixed(1)} µs` +
-        `   p99 ≤ 200 µs: ${c99 <= 200 ? 'MET' : 'NOT MET'}`,
+      `${cases.length > 1 ? `  ${c.build.name}:` : ''}  cold (a held context never routed before, ` +
+        `full tokenization): median ${pct(c.cold, 50).toFixed(0)} µs, max ${c.cold.at(-1).toFixed(0)} µs ` +
+        `(${c.cold.length} decisions)`,
     );
   }
-  console.log(
-    `  cold (a held context never routed before, full tokenization): median ` +
-      `${pct(cold, 50).toFixed(0)} µs, max ${cold.at(-1).toFixed(0)} µs (${cold.length} decisions)`,
-  );
 }
 
 // 1c. The load board's share of a decision (gateway workers): the same short-prompt picks on
