@@ -73,6 +73,26 @@ describe('text block hashes', () => {
     }
   });
 
+  it('long ASCII parts (copied as Latin-1) hash as their UTF-8, also when cut at maxBlocks', () => {
+    const rnd = seededRandom(13);
+    const ascii = (n: number) => randomText(rnd, n).replace(/[^\x20-\x7e\n]/g, 'k');
+    for (let i = 0; i < 20; i++) {
+      const parts = [
+        ascii(1024 + Math.floor(rnd() * 3000)),
+        '<é>\n',
+        ascii(2000),
+        '日本',
+        ascii(1500),
+      ];
+      const whole = parts.join('');
+      expect([...blockHashes(parts)]).toEqual(byDefinition(whole));
+      // A limit inside the first, the third or the last part.
+      for (const max of [3, 25, 40, 1 + Math.floor(rnd() * 60)]) {
+        expect([...blockHashes(parts, max)]).toEqual(byDefinition(whole, max));
+      }
+    }
+  });
+
   it('grows its memory for long prompts and returns independent copies', () => {
     const rnd = seededRandom(3);
     const small = randomText(rnd, 3000);
