@@ -28,7 +28,7 @@
 // Runs in a few seconds and stops by itself.
 import { existsSync, openSync, readSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const DIST = new URL('../dist/', import.meta.url);
@@ -136,7 +136,7 @@ const pct = (sorted, p) =>
 // side-by-side figures are for the ratio; the target is judged on a run of one build.)
 const builds = [build];
 if (args.baseline !== undefined) {
-  const dist = new URL('dist/', `file://${resolvePath(args.baseline)}/`);
+  const dist = new URL('dist/', pathToFileURL(`${resolvePath(args.baseline)}/`));
   if (!existsSync(fileURLToPath(new URL('gateway/routing/pipeline.js', dist)))) {
     console.error(`bench/routing-decision: ${fileURLToPath(dist)} is missing; build the baseline`);
     process.exit(1);
@@ -158,7 +158,7 @@ function timePicks(cases, i, req) {
   }
   return out;
 }
-function report(cases, line) {
+function report(cases) {
   for (const c of cases) {
     c.times.sort((a, b) => a - b);
     c.onCpu.sort((a, b) => a - b);
@@ -173,7 +173,7 @@ function report(cases, line) {
         `${p99.toFixed(1)} µs   max ${times.at(-1).toFixed(1)} µs   (${times.filter((t) => t > 200).length} ` +
         `of ${times.length} over 200 µs)   ${verdict(p99)}`,
     );
-    if (schedFd >= 0 && line) {
+    if (schedFd >= 0) {
       console.log(
         `${who}  on CPU (minus run-queue waits, i.e. time the OS ran other processes): p50 ` +
           `${pct(onCpu, 50).toFixed(1)} µs   p90 ${pct(onCpu, 90).toFixed(1)} µs   p99 ` +
@@ -267,7 +267,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `warm index ${warm.entries} entries; ${N} decisions (80% known contexts, mean match ` +
       `${((100 * matchedSum) / N).toFixed(0)}%)`,
   );
-  report(cases, true);
+  report(cases);
   console.log(`  of which (this build): ${breakdown}`);
 }
 
@@ -352,7 +352,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `contexts, mean match ${((100 * matchedSum) / N).toFixed(0)}%, ${precise} precise receipts); ` +
       `${cases[0].p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
   );
-  report(cases, true);
+  report(cases);
   for (const c of cases) {
     c.cold.sort((a, b) => a - b);
     console.log(

@@ -17,10 +17,9 @@
 // (bench/routing-decision.mjs).
 //
 // Text is UTF-8-encoded straight into the kernel's memory (native, no string slicing or
-// concatenation; an ASCII part copied as Latin-1); the digests are written after it and copied
-// out. 32-bit hashes: a false match
-// needs a collision at the exact chain position; the index is a routing hint, never a correctness
-// claim.
+// concatenation; a long ASCII part copied as Latin-1); the digests are written after it and
+// copied out. 32-bit hashes: a false match needs a collision at the exact chain position; the
+// index is a routing hint, never a correctness claim.
 
 /** Bytes (UTF-8) per block: 128 ≈ 32 tokens of English text. */
 export const BLOCK_BYTES = 128;
@@ -72,7 +71,6 @@ const section = (id: number, bytes: number[]): number[] => [id, ...uleb(bytes.le
 const T_I32 = 0x7f;
 const T_V128 = 0x7b;
 const op = {
-  block: 0x02,
   loop: 0x03,
   if: 0x04,
   end: 0x0b,
