@@ -21,7 +21,9 @@
 //        [--gateway-workers N[,N...]] [--rate-of NAME]
 //
 // --variant adds another gateway build (e.g. an experiment worktree's bench/lib/gateway-server.mjs,
-// which loads that worktree's dist/) to every comparison, side by side with this one.
+// which loads that worktree's dist/) to every comparison, side by side with this one;
+// --variant-args 'NAME=--flag …' runs that variant's process with those node flags (e.g. this
+// build's own bench/lib/gateway-server.mjs with different V8 heap settings).
 // --gateway-workers 2[,4] adds this build run as `up --gateway-workers N` runs it (N processes on
 // one port, bench/lib/gateway-workers-server.mjs); its CPU is summed over the processes.
 // Needs nginx and wrk: apt-get install -y nginx-light wrk.
@@ -54,6 +56,7 @@ function parseArgs(argv) {
     rateFraction: 0.5,
     cpuProf: undefined,
     variants: [],
+    variantArgs: {},
     gatewayWorkers: [],
     rateOf: 'gateway',
     prefixAware: true,
@@ -82,6 +85,14 @@ function parseArgs(argv) {
       const eq = v.indexOf('=');
       if (eq <= 0) throw new Error('--variant NAME=PATH');
       o.variants.push({ name: v.slice(0, eq), script: resolve(v.slice(eq + 1)) });
+    } else if (a === '--variant-args') {
+      const v = val();
+      const eq = v.indexOf('=');
+      if (eq <= 0) throw new Error('--variant-args NAME=NODE_ARGS');
+      o.variantArgs[v.slice(0, eq)] = v
+        .slice(eq + 1)
+        .split(' ')
+        .filter(Boolean);
     } else if (a === '--smoke') {
       o.duration = 1;
       o.connections = [8];
@@ -92,7 +103,8 @@ function parseArgs(argv) {
       console.log(
         'node bench/gateway-overhead.mjs [--duration S] [--connections 16,64] [--rounds N] [--json]\n' +
           '  [--upstream nginx|node] [--rate-fraction 0.5] [--warmup S] [--no-prefix-aware] [--smoke]\n' +
-          '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]... [--gateway-workers 2,...]',
+          '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]... [--gateway-workers 2,...]\n' +
+          "  [--variant-args 'NAME=--node-flag ...'] (node flags for that variant's process)",
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -282,7 +294,11 @@ async function main() {
   // Gateways: this repo's build, plus any --variant.
   const builds = [
     { name: 'gateway', script: join(HERE, 'lib', 'gateway-server.mjs') },
-    ...opts.variants.map((v) => ({ name: `gateway[${v.name}]`, script: v.script })),
+    ...opts.variants.map((v) => ({
+      name: `gateway[${v.name}]`,
+      script: v.script,
+      nodeArgs: opts.variantArgs[v.name] ?? [],
+    })),
     // The same build as `up --gateway-workers N` runs it: N processes on one port.
     ...opts.gatewayWorkers.map((n) => ({
       name: `gateway[x${n}]`,
@@ -292,9 +308,12 @@ async function main() {
   ];
   const gateways = [];
   for (const b of builds) {
-    const nodeArgs = opts.cpuProf
-      ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProf, '--cpu-prof-name', `${b.name}.cpuprofile`]
-      : [];
+    const nodeArgs = [
+      ...(b.nodeArgs ?? []),
+      ...(opts.cpuProf
+        ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProf, '--cpu-prof-name', `${b.name}.cpuprofile`]
+        : []),
+    ];
     const g = await spawnNode(
       b.script,
       { upstreamPorts: upPorts, key: KEY, logFile: join(work, `${b.name}.log`), ...b.extra },
