@@ -344,17 +344,19 @@ export class PromptBlockHashes {
     // of all its checkpoints are read first (independent loads: their cache misses overlap), then
     // walked (a known 32k-token prompt's decision ~4 % faster at p50,
     // `bench/routing-decision.mjs --baseline`).
-    if (k <= max && cache.read(k, textHashes[k - 1]! | 0) >= 0) {
+    const first = k <= max ? cache.read(k, textHashes[k - 1]! | 0) : -1;
+    if (first >= 0) {
+      walk[j++] = first;
       let touch = 0;
       for (let q = k + CHECKPOINT_TEXT_BLOCKS; q <= max; q += CHECKPOINT_TEXT_BLOCKS) {
         touch ^= cache.touch(q, textHashes[q - 1]! | 0);
       }
       this.prefetched = touch;
-    }
-    for (; k <= max; k += CHECKPOINT_TEXT_BLOCKS) {
-      const s = cache.read(k, textHashes[k - 1]! | 0);
-      if (s < 0) break;
-      walk[j++] = s;
+      for (k += CHECKPOINT_TEXT_BLOCKS; k <= max; k += CHECKPOINT_TEXT_BLOCKS) {
+        const s = cache.read(k, textHashes[k - 1]! | 0);
+        if (s < 0) break;
+        walk[j++] = s;
+      }
     }
     this.nextCp = k;
     this.walked = j;
