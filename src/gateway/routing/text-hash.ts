@@ -25,8 +25,17 @@
 export const BLOCK_BYTES = 128;
 
 const H0 = 0x811c9dc5 | 0;
-const SEEDS = [0x9e3779b9, 0x85ebca6b, 0xc2b2ae35, 0x27d4eb2f] as const;
-const MULS = [0x01000193, 0x5bd1e995, 0x01000193, 0x5bd1e995] as const;
+// The lanes' seeds and multipliers, and murmur3's fmix32 multipliers.
+const SEED_A = 0x9e3779b9 | 0;
+const SEED_C = 0x85ebca6b | 0;
+const SEED_D = 0xc2b2ae35 | 0;
+const SEED_E = 0x27d4eb2f | 0;
+const MUL_AD = 0x01000193;
+const MUL_CE = 0x5bd1e995;
+const FMIX_1 = 0x85ebca6b | 0;
+const FMIX_2 = 0xc2b2ae35 | 0;
+const SEEDS = [SEED_A, SEED_C, SEED_D, SEED_E];
+const MULS = [MUL_AD, MUL_CE, MUL_AD, MUL_CE];
 
 // ---- the WebAssembly kernel --------------------------------------------------------------------
 // One exported function and one memory:
@@ -141,8 +150,8 @@ function assemble(): Uint8Array {
   e(i32(H0), set(H), get(OUT), set(P));
   e(op.loop, op.void);
   e(get(H), get(P), op.load, 2, 0, op.xor, set(H));
-  e(get(H), get(H), i32(16), op.shrU, op.xor, i32(0x85ebca6b), op.mul, set(H));
-  e(get(H), get(H), i32(13), op.shrU, op.xor, i32(0xc2b2ae35), op.mul, set(H));
+  e(get(H), get(H), i32(16), op.shrU, op.xor, i32(FMIX_1), op.mul, set(H));
+  e(get(H), get(H), i32(13), op.shrU, op.xor, i32(FMIX_2), op.mul, set(H));
   e(get(H), get(H), i32(16), op.shrU, op.xor, set(H));
   e(get(P), get(H), op.store, 2, 0);
   e(get(P), i32(4), op.add, op.tee, P, get(END), op.ltU, op.brIf, 0);
@@ -232,22 +241,22 @@ function digestAndChain(words: Int32Array, n: number, out: Uint32Array): void {
   let h = H0;
   let p = 0;
   for (let b = 0; b < n; b++) {
-    let a = 0x9e3779b9 | 0; // SEEDS
-    let c = 0x85ebca6b | 0;
-    let d = 0xc2b2ae35 | 0;
-    let e = 0x27d4eb2f | 0;
+    let a = SEED_A;
+    let c = SEED_C;
+    let d = SEED_D;
+    let e = SEED_E;
     const end = p + (BLOCK_BYTES >>> 2);
     for (; p < end; p += 4) {
-      a = Math.imul(a ^ words[p]!, 0x01000193); // MULS
-      c = Math.imul(c ^ words[p + 1]!, 0x5bd1e995);
-      d = Math.imul(d ^ words[p + 2]!, 0x01000193);
-      e = Math.imul(e ^ words[p + 3]!, 0x5bd1e995);
+      a = Math.imul(a ^ words[p]!, MUL_AD);
+      c = Math.imul(c ^ words[p + 1]!, MUL_CE);
+      d = Math.imul(d ^ words[p + 2]!, MUL_AD);
+      e = Math.imul(e ^ words[p + 3]!, MUL_CE);
     }
     h ^= a ^ ((c << 7) | (c >>> 25)) ^ ((d << 14) | (d >>> 18)) ^ ((e << 21) | (e >>> 11));
     h ^= h >>> 16; // fmix32
-    h = Math.imul(h, 0x85ebca6b);
+    h = Math.imul(h, FMIX_1);
     h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
+    h = Math.imul(h, FMIX_2);
     h ^= h >>> 16;
     out[b] = h;
   }
