@@ -10,8 +10,10 @@
 // Runtime with the defaults: ~20 minutes on 2 cores (11 runs, each 20 simulated s × time scale 4).
 //
 // Policies: round-robin, least-loaded, prefix-aware (routing.prefixSource approximate: the
-// gateway's own prefix index) and prefix-precise (prefix-aware with prefixSource precise: each
-// replica's /kv/events stream, subscribed before the load starts).
+// gateway's own prefix index; on the simulator, whose tokenizer the gateway knows, over the
+// engine's token blocks), prefix-text (the same index over 128-byte text blocks, as for an engine
+// whose tokenizer is unknown; only when --policies names it) and prefix-precise (prefix-aware with
+// prefixSource precise: each replica's /kv/events stream, subscribed before the load starts).
 //
 // Per run: a fresh `inferplane sim --replicas 8 --num-gpu-blocks-override N --time-scale S` in a
 // CHILD process (its event loop is not the gateway's), a Gateway in this process (manual routing
@@ -120,7 +122,10 @@ const UNIQUE_POLICIES = [
   'least-loaded',
   'prefix-aware',
   ...POLICIES.filter(
-    (p) => p === 'prefix-precise' || (p.includes('@') && !p.startsWith('round-robin')),
+    (p) =>
+      p === 'prefix-precise' ||
+      p === 'prefix-text' ||
+      (p.includes('@') && !p.startsWith('round-robin')),
   ),
 ];
 const BLOCK_SIZE = 16;
@@ -195,6 +200,7 @@ const KEY = 'ipk_bench_routing';
 // Route settings per policy row (others: `{policy}`).
 const ROUTING = {
   'prefix-aware': { policy: 'prefix-aware', prefixSource: 'approximate' },
+  'prefix-text': { policy: 'prefix-aware', prefixSource: 'approximate', prefixBlocks: 'text' },
   'prefix-precise': { policy: 'prefix-aware', prefixSource: 'precise' },
 };
 /**
@@ -579,7 +585,7 @@ const ratioLine = (prefix, name = 'prefix-aware') => {
   );
 };
 console.log('');
-for (const name of ['prefix-aware', 'prefix-precise']) {
+for (const name of ['prefix-aware', 'prefix-text', 'prefix-precise']) {
   ratioLine('shared', name);
   ratioLine('multi', name);
 }

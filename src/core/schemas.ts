@@ -1,7 +1,8 @@
 // Shared zod schemas; types are inferred from them, JSON Schema is exported for the OpenAPI document.
 import { z } from 'zod';
 import { InferplaneError, type ErrorDetail } from './errors.js';
-import { PREFIX_SOURCES, ROUTING_POLICIES } from './types.js';
+import { tokenizerKnown } from './tokens.js';
+import { PREFIX_BLOCKS, PREFIX_SOURCES, ROUTING_POLICIES } from './types.js';
 
 /** DNS-1123 label: lower-case letters, digits and '-', starting and ending alphanumeric. */
 export const NameSchema = z
@@ -39,6 +40,12 @@ export const RoutingSpecSchema = z.strictObject({
     .optional()
     .describe(
       "Prefix scorer's source: auto (the engine's KV event stream where the engine publishes one — the simulator — else the approximate index), approximate, or precise (default: auto).",
+    ),
+  prefixBlocks: z
+    .enum(PREFIX_BLOCKS)
+    .optional()
+    .describe(
+      "Blocks of the approximate prefix index: text (128-byte blocks of the prompt), tokens (the engine's KV blocks, hashed as the engine does; only where the gateway knows the engine's tokenizer — the simulator) or auto (tokens where known and prefixSource is approximate, else text; default).",
     ),
 });
 
@@ -187,6 +194,11 @@ export const DeploymentSpecSchema = z
       .describe(
         'The registered model version whose artifact the engine serves: fetched into the node cache and verified (sha256) before the engine starts.',
       ),
+  })
+  .refine((d) => d.routing?.prefixBlocks !== 'tokens' || tokenizerKnown(d.engine.name), {
+    message:
+      "routing.prefixBlocks 'tokens' needs an engine whose tokenizer the gateway knows (sim); use text or auto",
+    path: ['routing', 'prefixBlocks'],
   })
   .describe('A deployment: a model served by an engine on N replicas.');
 

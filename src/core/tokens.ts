@@ -19,6 +19,14 @@
 // before. Tests check it against `tokenize` + `blockHashes` (and the character classes against the
 // regex for every UTF-16 code unit).
 
+/**
+ * Whether the gateway can tokenize and hash prompts exactly as the engine does: the engines that
+ * use this file's tokenizer and block hash (the simulator).
+ */
+export function tokenizerKnown(engine: string): boolean {
+  return engine === 'sim';
+}
+
 /** Size of the simulated vocabulary; token ids are in `[0, VOCAB_SIZE)`. */
 export const VOCAB_SIZE = 128_000;
 

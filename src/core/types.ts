@@ -69,6 +69,16 @@ export interface RoutingWeights {
 export const PREFIX_SOURCES = ['auto', 'approximate', 'precise'] as const;
 export type PrefixSource = (typeof PREFIX_SOURCES)[number];
 
+/**
+ * What the approximate prefix index cuts a prompt into: `text` — 128-byte blocks of the prompt
+ * text (no tokenizer needed); `tokens` — the engine's own KV blocks (`block_size` tokens, the
+ * engine's block hash), where the gateway knows the engine's tokenizer (engine `sim`); `auto` —
+ * tokens where the tokenizer is known and the route routes on the approximate index alone
+ * (`prefixSource: approximate`), text otherwise.
+ */
+export const PREFIX_BLOCKS = ['auto', 'text', 'tokens'] as const;
+export type PrefixBlocks = (typeof PREFIX_BLOCKS)[number];
+
 export interface RouteRouting {
   /** Default: prefix-aware. */
   policy?: RoutingPolicy;
@@ -76,6 +86,8 @@ export interface RouteRouting {
   weights?: Partial<RoutingWeights>;
   /** Source of the prefix scorer's matches. Default: auto. */
   prefixSource?: PrefixSource;
+  /** Blocks of the approximate prefix index. Default: auto. */
+  prefixBlocks?: PrefixBlocks;
 }
 
 export interface RouteModel {

@@ -52,7 +52,7 @@ import {
   type UpstreamResponse,
 } from './h1/client.js';
 import { H1Server, type H1Request, type H1Response } from './h1/server.js';
-import { TenantLimiter, estimateTokens, type Admission } from './limits.js';
+import { TenantLimiter, completionBudgetOf, estimateTokens, type Admission } from './limits.js';
 import { StreamWatcher, pipeToH1, relayWatched, type Usage } from './relay.js';
 import type { PickRequest, Picker, RouteDecision, RouteReceipt } from './routing/picker.js';
 import type { PeerBoard } from './routing/load-board.js';
@@ -104,7 +104,7 @@ export interface GatewayOptions {
     random?: () => number;
     index?: PrefixIndexOptions;
     /** Every pick recorded in the approximate prefix index (to share with other gateway processes). */
-    onRecord?: (replicaId: string, hashes: Uint32Array) => void;
+    onRecord?: (replicaId: string, hashes: Uint32Array, extraBlocks: number) => void;
     /** The load board shared with the other gateway processes (RoutingPipeline `board`). */
     board?: PeerBoard;
   };
@@ -223,6 +223,8 @@ export class Gateway {
           ...(r.index ? { index: r.index } : {}),
           ...(r.random ? { random: r.random } : {}),
           ...(r.onRecord ? { onRecord: r.onRecord } : {}),
+          onRecordError: (e) =>
+            o.logger.error({ err: e }, 'recording a pick in the token-block prefix index failed'),
           ...(r.board ? { board: r.board, onRace: () => o.metrics.routingRaces.inc() } : {}),
         });
     this.picker = o.picker ?? this.pipeline!;
@@ -684,7 +686,10 @@ export class Gateway {
     const signal = inc.signal;
     const tried = new Set<string>();
     const req: PickRequest = { exclude: tried, allow: this.allowReplica };
-    if (this.picker.needsPrompt?.(route)) req.prompt = promptParts(body.parsed, ctx.kind);
+    if (this.picker.needsPrompt?.(route)) {
+      req.prompt = promptParts(body.parsed, ctx.kind);
+      if (ctx.kind !== 'embeddings') req.maxTokens = completionBudgetOf(body.parsed);
+    }
     const session = inc.header('x-session-id');
     if (session) req.sessionId = session;
     const debug = inc.header('x-inferplane-debug') === 'route';

@@ -476,7 +476,16 @@ export function estimateTokens(
   }
   const prompt = Math.ceil(acc.chars / 4) + acc.tokens;
   if (kind === 'embeddings') return prompt;
-  return prompt + completionBudget(body.max_completion_tokens ?? body.max_tokens);
+  return prompt + completionBudgetOf(body);
+}
+
+/**
+ * The completion tokens a request may generate: its `max_completion_tokens` / `max_tokens`, else
+ * DEFAULT_COMPLETION_TOKENS (used for the tokens/min estimate and by the token-block prefix
+ * index, which counts the KV blocks a request allocates).
+ */
+export function completionBudgetOf(body: Record<string, unknown>): number {
+  return completionBudget(body.max_completion_tokens ?? body.max_tokens);
 }
 
 function completionBudget(v: unknown): number {

@@ -61,7 +61,7 @@ export type ToWorker =
   | { t: 'snapshot'; snapshot: RoutingSnapshot }
   | { t: 'shares'; shares: Array<[string, LimitShare]> }
   | { t: 'metrics'; id: number }
-  | { t: 'picks'; picks: Array<[string, Uint32Array]> }
+  | { t: 'picks'; picks: Array<[string, Uint32Array, number]> }
   | { t: 'stop' };
 
 export type FromWorker =
@@ -71,7 +71,7 @@ export type FromWorker =
   | { t: 'demand'; demand: Array<[string, TenantDemand]> }
   | { t: 'metrics'; id: number; json: unknown }
   | { t: 'served'; replicaId: string }
-  | { t: 'picks'; picks: Array<[string, Uint32Array]> }
+  | { t: 'picks'; picks: Array<[string, Uint32Array, number]> }
   | { t: 'failed'; message: string };
 
 /** Hop-by-hop headers a relay must not forward (RFC 9110 §7.6.1), and what fetch sets itself. */
@@ -108,7 +108,7 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
   );
   // A replica's first byte matters to the control plane once (cold start: first token).
   const served = new Set<string>();
-  let picks: Array<[string, Uint32Array]> = [];
+  let picks: Array<[string, Uint32Array, number]> = [];
   let pickTimer: NodeJS.Timeout | undefined;
   const flushPicks = (): void => {
     if (pickTimer) clearTimeout(pickTimer);
@@ -130,8 +130,8 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
       staleMs: config.routing.staleMs,
       ...(config.workers > 1
         ? {
-            onRecord: (replicaId: string, hashes: Uint32Array) => {
-              picks.push([replicaId, hashes.slice()]);
+            onRecord: (replicaId: string, hashes: Uint32Array, extraBlocks: number) => {
+              picks.push([replicaId, hashes.slice(), extraBlocks]);
               if (picks.length >= PICK_BATCH_MAX) flushPicks();
               else pickTimer ??= setTimeout(flushPicks, PICK_BATCH_MS);
             },
@@ -231,8 +231,8 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
         );
         break;
       case 'picks':
-        for (const [replicaId, hashes] of raw.picks)
-          gateway.pipeline?.recordPeer(replicaId, hashes);
+        for (const [replicaId, hashes, extraBlocks] of raw.picks)
+          gateway.pipeline?.recordPeer(replicaId, hashes, extraBlocks ?? 0);
         break;
       case 'stop':
         void stop();

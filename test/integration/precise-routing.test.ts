@@ -173,11 +173,61 @@ describe('precise prefix routing through the gateway', () => {
     }
   });
 
+  it("prefixSource approximate on the simulator: the gateway's token-block index predicts the engine's hits", async () => {
+    gateway.update(snapshot(4, { prefixSource: 'approximate' }));
+    expect(gateway.signals.kvEvents.replicaIds).toEqual([]);
+    const hits = async (replica: number): Promise<number> => {
+      const text = await (await fetch(`${urls[replica]}/metrics`)).text();
+      const m = /^vllm:prefix_cache_hits_total(?:\{[^}]*\})? (\S+)$/m.exec(text);
+      return Number(m![1]);
+    };
+    const system = 'Token blocks: a new manual, never sent before. '.repeat(40);
+    const q = (question: string) => [
+      { role: 'system', content: system },
+      { role: 'user', content: question },
+    ];
+    const send = async (question: string) => {
+      const res = await gateway.routes().request('/chat/completions', {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${KEY}`,
+          'content-type': 'application/json',
+          'x-inferplane-debug': 'route',
+        },
+        body: JSON.stringify({ model: 'm', messages: q(question), max_tokens: 2 }),
+      });
+      expect(res.status).toBe(200);
+      await res.text();
+      return {
+        replica: Number(res.headers.get('x-inferplane-replica')),
+        receipt: JSON.parse(res.headers.get('x-inferplane-route')!) as RouteReceipt,
+      };
+    };
+    const first = await send('Chapter one?');
+    expect(first.receipt).toMatchObject({ prefixSource: 'approximate', blockTokens: 16 });
+    expect(first.receipt.matchedBlocks).toBe(0);
+    for (const question of ['Chapter two?', 'Chapter one?']) {
+      const before = await hits(first.replica);
+      const d = await send(question);
+      expect(d.replica).toBe(first.replica);
+      expect(d.receipt).toMatchObject({ prefixSource: 'approximate', blockTokens: 16 });
+      const n = tokenize(chatPromptText(q(question))).length;
+      expect(d.receipt.promptBlocks).toBe(lookupBlocks(n, 16));
+      // What the engine then served from its cache, in tokens, is what the receipt predicted
+      // (a match ends on a checkpoint of the index: exact up to 16 blocks, else ≤ 12.5 % short).
+      const served = (await hits(first.replica)) - before;
+      expect(d.receipt.matchedBlocks).toBeGreaterThan(20);
+      expect(served).toBeGreaterThanOrEqual(d.receipt.matchedBlocks * 16);
+      expect(d.receipt.matchedBlocks * 16).toBeGreaterThanOrEqual(served * 0.875);
+    }
+    gateway.update(snapshot(5));
+  });
+
   it('prefixSource approximate unsubscribes; switching back subscribes again', () => {
     const hub = gateway.signals.kvEvents;
-    gateway.update(snapshot(2, { prefixSource: 'approximate' }));
+    gateway.update(snapshot(6, { prefixSource: 'approximate' }));
     expect(hub.replicaIds).toEqual([]);
-    gateway.update(snapshot(3));
+    gateway.update(snapshot(7));
     expect(hub.replicaIds.sort()).toEqual(['r0', 'r1', 'r2']);
   });
 });

@@ -11,7 +11,7 @@ export interface ReplicaScores {
   total: number;
   /** Where this replica's prefix match came from (absent when the prefix scorer did not run). */
   prefixSource?: 'precise' | 'approximate';
-  /** Matched leading blocks, in that source's blocks (engine blocks for precise, 128 B otherwise). */
+  /** Matched leading blocks, in that source's blocks (engine blocks, or 128 B of text). */
   matchedBlocks?: number;
   /**
    * The load the queue scorer counted, in requests: the engine's scraped queue corrected by this
@@ -33,10 +33,11 @@ export interface RouteReceipt {
   /**
    * Source of the chosen replica's prefix match: `precise` (the engine's KV events; blocks of
    * `blockTokens` tokens, what the engine will look up) or `approximate` (the gateway's index;
-   * blocks of 128 bytes). Absent when the prefix scorer did not run.
+   * blocks of 128 bytes, or of `blockTokens` tokens where it indexes the engine's token blocks).
+   * Absent when the prefix scorer did not run.
    */
   prefixSource?: 'precise' | 'approximate';
-  /** Tokens per block of a precise match (the engine's block size). */
+  /** Tokens per block of a match in the engine's blocks (precise, or token-block approximate). */
   blockTokens?: number;
   decisionMicros: number;
   /** The version drawn by the route's `versionWeights` (absent without weights). */
@@ -56,6 +57,11 @@ export interface PickRequest {
   allow?: (replicaId: string) => boolean;
   /** The prompt text (in parts, read in order), when the picker asked for it (`needsPrompt`). */
   prompt?: string | readonly string[];
+  /**
+   * Tokens the request may generate (max_tokens, else the gateway's default budget; 0 for
+   * embeddings): the token-block prefix index counts the KV blocks a request allocates.
+   */
+  maxTokens?: number;
   /** Session id (header `x-session-id`) for affinity. */
   sessionId?: string;
   hashes?: Uint32Array;

@@ -21,8 +21,14 @@
 //             walked block by block while some replica holds every block so far; score = matched
 //             blocks × block size / max(prompt tokens, PRECISE_MIN_TOKENS), the matched blocks
 //             capped at what the engine looks up (floor((prompt tokens − 1) / block size));
-//             approximate — the gateway's own prefix index of what it sent where: matched leading
-//             128-byte blocks / max(prompt blocks, PREFIX_MIN_BLOCKS).
+//             approximate — the gateway's own prefix index of what it sent where, in one of two
+//             block kinds (route `routing.prefixBlocks`, see prefixBlocksOf): text — matched
+//             leading 128-byte blocks / max(prompt blocks, PREFIX_MIN_BLOCKS); tokens (where the
+//             gateway knows the engine's tokenizer) — the engine's own blocks, hashed as for
+//             precise and scored as precise is; a decision hashes the prompt only as far as some
+//             replica's index holds it (PrefixIndex.matchLengthsLazy) and the pick is recorded
+//             after the decision (flushRecords, a microtask: the rest of the prompt tokenized,
+//             resuming from the checkpoints).
 //             auto uses precise for each replica whose stream is live (engine `sim`) and
 //             approximate for the others; precise gives replicas without a live stream 0;
 //             approximate never subscribes. Every pick is also recorded in the approximate index
@@ -69,6 +75,7 @@
 import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {
+  PrefixBlocks,
   PrefixSource,
   RouteEndpoint,
   RouteModel,
@@ -76,7 +83,7 @@ import type {
   RoutingSnapshot,
   RoutingWeights,
 } from '../../core/types.js';
-import { lookupBlocks } from '../../core/tokens.js';
+import { lookupBlocks, tokenizerKnown } from '../../core/tokens.js';
 import type { BlockSet, KvEventHub } from './kv-events.js';
 import type { PeerBoard } from './load-board.js';
 import type { PickRequest, Picker, ReplicaScores, RouteDecision } from './picker.js';
@@ -85,7 +92,7 @@ import {
   PromptBlockHashes,
   type PromptHashCacheOptions,
 } from './precise-prefix.js';
-import { PrefixIndex, type PrefixIndexOptions } from './prefix-index.js';
+import { PrefixIndex, type LazyBlockHashes, type PrefixIndexOptions } from './prefix-index.js';
 import type { SignalSource, SignalView } from './signals.js';
 
 export const DEFAULT_POLICY: RoutingPolicy = 'prefix-aware';
@@ -120,6 +127,8 @@ export const DEFAULT_SATURATION: SaturationOptions = Object.freeze({
 export interface PipelineOptions {
   signals: SignalSource;
   index?: PrefixIndex | PrefixIndexOptions;
+  /** The approximate index over the engine's KV blocks (routes with token blocks). */
+  tokenIndex?: PrefixIndexOptions;
   /** Uniform [0, 1) random source for tie-breaks and version draws (seed it in tests). */
   random?: () => number;
   /** Saturation thresholds (see the header); missing fields take DEFAULT_SATURATION's. */
@@ -141,19 +150,41 @@ export interface PipelineOptions {
    * Called with every pick recorded in the approximate index (the replica now holds that
    * prefix), for other gateway processes to learn it too (`recordPeer`).
    */
-  onRecord?: (replicaId: string, hashes: Uint32Array) => void;
+  onRecord?: (replicaId: string, hashes: Uint32Array, extraBlocks: number) => void;
   /**
    * The load board shared with the other gateway processes of this machine (load-board.ts):
    * their in-flight counts and pick times, read at each decision, and this process's, written at
    * each change.
    */
   board?: PeerBoard;
+  /**
+   * Called when recording a pick in the token-block index failed after the decision (a microtask:
+   * the request is unaffected, the index misses that prompt; counted in `recordFailures`).
+   */
+  onRecordError?: (err: unknown) => void;
   /** Called when a pick is withdrawn because a peer took the same replica at once (see the header). */
   onRace?: () => void;
 }
 
 export function prefixSourceOf(route: RouteModel): PrefixSource {
   return route.routing?.prefixSource ?? 'auto';
+}
+
+/**
+ * The approximate index's blocks for the route (route `routing.prefixBlocks`, see PREFIX_BLOCKS):
+ * `tokens` only where the gateway knows the engine's tokenizer; `auto` is tokens there when the
+ * route routes on the approximate index alone.
+ */
+export function prefixBlocksOf(route: RouteModel): Exclude<PrefixBlocks, 'auto'> {
+  if (!tokenizerKnown(route.engine)) return 'text';
+  const b = route.routing?.prefixBlocks ?? 'auto';
+  if (b !== 'auto') return b;
+  return prefixSourceOf(route) === 'approximate' ? 'tokens' : 'text';
+}
+
+/** Whether the route's approximate prefix matches come from the token-block index. */
+function usesTokenIndex(route: RouteModel): boolean {
+  return prefixSourceOf(route) !== 'precise' && prefixBlocksOf(route) === 'tokens';
 }
 
 /** Whether the route's replicas are subscribed to for precise prefix data (engine `sim`). */
@@ -199,7 +230,8 @@ const NO_REPLICAS: ReadonlySet<string> = new Set();
 export const PRECISE_MIN_TOKENS = 512;
 /** Fields per candidate in the flat score array. */
 const FIELDS = 8;
-const SOURCES = [undefined, 'approximate', 'precise'] as const;
+/** Prefix sources by code: 1 the text-block index, 2 KV events, 3 the token-block index. */
+const SOURCES = [undefined, 'approximate', 'precise', 'approximate'] as const;
 
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 /** ms since the epoch, sub-ms: comparable between the processes of one machine. */
@@ -210,6 +242,11 @@ const BOARD_READ_MS = 0.05;
 
 export class RoutingPipeline implements Picker {
   readonly index: PrefixIndex;
+  /**
+   * The approximate index over the engine's KV blocks (`prefixBlocks` tokens): keyed by the
+   * engine's block hashes (folded to 32 bits), sized from each replica's `num_gpu_blocks`.
+   */
+  readonly tokenIndex: PrefixIndex;
   private readonly signals: SignalSource;
   private readonly random: () => number;
   private readonly saturation: SaturationOptions;
@@ -252,14 +289,44 @@ export class RoutingPipeline implements Picker {
   private recentSince = 0;
   private readonly pendingMs: number;
   private readonly onRecord: PipelineOptions['onRecord'];
+  private readonly onRecordError: PipelineOptions['onRecordError'];
   /** Replica ids in the routing table (peer picks for others are dropped). */
   private routed: ReadonlySet<string> = new Set();
   /** Per replica: its block set's `removedAt` when its recent picks were last checked. */
   private readonly recentEpoch = new Map<string, number>();
+  /** Replicas of routes whose approximate index is the token-block one (peer picks go there). */
+  private tokenRouted: ReadonlySet<string> = new Set();
+  /**
+   * Picks to record in the token-block index, done after the decision (`flushRecords`): a pick
+   * needs all of the prompt's engine blocks, which the decision's walk does not (it stops at the
+   * first block no replica holds) — recording tokenizes the rest of the prompt.
+   */
+  private readonly toRecord: {
+    replicaId: string;
+    parts: readonly string[];
+    textHashes: Uint32Array;
+    blockSize: number;
+    maxTokens: number;
+  }[] = [];
+  private recordScheduled = false;
+  private tokenHashes = new Uint32Array(256);
+  /** The token-block walk's view of `promptHashes` (32-bit folds of the engine's hashes). */
+  private readonly lazyTokens: LazyBlockHashes;
+  /** Picks whose record failed (the microtask's errors: a routing hint lost, never a request). */
+  recordFailures = 0;
+  private readonly flush = (): void => {
+    try {
+      this.flushRecords();
+    } catch (e) {
+      this.recordFailures++;
+      this.onRecordError?.(e);
+    }
+  };
 
   constructor(o: PipelineOptions) {
     this.signals = o.signals;
     this.index = o.index instanceof PrefixIndex ? o.index : new PrefixIndex(o.index);
+    this.tokenIndex = new PrefixIndex(o.tokenIndex);
     this.random = o.random ?? Math.random;
     this.saturation = Object.freeze({ ...DEFAULT_SATURATION, ...o.saturation });
     this.kvEvents =
@@ -267,8 +334,14 @@ export class RoutingPipeline implements Picker {
         ? undefined
         : (o.kvEvents ?? (o.signals as { kvEvents?: KvEventHub }).kvEvents);
     this.promptHashes = new PromptBlockHashes(o.precise);
+    const ph = this.promptHashes;
+    this.lazyTokens = {
+      ensure: (n) => ph.ensure(n),
+      at: (i) => foldHash(ph.hi(i), ph.lo(i)),
+    };
     this.pendingMs = o.pendingMs ?? RECENT_MS;
     this.onRecord = o.onRecord;
+    this.onRecordError = o.onRecordError;
     this.board = o.board;
     this.onRace = o.onRace;
   }
@@ -283,6 +356,11 @@ export class RoutingPipeline implements Picker {
     for (const m of snapshot.models) for (const e of m.endpoints) ids.add(e.replicaId);
     this.routed = ids;
     this.index.retain(ids);
+    const tokenIds = new Set<string>();
+    for (const m of snapshot.models)
+      if (usesTokenIndex(m)) for (const e of m.endpoints) tokenIds.add(e.replicaId);
+    this.tokenRouted = tokenIds;
+    this.tokenIndex.retain(tokenIds);
     this.board?.retain(ids);
     if (this.kvEvents) {
       const targets: RouteEndpoint[] = [];
@@ -408,6 +486,7 @@ export class RoutingPipeline implements Picker {
   }
 
   pick(route: RouteModel, req: PickRequest): RouteDecision | undefined {
+    if (this.toRecord.length > 0) this.flush();
     const t0 = performance.now();
     const cands = this.candidates(route, req);
     if (cands.length === 0) return undefined;
@@ -430,8 +509,11 @@ export class RoutingPipeline implements Picker {
     let lens: Int32Array | undefined;
     let promptBlocks = 0;
     let engineText: readonly string[] | undefined;
+    let preciseOn = false;
+    const tokenRoute = w.prefix > 0 && req.prompt !== undefined && usesTokenIndex(route);
     if (w.prefix > 0 && req.prompt !== undefined) {
-      if (kvEvents && source !== 'approximate' && route.engine === 'sim') {
+      preciseOn = kvEvents !== undefined && source !== 'approximate' && route.engine === 'sim';
+      if (preciseOn || tokenRoute) {
         if (req.enginePrompt === undefined)
           req.enginePrompt = enginePromptParts(req.prompt) ?? null;
         engineText = req.enginePrompt ?? undefined;
@@ -448,11 +530,17 @@ export class RoutingPipeline implements Picker {
     if (this.loads.length < n) this.loads = new Float64Array(n * 2);
     const loads = this.loads;
     let anyFresh = false;
+    // The token-block index needs the engine's block size (the first candidate reporting one;
+    // replicas of one route run one engine configuration) and the engine's prompt text.
+    let tokenBs = 0;
     for (let i = 0; i < n; i++) {
       const v = views[i]!;
       if (!v.stale) anyFresh = true;
       if (w.prefix > 0 && v.numGpuBlocks > 0 && v.blockSize > 0) {
-        index.setCacheTokens(cands[i]!.replicaId, v.numGpuBlocks * v.blockSize);
+        if (tokenRoute && engineText !== undefined) {
+          this.tokenIndex.setCacheEntries(cands[i]!.replicaId, v.numGpuBlocks);
+          if (tokenBs === 0) tokenBs = v.blockSize;
+        } else index.setCacheTokens(cands[i]!.replicaId, v.numGpuBlocks * v.blockSize);
       }
     }
     let minLoad = Number.POSITIVE_INFINITY;
@@ -474,7 +562,7 @@ export class RoutingPipeline implements Picker {
     let blockSize = 0;
     for (let i = 0; i < n; i++) {
       let set: BlockSet | undefined;
-      if (engineText !== undefined) {
+      if (preciseOn && engineText !== undefined) {
         const bs = views[i]!.blockSize;
         set =
           bs > 0 && (blockSize === 0 || bs === blockSize)
@@ -503,7 +591,18 @@ export class RoutingPipeline implements Picker {
       const lb = b.matchLengths(req.hashes!);
       pending = [la, lb];
     }
-    if (promptBlocks > 0 && precise < n && source !== 'precise')
+    // Approximate matches for the others: the token-block index (walked as far as some replica
+    // holds every checkpoint so far, hashing on demand), else the text-block index.
+    let tlens: Int32Array | undefined;
+    let tokenTokens = 0;
+    let tokenCap = Number.POSITIVE_INFINITY;
+    if (tokenBs > 0 && precise < n) {
+      const ph = this.promptHashes;
+      ph.begin(engineText!, req.hashes!, tokenBs);
+      tlens = this.tokenIndex.matchLengthsLazy(this.lazyTokens);
+      tokenTokens = ph.promptTokens;
+      if (ph.ended) tokenCap = lookupBlocks(tokenTokens, tokenBs);
+    } else if (promptBlocks > 0 && precise < n && source !== 'precise')
       lens = index.matchLengths(req.hashes!);
     const plen = this.plen;
 
@@ -536,6 +635,10 @@ export class RoutingPipeline implements Picker {
             src = 1;
           }
         }
+      } else if (tlens) {
+        matched = Math.min(tlens[this.tokenIndex.slotOf(e.replicaId)]!, tokenCap);
+        prefix = (matched * tokenBs) / Math.max(tokenTokens, PRECISE_MIN_TOKENS);
+        src = 3;
       } else if (lens) {
         matched = lens[index.slotOf(e.replicaId)]!;
         prefix = matched / denom;
@@ -591,9 +694,23 @@ export class RoutingPipeline implements Picker {
       }
       this.claim(ep.replicaId); // (no second pick: the same candidates give one) keep this one
     }
-    if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
+    if (tokenBs > 0) {
+      this.toRecord.push({
+        replicaId: ep.replicaId,
+        parts: engineText!,
+        textHashes: req.hashes!,
+        blockSize: tokenBs,
+        maxTokens: req.maxTokens ?? 0,
+      });
+      if (!this.recordScheduled) {
+        this.recordScheduled = true;
+        queueMicrotask(this.flush);
+      }
+    } else if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
       index.record(ep.replicaId, req.hashes);
-      this.onRecord?.(ep.replicaId, req.hashes);
+      this.onRecord?.(ep.replicaId, req.hashes, 0);
+    }
+    if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
       // Only a pick the replica's events do not show yet is remembered (see `pending` above).
       if (sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0) {
         this.rotateRecent(t0);
@@ -611,7 +728,14 @@ export class RoutingPipeline implements Picker {
             prompt: lookupBlocks(preciseTokens, blockSize),
             blockTokens: blockSize,
           }
-        : { source: src === 1 ? 'approximate' : undefined, matched, prompt: promptBlocks };
+        : src === 3
+          ? {
+              source: 'approximate',
+              matched,
+              prompt: lookupBlocks(tokenTokens, tokenBs),
+              blockTokens: tokenBs,
+            }
+          : { source: src === 1 ? 'approximate' : undefined, matched, prompt: promptBlocks };
     return this.decide(ep, policy, lazyScores(cands, raw), prefixInfo, t0, req.version);
   }
 
@@ -676,8 +800,52 @@ export class RoutingPipeline implements Picker {
    * Only for replicas in this pipeline's routing table (a late message about one that left is
    * dropped, not given index space).
    */
-  recordPeer(replicaId: string, hashes: ArrayLike<number>): void {
-    if (hashes.length > 0 && this.routed.has(replicaId)) this.index.record(replicaId, hashes);
+  recordPeer(replicaId: string, hashes: ArrayLike<number>, extraBlocks = 0): void {
+    if (hashes.length === 0 || !this.routed.has(replicaId)) return;
+    if (this.tokenRouted.has(replicaId)) this.tokenIndex.record(replicaId, hashes, extraBlocks);
+    else this.index.record(replicaId, hashes);
+  }
+
+  /**
+   * Records the picks waiting for the token-block index (see `toRecord`): each prompt's engine
+   * blocks hashed to the end (resuming from the checkpoints its decision passed, and leaving new
+   * ones for the next prompt sharing it), then recorded and offered to the peers. Runs as a
+   * microtask after the pick (the request is on its way by then) and, at the latest, before the
+   * next decision.
+   */
+  flushRecords(): void {
+    this.recordScheduled = false;
+    const q = this.toRecord;
+    if (q.length === 0) return;
+    try {
+      for (let j = 0; j < q.length; j++) this.recordTokens(q[j]!);
+    } finally {
+      q.length = 0;
+    }
+  }
+
+  /** Hashes one pick's prompt to its end and records it in the token-block index. */
+  private recordTokens(r: RoutingPipeline['toRecord'][number]): void {
+    if (!this.tokenRouted.has(r.replicaId)) return;
+    const ph = this.promptHashes;
+    const max = this.tokenIndex.maxPromptBlocks;
+    ph.begin(r.parts, r.textHashes, r.blockSize);
+    const n = Math.min(ph.ensure(max), max);
+    if (n === 0) return;
+    ph.materialize();
+    if (this.tokenHashes.length < n) this.tokenHashes = new Uint32Array(n * 2);
+    const out = this.tokenHashes;
+    const his = ph.his;
+    const los = ph.los;
+    for (let i = 0; i < n; i++) out[i] = foldHash(his[i]!, los[i]!);
+    const hashes = out.subarray(0, n);
+    // The blocks the request takes beyond its prompt's whole ones: the partial last block and
+    // its output (up to max_tokens) — allocated from the replica's cache like any others.
+    const tokens = ph.promptTokens;
+    const bs = r.blockSize;
+    const extra = Math.ceil((tokens + r.maxTokens) / bs) - Math.floor(tokens / bs);
+    this.tokenIndex.record(r.replicaId, hashes, extra);
+    this.onRecord?.(r.replicaId, hashes, extra);
   }
 
   /** Starts a new generation of recent picks every pendingMs (the oldest is forgotten). */
@@ -860,6 +1028,11 @@ function lazyScores(
 function loadOf(v: SignalView, mine: number, delta: number): number {
   const waiting = Math.max(0, v.waiting + Math.min(0, delta));
   return Math.max(mine, v.waiting + v.running + delta) + waiting;
+}
+
+/** The engine's 64-bit block hash (two uint32 halves) folded to the index's 32 bits. */
+function foldHash(hi: number, lo: number): number {
+  return (hi ^ Math.imul(lo, 0x9e3779b1)) >>> 0;
 }
 
 /** Rendezvous (highest random weight) hashing: the candidate with the highest hash(key, id). */

@@ -22,6 +22,11 @@
 // expiry. Memory: SLOT_BYTES per slot, slots = next power of two ≥ 1.5 × Σ caps (≤ 1.5 × the
 // global cap): bounded by construction.
 //
+// The same table serves as the index over the engine's own KV blocks (the pipeline's token-block
+// index, where the gateway knows the engine's tokenizer): hashes are then the engine's block
+// hashes folded to 32 bits, a replica is sized in blocks (`setCacheEntries`: num_gpu_blocks), and
+// since tokenizing costs, `matchLengthsLazy` asks for the prompt's hashes only as far as it walks.
+//
 // `match` walks the prompt's blocks from the first, keeping the replicas that held every block so
 // far, and stops at the first block no replica holds: O(matched blocks × WAYS), independent of the
 // number of replicas that do not hold the prefix.
@@ -46,6 +51,14 @@ export interface PrefixIndexOptions {
   globalMaxEntries?: number;
   /** Most blocks hashed per prompt (longer prompts: the tail is ignored). Default 8192. */
   maxPromptBlocks?: number;
+}
+
+/** A prompt's block hashes produced on demand (the token-block index: tokenizing costs). */
+export interface LazyBlockHashes {
+  /** Makes at least n hashes ready, if the prompt has them; returns how many are. */
+  ensure(n: number): number;
+  /** Hash of block i (32 bits), for i below the last `ensure`'s result. */
+  at(i: number): number;
 }
 
 interface Replica {
@@ -117,8 +130,16 @@ export class PrefixIndex {
 
   /** Sizes a replica from its reported KV cache (tokens = numGpuBlocks × blockSize). */
   setCacheTokens(replicaId: string, tokens: number): void {
+    this.setCacheEntries(replicaId, Math.floor((tokens * CHARS_PER_TOKEN) / BLOCK_BYTES));
+  }
+
+  /**
+   * Sizes a replica in the index's own blocks: for an index over the engine's KV blocks (token
+   * blocks), the engine's reported `num_gpu_blocks`.
+   */
+  setCacheEntries(replicaId: string, blocks: number): void {
     const r = this.replica(replicaId);
-    const entries = Math.max(1, Math.floor((tokens * CHARS_PER_TOKEN) / BLOCK_BYTES));
+    const entries = Math.max(1, Math.floor(blocks));
     if (r.cacheEntries === entries) return;
     r.cacheEntries = entries;
     this.recap();
@@ -186,6 +207,58 @@ export class PrefixIndex {
     return lens;
   }
 
+  /**
+   * `matchLengths` over hashes produced on demand (`src.ensure`): the checkpoints are walked in
+   * order and the hashes read only as far as some replica holds every checkpoint so far (plus
+   * the one it lacks), so a prompt nobody holds costs its first block. The same lengths as
+   * `matchLengths` over all of the prompt's hashes (every replica's live set is prefix-closed).
+   */
+  matchLengthsLazy(src: LazyBlockHashes): Int32Array {
+    const lens = this.lens;
+    for (const s of this.touched) lens[s] = 0;
+    const alive = this.touched;
+    alive.length = 0;
+    if (src.ensure(1) < 1) return lens;
+    const t = this.table;
+    const h0 = src.at(0) | 0;
+    const base = (h0 & this.setMask) * WAYS * F;
+    const end = base + WAYS * F;
+    for (let w = base; w < end; w += F) {
+      if (t[w] !== h0) continue;
+      const r = t[w + 1]!;
+      if (r === 0 || (this.clock[r]! - t[w + 2]!) >>> 0 >= this.caps[r]!) continue;
+      alive.push(r);
+    }
+    if (alive.length === 0) return lens;
+    const cps = this.cps;
+    const max = this.maxPromptBlocks;
+    // Replicas still holding every checkpoint so far are alive[0, live); the others keep their
+    // length in lens (and stay in `touched`, to be cleared next time).
+    let live = alive.length;
+    for (let k = 1; live > 0; k++) {
+      const p = k < cps.length ? cps[k]! : max;
+      const ready = p < max ? src.ensure(p + 1) : max;
+      if (ready <= p) {
+        // The prompt (or the index's limit) ends before checkpoint k: the live ones hold it all.
+        const n = Math.min(ready, max);
+        for (let j = 0; j < live; j++) lens[alive[j]!] = n;
+        break;
+      }
+      const h = src.at(p) | 0;
+      const held = cps[k - 1]! + 1;
+      let m = 0;
+      for (let j = 0; j < live; j++) {
+        const r = alive[j]!;
+        if (this.find(h, r) >= 0) {
+          alive[j] = alive[m]!;
+          alive[m++] = r;
+        } else lens[r] = held;
+      }
+      live = m;
+    }
+    return lens;
+  }
+
   /** For each replica holding the first block: how many leading blocks it holds. */
   match(hashes: ArrayLike<number>): Map<string, number> {
     const lens = this.matchLengths(hashes);
@@ -194,8 +267,13 @@ export class PrefixIndex {
     return out;
   }
 
-  /** Records that `replicaId` now holds (has just been sent) the prefix `hashes`. */
-  record(replicaId: string, hashes: ArrayLike<number>): void {
+  /**
+   * Records that `replicaId` now holds (has just been sent) the prefix `hashes`. `extraBlocks`:
+   * further blocks the request takes in the replica's cache beyond the prompt's whole blocks
+   * (its last, partial block and its output, for an index over the engine's blocks): they age
+   * the replica's entries as the engine's allocation evicts its cached blocks.
+   */
+  record(replicaId: string, hashes: ArrayLike<number>, extraBlocks = 0): void {
     const r = this.replica(replicaId).slot;
     const n = Math.min(hashes.length, this.maxPromptBlocks);
     if (n === 0) return;
@@ -213,7 +291,8 @@ export class PrefixIndex {
     const matched = km === m ? n : km > 0 ? cps[km - 1]! + 1 : 0;
     const clock0 = clock[r]!;
     const fresh = n - matched;
-    const now = (clock0 + fresh) | 0;
+    const ticks = fresh + Math.max(0, Math.floor(extraBlocks));
+    const now = (clock0 + ticks) | 0;
     // The held checkpoints are refreshed (the newest stamp)...
     for (let k = 0; k < km; k++) {
       const w = this.find(hashes[cps[k]!]! | 0, r);
@@ -242,7 +321,7 @@ export class PrefixIndex {
           }
           // Entries this record stamped (refreshed or new) are kept.
           const ahead = (t[w + 2]! - clock0) >>> 0;
-          if (ahead >= 1 && ahead <= fresh) continue;
+          if (ahead >= 1 && ahead <= ticks) continue;
           age = ((clock0 - t[w + 2]!) >>> 0) / Math.max(1, caps[r]!);
         } else {
           age = ((clock[o]! - t[w + 2]!) >>> 0) / Math.max(1, caps[o]!);
