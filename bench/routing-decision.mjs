@@ -4,7 +4,7 @@
 //   npx tsc -p tsconfig.build.json && node bench/routing-decision.mjs [--replicas 64]
 //     [--prompt-chars 131072] [--decisions 2000] [--memory-records 200000] [--baseline DIR]
 //
-// --baseline DIR: another worktree (built: DIR/dist) run side by side in sections 1 and 1b — each
+// --baseline DIR: another worktree (built: DIR/dist) run side by side in sections 1, 1b and 1e — each
 // decision made by both builds on the same prompt and signals, in alternating order — with the
 // ratio of their percentiles (noise on a shared machine falls on both alike).
 //
@@ -23,8 +23,9 @@
 //    entries and process.memoryUsage().heapUsed sampled every 10% (after a GC when --expose-gc):
 //    they must stay flat once the per-replica LRU sets are full.
 // 1c. The load board's cost per decision (gateway workers; see below).
-// 1e. The same with the approximate index over the engine's token blocks (section 1e, below 1b):
-//    decision and the record after it (a microtask, not part of the decision), timed apart.
+// 1e. The same with the approximate index over the engine's token blocks (section 1e, below 1b;
+//    side by side with --baseline too where that build has one): decision and the record after
+//    it (a microtask, not part of the decision), timed apart.
 // 1d. The prompt text hash (the largest part of 1): the WebAssembly SIMD kernel against the
 //    JavaScript reference (same values), interleaved on the same 128 KiB prompts.
 // Runs in a few seconds and stops by itself.
@@ -366,78 +367,82 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
 }
 
 // 1e. Decision cost, the approximate index over the engine's token blocks (route
-// prefixSource approximate on the simulator, whose tokenizer the gateway knows; this build only).
-// Warmed as 1b (every context routed once); then the same mix of chat-shaped prompts. Timed
-// apart: the decision (`pick`: walks the index's checkpoints, hashing the prompt only as far as
-// some replica holds it) and the record after it (`flushRecords`, run as a microtask after the
-// pick: the prompt hashed to its end, resuming from the cached checkpoints — a prompt seen for
-// the first time is tokenized whole there).
+// prefixSource approximate on the simulator, whose tokenizer the gateway knows), side by side
+// with --baseline when that build has the token-block index. Warmed as 1b (every context routed
+// once); then the same mix of chat-shaped prompts. Timed apart: the decision (`pick`: the
+// index's checkpoints binary-searched over the blocks resumed from the prompt-hash checkpoints
+// and walked past them, hashing the prompt only as far as some replica holds it) and the record
+// after it (`flushRecords`, run as a microtask after the pick: the prompt hashed to its end,
+// resuming from the cached checkpoints — a prompt seen for the first time is tokenized whole).
 {
   const chat = (ctx, q) => ['<system>\n', ctx, '\n', '<user>\n', q, '\n'];
-  const rt = { ...route(), routing: { policy: 'prefix-aware', prefixSource: 'approximate' } };
-  const p = new build.RoutingPipeline({ signals, random: build.seededRandom(5), kvEvents: null });
-  p.sync({ models: [rt] });
+  const tokenBuilds = builds.filter((b) => 'flushRecords' in b.RoutingPipeline.prototype);
+  const cases = tokenBuilds.map((b) => {
+    const rt = { ...route(), routing: { policy: 'prefix-aware', prefixSource: 'approximate' } };
+    const p = new b.RoutingPipeline({ signals, random: b.seededRandom(5), kvEvents: null });
+    p.sync({ models: [rt] });
+    return { build: b, rt, p, times: [], onCpu: [], recKnown: [], recNew: [], firstRecord: [] };
+  });
+  cases.same = 0;
   const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
-  const firstRecord = [];
   for (const ctx of contexts) {
-    const d = p.pick(rt, { exclude: new Set(), prompt: chat(ctx, flat(text(200))) });
-    p.release(d.endpoint.replicaId);
-    const t0 = process.hrtime.bigint();
-    p.flushRecords();
-    firstRecord.push(Number(process.hrtime.bigint() - t0) / 1000);
+    const prompt = chat(ctx, flat(text(200)));
+    for (const c of cases) {
+      const d = c.p.pick(c.rt, { exclude: new Set(), prompt });
+      c.p.release(d.endpoint.replicaId);
+      const t0 = process.hrtime.bigint();
+      c.p.flushRecords();
+      c.firstRecord.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
   }
   const prompts = [];
   for (let i = 0; i < N + 200; i++) {
     const known = rnd() < 0.8;
-    prompts.push({
-      known,
-      parts: chat(
-        known ? contexts[Math.floor(rnd() * contexts.length)] : flat(text(CHARS - 200)),
-        flat(text(200)),
-      ),
-    });
+    const ctx = known ? contexts[Math.floor(rnd() * contexts.length)] : flat(text(CHARS - 200));
+    prompts.push({ known, parts: chat(ctx, flat(text(200))) });
   }
-  const times = [];
-  const onCpu = [];
-  const recKnown = [];
-  const recNew = [];
   let matchedSum = 0;
   let tokenReceipts = 0;
   for (let i = 0; i < N + 200; i++) {
     for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
     const { known, parts } = prompts[i];
-    const w0 = runQueueWaitNs();
-    const t0 = process.hrtime.bigint();
-    const d = p.pick(rt, { exclude: new Set(), prompt: parts });
-    const us = Number(process.hrtime.bigint() - t0) / 1000;
-    const waited = (runQueueWaitNs() - w0) / 1000;
-    p.release(d.endpoint.replicaId);
-    const t1 = process.hrtime.bigint();
-    p.flushRecords();
-    const rec = Number(process.hrtime.bigint() - t1) / 1000;
+    const res = timePicks(cases, i, () => ({ exclude: new Set(), prompt: parts }));
+    for (const c of cases) {
+      const t1 = process.hrtime.bigint();
+      c.p.flushRecords();
+      const rec = Number(process.hrtime.bigint() - t1) / 1000;
+      if (i >= 200) (known ? c.recKnown : c.recNew).push(rec);
+    }
     if (i < 200) continue;
-    times.push(us);
-    onCpu.push(Math.max(0, us - waited));
-    (known ? recKnown : recNew).push(rec);
+    const { d } = res[0];
+    res.forEach((x, k) => {
+      cases[k].times.push(x.us);
+      cases[k].onCpu.push(x.onCpu);
+    });
+    if (res.every((x) => x.d.endpoint.replicaId === d.endpoint.replicaId)) cases.same++;
     matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
     if (d.receipt.blockTokens === 16 && d.receipt.prefixSource === 'approximate') tokenReceipts++;
   }
+  const p = cases[0].p;
   const idx = p.tokenIndex.stats();
   console.log(
     `\ndecision cost, approximate index over token blocks: ${R} replicas (each sized ${p.tokenIndex.capacity('r0')} ` +
       `blocks = num_gpu_blocks), ${CHARS} chars per prompt, index ${idx.entries} live entries ` +
       `(${(idx.bytes / 2 ** 20).toFixed(1)} MiB); ${N} decisions (80% known contexts, mean match ` +
       `${((100 * matchedSum) / N).toFixed(0)}%, ${tokenReceipts} token-block receipts); ` +
-      `${p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
+      `${p.promptHashes.checkpoints} prompt-hash checkpoints cached` +
+      (builds.length > tokenBuilds.length ? ' (the baseline has no token-block index)' : ''),
   );
-  report([{ build, times, onCpu }]);
-  for (const a of [recKnown, recNew, firstRecord]) a.sort((x, y) => x - y);
-  console.log(
-    `  record after the pick (not part of the decision): known context p50 ${pct(recKnown, 50).toFixed(0)} µs ` +
-      `p99 ${pct(recKnown, 99).toFixed(0)} µs; new prompt (tokenized whole) p50 ` +
-      `${pct(recNew, 50).toFixed(0)} µs p99 ${pct(recNew, 99).toFixed(0)} µs; warm-up records (new contexts) ` +
-      `median ${pct(firstRecord, 50).toFixed(0)} µs`,
-  );
+  report(cases);
+  for (const c of cases) {
+    for (const a of [c.recKnown, c.recNew, c.firstRecord]) a.sort((x, y) => x - y);
+    console.log(
+      `${cases.length > 1 ? `  ${c.build.name}:` : ''}  record after the pick (not part of the decision): ` +
+        `known context p50 ${pct(c.recKnown, 50).toFixed(0)} µs p99 ${pct(c.recKnown, 99).toFixed(0)} µs; ` +
+        `new prompt (tokenized whole) p50 ${pct(c.recNew, 50).toFixed(0)} µs p99 ${pct(c.recNew, 99).toFixed(0)} µs; ` +
+        `warm-up records (new contexts) median ${pct(c.firstRecord, 50).toFixed(0)} µs`,
+    );
+  }
 }
 
 // 1c. The load board's share of a decision (gateway workers): the same short-prompt picks on

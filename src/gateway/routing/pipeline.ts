@@ -338,6 +338,10 @@ export class RoutingPipeline implements Picker {
     this.lazyTokens = {
       ensure: (n) => ph.ensure(n),
       at: (i) => foldHash(ph.hi(i), ph.lo(i)),
+      // Resumed from checkpoints (or hashed already): no tokenizing to read them.
+      get known() {
+        return ph.ready;
+      },
     };
     this.pendingMs = o.pendingMs ?? RECENT_MS;
     this.onRecord = o.onRecord;

@@ -59,6 +59,11 @@ export interface LazyBlockHashes {
   ensure(n: number): number;
   /** Hash of block i (32 bits), for i below the last `ensure`'s result. */
   at(i: number): number;
+  /**
+   * Blocks whose hashes are known without producing any (a prompt resumed from cached state):
+   * over these, each replica's length is binary-searched instead of walked. Default 0.
+   */
+  readonly known?: number;
 }
 
 interface Replica {
@@ -176,6 +181,19 @@ export class PrefixIndex {
     return lo;
   }
 
+  /** `held` over hashes produced on demand (all of the first `m` checkpoints' are known). */
+  private heldLazy(src: LazyBlockHashes, r: number, m: number): number {
+    const cps = this.cps;
+    let lo = 0;
+    let hi = m;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.find(src.at(cps[mid - 1]!) | 0, r) >= 0) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
   /**
    * Matched leading blocks per replica slot (see {@link slotOf}); 0 for replicas without the first
    * block. Lengths are exact up to 16 blocks, then rounded down to a checkpoint (≤ 12.5 % short).
@@ -235,7 +253,24 @@ export class PrefixIndex {
     // Replicas still holding every checkpoint so far are alive[0, live); the others keep their
     // length in lens (and stay in `touched`, to be cleared next time).
     let live = alive.length;
-    for (let k = 1; live > 0; k++) {
+    // Over the checkpoints among the known blocks: each holder's length by binary search.
+    const known = Math.min(src.known ?? 0, max);
+    const m = known > 0 ? this.cpBelow[known]! : 0;
+    let k0 = 1;
+    if (m > 1) {
+      let kept = 0;
+      for (let j = 0; j < live; j++) {
+        const r = alive[j]!;
+        const k = this.heldLazy(src, r, m);
+        if (k === m) {
+          alive[j] = alive[kept]!;
+          alive[kept++] = r;
+        } else lens[r] = cps[k - 1]! + 1;
+      }
+      live = kept;
+      k0 = m;
+    }
+    for (let k = k0; live > 0; k++) {
       const p = k < cps.length ? cps[k]! : max;
       const ready = p < max ? src.ensure(p + 1) : max;
       if (ready <= p) {
