@@ -146,7 +146,12 @@ if (args.baseline !== undefined) {
   }
   builds.push(await loadBuild(dist, 'baseline'));
 }
-/** Times `pick` + `release` per build for one request, in alternating order (decision i). */
+/**
+ * Times `pick` per build for one request, in alternating order (decision i); then, untimed as a
+ * decision, the record after it (`flushRecords`: a microtask after the pick in the gateway, where
+ * the request is already written upstream; builds before it recorded inside `pick`), timed apart
+ * into `c.records` when the case has that array.
+ */
 function timePicks(cases, i, req) {
   const out = new Array(cases.length);
   for (let j = 0; j < cases.length; j++) {
@@ -157,9 +162,26 @@ function timePicks(cases, i, req) {
     const us = Number(process.hrtime.bigint() - t0) / 1000;
     const waited = (runQueueWaitNs() - w0) / 1000;
     cases[c].p.release(d.endpoint.replicaId);
-    out[c] = { d, us, onCpu: Math.max(0, us - waited) };
+    let rec = 0;
+    if (cases[c].p.flushRecords) {
+      const t1 = process.hrtime.bigint();
+      cases[c].p.flushRecords();
+      rec = Number(process.hrtime.bigint() - t1) / 1000;
+    }
+    out[c] = { d, us, onCpu: Math.max(0, us - waited), rec };
   }
   return out;
+}
+/** The records' line of a section (builds that record after the pick). */
+function reportRecords(cases) {
+  for (const c of cases) {
+    if (!c.records?.length || !c.p.flushRecords) continue;
+    c.records.sort((a, b) => a - b);
+    console.log(
+      `${cases.length > 1 ? `  ${c.build.name}:` : ''}  record after the pick (a microtask, not part of ` +
+        `the decision): p50 ${pct(c.records, 50).toFixed(1)} µs p99 ${pct(c.records, 99).toFixed(1)} µs`,
+    );
+  }
 }
 function report(cases) {
   for (const c of cases) {
@@ -206,6 +228,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
     p: new b.RoutingPipeline({ signals, random: b.seededRandom(1) }),
     times: [],
     onCpu: [],
+    records: [],
   }));
   cases.same = 0;
   const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
@@ -243,6 +266,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       res.forEach((x, k) => {
         cases[k].times.push(x.us);
         cases[k].onCpu.push(x.onCpu);
+        cases[k].records.push(x.rec);
       });
       if (res.every((x) => x.d.endpoint.replicaId === d.endpoint.replicaId)) cases.same++;
       matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
@@ -271,6 +295,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `${((100 * matchedSum) / N).toFixed(0)}%)`,
   );
   report(cases);
+  reportRecords(cases);
   console.log(`  of which (this build): ${breakdown}`);
 }
 
@@ -294,7 +319,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
         parent = [hi, lo];
       }
     };
-    return { build: b, rt, sets, p, hold, times: [], onCpu: [], cold: [] };
+    return { build: b, rt, sets, p, hold, times: [], onCpu: [], cold: [], records: [] };
   });
   cases.same = 0;
   const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
@@ -309,6 +334,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       const d = c.p.pick(c.rt, { exclude: new Set(), prompt });
       c.cold.push(Number(process.hrtime.bigint() - t0) / 1000);
       c.p.release(d.endpoint.replicaId);
+      c.p.flushRecords?.();
     }
   }
   for (const ctx of contexts) {
@@ -337,6 +363,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       res.forEach((x, k) => {
         cases[k].times.push(x.us);
         cases[k].onCpu.push(x.onCpu);
+        cases[k].records.push(x.rec);
       });
       if (res.every((x) => x.d.endpoint.replicaId === d.endpoint.replicaId)) cases.same++;
       matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
@@ -356,6 +383,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `${cases[0].p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
   );
   report(cases);
+  reportRecords(cases);
   for (const c of cases) {
     c.cold.sort((a, b) => a - b);
     console.log(
@@ -407,13 +435,8 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
     for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
     const { known, parts } = prompts[i];
     const res = timePicks(cases, i, () => ({ exclude: new Set(), prompt: parts }));
-    for (const c of cases) {
-      const t1 = process.hrtime.bigint();
-      c.p.flushRecords();
-      const rec = Number(process.hrtime.bigint() - t1) / 1000;
-      if (i >= 200) (known ? c.recKnown : c.recNew).push(rec);
-    }
     if (i < 200) continue;
+    res.forEach((x, k) => (known ? cases[k].recKnown : cases[k].recNew).push(x.rec));
     const { d } = res[0];
     res.forEach((x, k) => {
       cases[k].times.push(x.us);

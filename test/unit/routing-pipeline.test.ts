@@ -51,8 +51,13 @@ describe('RoutingPipeline', () => {
     for (let i = 0; i < 4; i++) {
       // A prompt B never saw: it can match only through A's relayed pick.
       const text = prompt(`peer${i}`, BLOCK_CHARS * 24);
+      const before = a.index.stats().entries;
       const first = a.pick(route, { exclude: new Set(), prompt: text })!;
       a.release(first.endpoint.replicaId);
+      // The pick is recorded (and relayed) after the decision: a microtask in the gateway.
+      expect(a.index.stats().entries).toBe(before);
+      a.flushRecords();
+      expect(a.index.stats().entries).toBeGreaterThan(before);
       const seen = b.pick(route, { exclude: new Set(), prompt: text })!;
       b.release(seen.endpoint.replicaId);
       expect(seen.endpoint.replicaId).toBe(first.endpoint.replicaId);

@@ -32,7 +32,8 @@
 //             auto uses precise for each replica whose stream is live (engine `sim`) and
 //             approximate for the others; precise gives replicas without a live stream 0;
 //             approximate never subscribes. Every pick is also recorded in the approximate index
-//             (so a replica whose stream drops falls back to a warm index). For routes that may use
+//             (so a replica whose stream drops falls back to a warm index) — after the decision,
+//             like every approximate record (flushRecords). For routes that may use
 //             the precise source, the approximate index hashes the engine's prompt text (the same
 //             hashes key the precise checkpoints).
 // - queue:    max(0, 1 − (L − Lmin) / LOAD_SPAN), L = the replica's load in requests (see loadOf),
@@ -297,17 +298,13 @@ export class RoutingPipeline implements Picker {
   /** Replicas of routes whose approximate index is the token-block one (peer picks go there). */
   private tokenRouted: ReadonlySet<string> = new Set();
   /**
-   * Picks to record in the token-block index, done after the decision (`flushRecords`): a pick
-   * needs all of the prompt's engine blocks, which the decision's walk does not (it stops at the
-   * first block no replica holds) — recording tokenizes the rest of the prompt.
+   * Picks to record in an approximate index, done after the decision (`flushRecords`): nothing
+   * the decision needs, so not on its path. In the token-block index a pick needs all of the
+   * prompt's engine blocks, which the decision's walk does not produce (it stops at the first
+   * block no replica holds) — recording tokenizes the rest of the prompt; in the text-block index
+   * the record updates a set per checkpoint of a table of megabytes (~10 µs at 32k tokens).
    */
-  private readonly toRecord: {
-    replicaId: string;
-    parts: readonly string[];
-    textHashes: Uint32Array;
-    blockSize: number;
-    maxTokens: number;
-  }[] = [];
+  private toRecord: PendingRecord[] = [];
   private recordScheduled = false;
   private tokenHashes = new Uint32Array(256);
   /** The token-block walk's view of `promptHashes` (32-bit folds of the engine's hashes). */
@@ -365,6 +362,8 @@ export class RoutingPipeline implements Picker {
       if (usesTokenIndex(m)) for (const e of m.endpoints) tokenIds.add(e.replicaId);
     this.tokenRouted = tokenIds;
     this.tokenIndex.retain(tokenIds);
+    // Picks not recorded yet for replicas that left: dropped (not given index space again).
+    if (this.toRecord.length > 0) this.toRecord = this.toRecord.filter((r) => ids.has(r.replicaId));
     this.board?.retain(ids);
     if (this.kvEvents) {
       const targets: RouteEndpoint[] = [];
@@ -698,10 +697,10 @@ export class RoutingPipeline implements Picker {
       }
       this.claim(ep.replicaId); // (no second pick: the same candidates give one) keep this one
     }
-    if (tokenBs > 0) {
+    if (tokenBs > 0 || (req.hashes && req.hashes.length > 0 && w.prefix > 0)) {
       this.toRecord.push({
         replicaId: ep.replicaId,
-        parts: engineText!,
+        parts: tokenBs > 0 ? engineText! : NO_PARTS,
         textHashes: req.hashes!,
         blockSize: tokenBs,
         maxTokens: req.maxTokens ?? 0,
@@ -710,9 +709,6 @@ export class RoutingPipeline implements Picker {
         this.recordScheduled = true;
         queueMicrotask(this.flush);
       }
-    } else if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
-      index.record(ep.replicaId, req.hashes);
-      this.onRecord?.(ep.replicaId, req.hashes, 0);
     }
     if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
       // Only a pick the replica's events do not show yet is remembered (see `pending` above).
@@ -811,25 +807,33 @@ export class RoutingPipeline implements Picker {
   }
 
   /**
-   * Records the picks waiting for the token-block index (see `toRecord`): each prompt's engine
-   * blocks hashed to the end (resuming from the checkpoints its decision passed, and leaving new
-   * ones for the next prompt sharing it), then recorded and offered to the peers. Runs as a
-   * microtask after the pick (the request is on its way by then) and, at the latest, before the
-   * next decision.
+   * Records the picks waiting (see `toRecord`) in their index and offers them to the peers: a
+   * text-block pick as its hashes; a token-block pick with the prompt's engine blocks hashed to
+   * the end (resuming from the checkpoints its decision passed, and leaving new ones for the next
+   * prompt sharing it). Runs as a microtask after the pick (the request is on its way by then:
+   * the gateway writes it to the upstream connection synchronously) and, at the latest, before
+   * the next decision.
    */
   flushRecords(): void {
     this.recordScheduled = false;
     const q = this.toRecord;
     if (q.length === 0) return;
     try {
-      for (let j = 0; j < q.length; j++) this.recordTokens(q[j]!);
+      for (let j = 0; j < q.length; j++) {
+        const r = q[j]!;
+        if (r.blockSize > 0) this.recordTokens(r);
+        else {
+          this.index.record(r.replicaId, r.textHashes);
+          this.onRecord?.(r.replicaId, r.textHashes, 0);
+        }
+      }
     } finally {
       q.length = 0;
     }
   }
 
   /** Hashes one pick's prompt to its end and records it in the token-block index. */
-  private recordTokens(r: RoutingPipeline['toRecord'][number]): void {
+  private recordTokens(r: PendingRecord): void {
     if (!this.tokenRouted.has(r.replicaId)) return;
     const ph = this.promptHashes;
     const max = this.tokenIndex.maxPromptBlocks;
@@ -987,6 +991,18 @@ export class RoutingPipeline implements Picker {
     };
   }
 }
+
+/** A pick waiting to be recorded (`flushRecords`); blockSize 0: in the text-block index. */
+interface PendingRecord {
+  replicaId: string;
+  /** The engine's prompt text (token-block records only). */
+  parts: readonly string[];
+  /** The prompt's text-block hashes: what a text record stores; a token record's checkpoint keys. */
+  textHashes: Uint32Array;
+  blockSize: number;
+  maxTokens: number;
+}
+const NO_PARTS: readonly string[] = [];
 
 interface PrefixInfo {
   source: 'precise' | 'approximate' | undefined;
