@@ -70,7 +70,16 @@ afterAll(async () => {
 
 const SYSTEM = 'You answer questions about the attached manual, citing sections. '.repeat(50);
 
-async function ask(question: string): Promise<{ replica: number; receipt: RouteReceipt }> {
+/** The chat the tests send: a system prompt (SYSTEM unless given) and a question. */
+const chatOf = (question: string, system = SYSTEM) => [
+  { role: 'system', content: system },
+  { role: 'user', content: question },
+];
+
+async function ask(
+  question: string,
+  system = SYSTEM,
+): Promise<{ replica: number; receipt: RouteReceipt }> {
   const res = await gateway.routes().request('/chat/completions', {
     method: 'POST',
     headers: {
@@ -78,14 +87,7 @@ async function ask(question: string): Promise<{ replica: number; receipt: RouteR
       'content-type': 'application/json',
       'x-inferplane-debug': 'route',
     },
-    body: JSON.stringify({
-      model: 'm',
-      messages: [
-        { role: 'system', content: SYSTEM },
-        { role: 'user', content: question },
-      ],
-      max_tokens: 2,
-    }),
+    body: JSON.stringify({ model: 'm', messages: chatOf(question, system), max_tokens: 2 }),
   });
   expect(res.status).toBe(200);
   await res.text();
@@ -182,27 +184,7 @@ describe('precise prefix routing through the gateway', () => {
       return Number(m![1]);
     };
     const system = 'Token blocks: a new manual, never sent before. '.repeat(40);
-    const q = (question: string) => [
-      { role: 'system', content: system },
-      { role: 'user', content: question },
-    ];
-    const send = async (question: string) => {
-      const res = await gateway.routes().request('/chat/completions', {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${KEY}`,
-          'content-type': 'application/json',
-          'x-inferplane-debug': 'route',
-        },
-        body: JSON.stringify({ model: 'm', messages: q(question), max_tokens: 2 }),
-      });
-      expect(res.status).toBe(200);
-      await res.text();
-      return {
-        replica: Number(res.headers.get('x-inferplane-replica')),
-        receipt: JSON.parse(res.headers.get('x-inferplane-route')!) as RouteReceipt,
-      };
-    };
+    const send = (question: string) => ask(question, system);
     const first = await send('Chapter one?');
     expect(first.receipt).toMatchObject({ prefixSource: 'approximate', blockTokens: 16 });
     expect(first.receipt.matchedBlocks).toBe(0);
@@ -211,7 +193,7 @@ describe('precise prefix routing through the gateway', () => {
       const d = await send(question);
       expect(d.replica).toBe(first.replica);
       expect(d.receipt).toMatchObject({ prefixSource: 'approximate', blockTokens: 16 });
-      const n = tokenize(chatPromptText(q(question))).length;
+      const n = tokenize(chatPromptText(chatOf(question, system))).length;
       expect(d.receipt.promptBlocks).toBe(lookupBlocks(n, 16));
       // What the engine then served from its cache, in tokens, is what the receipt predicted
       // (a match ends on a checkpoint of the index: exact up to 16 blocks, else ≤ 12.5 % short).

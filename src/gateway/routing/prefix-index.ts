@@ -181,6 +181,19 @@ export class PrefixIndex {
     return lo;
   }
 
+  /** Appends to `out` the replica slots holding a live entry of block hash h0. */
+  private holdersOf(h0: number, out: number[]): void {
+    const t = this.table;
+    const base = (h0 & this.setMask) * WAYS * F;
+    const end = base + WAYS * F;
+    for (let w = base; w < end; w += F) {
+      if (t[w] !== h0) continue;
+      const r = t[w + 1]!;
+      if (r === 0 || (this.clock[r]! - t[w + 2]!) >>> 0 >= this.caps[r]!) continue;
+      out.push(r);
+    }
+  }
+
   /** `held` over hashes produced on demand (all of the first `m` checkpoints' are known). */
   private heldLazy(src: LazyBlockHashes, r: number, m: number): number {
     const cps = this.cps;
@@ -207,16 +220,7 @@ export class PrefixIndex {
     if (n === 0) return lens;
     // Holders of the first block, then each one's length by binary search over the checkpoints
     // (every replica's live set is prefix-closed).
-    const t = this.table;
-    const h0 = hashes[0]! | 0;
-    const base = (h0 & this.setMask) * WAYS * F;
-    const end = base + WAYS * F;
-    for (let w = base; w < end; w += F) {
-      if (t[w] !== h0) continue;
-      const r = t[w + 1]!;
-      if (r === 0 || (this.clock[r]! - t[w + 2]!) >>> 0 >= this.caps[r]!) continue;
-      this.touched.push(r);
-    }
+    this.holdersOf(hashes[0]! | 0, this.touched);
     const m = this.cpBelow[n]!;
     for (const r of this.touched) {
       const k = this.held(hashes, r, m);
@@ -237,16 +241,7 @@ export class PrefixIndex {
     const alive = this.touched;
     alive.length = 0;
     if (src.ensure(1) < 1) return lens;
-    const t = this.table;
-    const h0 = src.at(0) | 0;
-    const base = (h0 & this.setMask) * WAYS * F;
-    const end = base + WAYS * F;
-    for (let w = base; w < end; w += F) {
-      if (t[w] !== h0) continue;
-      const r = t[w + 1]!;
-      if (r === 0 || (this.clock[r]! - t[w + 2]!) >>> 0 >= this.caps[r]!) continue;
-      alive.push(r);
-    }
+    this.holdersOf(src.at(0) | 0, alive);
     if (alive.length === 0) return lens;
     const cps = this.cps;
     const max = this.maxPromptBlocks;
