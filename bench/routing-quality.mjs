@@ -116,7 +116,7 @@ const ZIPF = Number(args.zipf);
 const ONLY = new Set(args.only.split(','));
 const POLICIES = args.policies.split(',');
 // The negative control always runs least-loaded and prefix-aware in one process, plus
-// prefix-precise and any `name@N` (gateway workers) that --policies names, each compared with
+// prefix-precise, prefix-text and any `name@N` (gateway workers) that --policies names, each compared with
 // least-loaded in one process.
 const UNIQUE_POLICIES = [
   'least-loaded',

@@ -232,7 +232,7 @@ async function serve(config: WorkerConfig, initial: RoutingSnapshot | undefined)
         break;
       case 'picks':
         for (const [replicaId, hashes, extraBlocks] of raw.picks)
-          gateway.pipeline?.recordPeer(replicaId, hashes, extraBlocks ?? 0);
+          gateway.pipeline?.recordPeer(replicaId, hashes, extraBlocks);
         break;
       case 'stop':
         void stop();

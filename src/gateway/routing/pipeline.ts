@@ -697,7 +697,8 @@ export class RoutingPipeline implements Picker {
       }
       this.claim(ep.replicaId); // (no second pick: the same candidates give one) keep this one
     }
-    if (tokenBs > 0 || (req.hashes && req.hashes.length > 0 && w.prefix > 0)) {
+    const textBlocks = req.hashes !== undefined && req.hashes.length > 0 && w.prefix > 0;
+    if (tokenBs > 0 || textBlocks) {
       this.toRecord.push({
         replicaId: ep.replicaId,
         parts: tokenBs > 0 ? engineText! : NO_PARTS,
@@ -710,13 +711,11 @@ export class RoutingPipeline implements Picker {
         queueMicrotask(this.flush);
       }
     }
-    if (req.hashes && req.hashes.length > 0 && w.prefix > 0) {
-      // Only a pick the replica's events do not show yet is remembered (see `pending` above).
-      if (sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0) {
-        this.rotateRecent(t0);
-        this.checkRecent(ep.replicaId, sets[best]!);
-        this.recent[0]!.record(ep.replicaId, req.hashes);
-      }
+    // Only a pick the replica's events do not show yet is remembered (see `pending` above).
+    if (textBlocks && sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0) {
+      this.rotateRecent(t0);
+      this.checkRecent(ep.replicaId, sets[best]!);
+      this.recent[0]!.record(ep.replicaId, req.hashes!);
     }
     const src = raw[best * FIELDS + 5]!;
     const matched = raw[best * FIELDS + 6]!;
