@@ -1,6 +1,6 @@
 // The approximate prefix index over the engine's KV blocks (route `routing.prefixBlocks`
 // tokens): what it matches, how lazily a decision hashes, what a pick records, peer relay.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DeploymentSpecSchema } from '../../src/core/schemas.js';
 import { countTokens, lookupBlocks } from '../../src/core/tokens.js';
 import type { RouteRouting } from '../../src/core/types.js';
@@ -130,6 +130,23 @@ describe('token-block index', () => {
     const text = words('later', 400);
     p.pick(route, { exclude: new Set(), prompt: text });
     expect(p.tokenIndex.stats().entries).toBe(0);
+    await Promise.resolve();
+    expect(p.tokenIndex.stats().entries).toBeGreaterThan(0);
+  });
+
+  it('queues one microtask for a burst of picks (a decision draining the records leaves it)', async () => {
+    const { p, route } = fleet(2);
+    const queued = vi.spyOn(globalThis, 'queueMicrotask');
+    try {
+      for (let i = 0; i < 50; i++)
+        p.pick(route, { exclude: new Set(), prompt: words(`b${i}x`, 80) });
+      expect(queued).toHaveBeenCalledTimes(1);
+      await Promise.resolve();
+      p.pick(route, { exclude: new Set(), prompt: words('after', 80) });
+      expect(queued).toHaveBeenCalledTimes(2); // the task ran: the next pick queues a new one
+    } finally {
+      queued.mockRestore();
+    }
     await Promise.resolve();
     expect(p.tokenIndex.stats().entries).toBeGreaterThan(0);
   });

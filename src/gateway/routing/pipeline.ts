@@ -311,6 +311,11 @@ export class RoutingPipeline implements Picker {
   private readonly lazyTokens: LazyBlockHashes;
   /** Picks whose record failed (the microtask's errors: a routing hint lost, never a request). */
   recordFailures = 0;
+  /** The microtask (one at a time: a pick while it is queued adds to `toRecord` only). */
+  private readonly flushTask = (): void => {
+    this.recordScheduled = false;
+    this.flush();
+  };
   private readonly flush = (): void => {
     try {
       this.flushRecords();
@@ -708,7 +713,7 @@ export class RoutingPipeline implements Picker {
       });
       if (!this.recordScheduled) {
         this.recordScheduled = true;
-        queueMicrotask(this.flush);
+        queueMicrotask(this.flushTask);
       }
     }
     // Only a pick the replica's events do not show yet is remembered (see `pending` above).
@@ -814,7 +819,6 @@ export class RoutingPipeline implements Picker {
    * the next decision.
    */
   flushRecords(): void {
-    this.recordScheduled = false;
     const q = this.toRecord;
     if (q.length === 0) return;
     try {
