@@ -93,6 +93,26 @@ describe('text block hashes', () => {
     }
   });
 
+  it('long parts whose Latin-1 bytes look ASCII but are not (characters above U+00FF) hash as UTF-8', () => {
+    const rnd = seededRandom(17);
+    const ascii = (n: number) => randomText(rnd, n).replace(/[^\x20-\x7e\n]/g, 'k');
+    // Ł (U+0141) as Latin-1 is 0x41 'A'; 😀 (U+D83D U+DE00) is 0x3D 0x00; ‚ (U+201A) is 0x1A.
+    for (const odd of ['Ł', '😀', '\u201a', 'é', '\u00ff']) {
+      for (const at of [0, 700, 2047]) {
+        const body = ascii(2048);
+        const part = body.slice(0, at) + odd + body.slice(at);
+        const parts = [ascii(300), part, ascii(1200)];
+        const whole = parts.join('');
+        expect([...blockHashes(parts)]).toEqual(byDefinition(whole));
+        expect([...blockHashes(part)]).toEqual(byDefinition(part));
+        // Cut inside the part, before and after the odd character.
+        for (const max of [4, 8, 12, 19]) {
+          expect([...blockHashes(parts, max)]).toEqual(byDefinition(whole, max));
+        }
+      }
+    }
+  });
+
   it('grows its memory for long prompts and returns independent copies', () => {
     const rnd = seededRandom(3);
     const small = randomText(rnd, 3000);
