@@ -30,6 +30,7 @@
 //    JavaScript reference (same values), interleaved on the same 128 KiB prompts.
 // Runs in a few seconds and stops by itself.
 import { existsSync, openSync, readSync } from 'node:fs';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { resolve as resolvePath } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -129,6 +130,13 @@ function runQueueWaitNs() {
   const n = readSync(schedFd, schedBuf, 0, 128, 0);
   return Number(schedBuf.toString('latin1', 0, n).split(' ')[1]);
 }
+// Garbage collections (performance.now() spans), to tell how many slow decisions overlapped one.
+const gcSpans = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcSpans.push([e.startTime, e.startTime + e.duration]);
+}).observe({ entryTypes: ['gc'] });
+/** Delivers the GC entries observed so far (the observer is called on a later turn). */
+const gcSettled = () => new Promise((r) => setTimeout(r, 0));
 const pct = (sorted, p) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
@@ -157,9 +165,11 @@ function timePicks(cases, i, req) {
   for (let j = 0; j < cases.length; j++) {
     const c = i % 2 && cases.length > 1 ? cases.length - 1 - j : j;
     const w0 = runQueueWaitNs();
+    const p0 = performance.now();
     const t0 = process.hrtime.bigint();
     const d = cases[c].p.pick(cases[c].rt, req());
     const us = Number(process.hrtime.bigint() - t0) / 1000;
+    if (us > 200 && i >= 200) (cases[c].slow ??= []).push([p0, performance.now()]);
     const waited = (runQueueWaitNs() - w0) / 1000;
     cases[c].p.release(d.endpoint.replicaId);
     let rec = 0;
@@ -183,6 +193,12 @@ function reportRecords(cases) {
     );
   }
 }
+/** How many of the case's decisions over 200 µs overlapped a garbage collection. */
+function slowInGc(c) {
+  let n = 0;
+  for (const [a, b] of c.slow ?? []) if (gcSpans.some(([g0, g1]) => g0 < b && g1 > a)) n++;
+  return n;
+}
 function report(cases) {
   for (const c of cases) {
     c.times.sort((a, b) => a - b);
@@ -196,7 +212,7 @@ function report(cases) {
     console.log(
       `${who}  p50 ${pct(times, 50).toFixed(1)} µs   p90 ${pct(times, 90).toFixed(1)} µs   p99 ` +
         `${p99.toFixed(1)} µs   max ${times.at(-1).toFixed(1)} µs   (${times.filter((t) => t > 200).length} ` +
-        `of ${times.length} over 200 µs)   ${verdict(p99)}`,
+        `of ${times.length} over 200 µs, ${slowInGc(c)} of them during a GC)   ${verdict(p99)}`,
     );
     if (schedFd >= 0) {
       console.log(
@@ -253,12 +269,31 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
         : [flat(text(CHARS))],
     });
   }
+  // A control for the machine's noise: fixed work (the same prompt's text hash, repeated to about
+  // a decision's median during the warm-up decisions), timed after each decision. Its spread is
+  // what this host adds to any computation of that length; the decisions' own spread is beyond it.
+  const controlPrompt = contexts[0];
+  let controlReps = 1;
+  const warmTimes = [];
+  const control = [];
+  const timeControl = () => {
+    const t0 = process.hrtime.bigint();
+    for (let k = 0; k < controlReps; k++) cases[0].p.index.hash(controlPrompt);
+    return Number(process.hrtime.bigint() - t0) / 1000;
+  };
   for (let i = 0; i < N + 200; i++) {
     const { known, parts: prompt } = prompts[i];
     // Signals move between decisions (as scrapes land), so picks spread over the fleet.
     for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
     const res = timePicks(cases, i, () => ({ exclude: new Set(), prompt }));
     const { d, us } = res[0];
+    if (i < 200) warmTimes.push(us);
+    if (i === 199) {
+      const one = Array.from({ length: 50 }, timeControl).sort((a, b) => a - b)[25];
+      const decision = warmTimes.sort((a, b) => a - b)[100];
+      controlReps = Math.max(1, Math.round(decision / one));
+    }
+    if (i >= 200) control.push(timeControl());
     if (process.env.RD_DEBUG && i >= 200 && us > 200) {
       console.log(`slow: known ${known} ${us.toFixed(0)} µs, matched ${d.receipt.matchedBlocks}`);
     }
@@ -294,9 +329,17 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `warm index ${warm.entries} entries; ${N} decisions (80% known contexts, mean match ` +
       `${((100 * matchedSum) / N).toFixed(0)}%)`,
   );
+  await gcSettled();
   report(cases);
   reportRecords(cases);
   console.log(`  of which (this build): ${breakdown}`);
+  control.sort((a, b) => a - b);
+  console.log(
+    `  control (fixed work: one prompt's text hash ×${controlReps}, after each decision): p50 ` +
+      `${pct(control, 50).toFixed(1)} µs   p90 ${pct(control, 90).toFixed(1)} µs   p99 ` +
+      `${pct(control, 99).toFixed(1)} µs   (p99 / p50 ${(pct(control, 99) / pct(control, 50)).toFixed(2)}; ` +
+      `decisions ${(pct(cases[0].times, 99) / pct(cases[0].times, 50)).toFixed(2)})`,
+  );
 }
 
 // 1b. Decision cost, precise prefix source.
@@ -382,6 +425,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `contexts, mean match ${((100 * matchedSum) / N).toFixed(0)}%, ${precise} precise receipts); ` +
       `${cases[0].p.promptHashes.checkpoints} prompt-hash checkpoints cached`,
   );
+  await gcSettled();
   report(cases);
   reportRecords(cases);
   for (const c of cases) {
@@ -456,6 +500,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
       `${p.promptHashes.checkpoints} prompt-hash checkpoints cached` +
       (builds.length > tokenBuilds.length ? ' (the baseline has no token-block index)' : ''),
   );
+  await gcSettled();
   report(cases);
   for (const c of cases) {
     for (const a of [c.recKnown, c.recNew, c.firstRecord]) a.sort((x, y) => x - y);
@@ -593,10 +638,15 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
   // Live entries never exceed the table's slots (fixed once the fleet's caps are known).
   const bound = p.index.stats().slots;
   const entriesMax = Math.max(...half.map((r) => r.entries));
-  const heaps = half.map((r) => r.heapMiB + r.abMiB);
-  const spread = Math.max(...heaps) - Math.min(...heaps);
+  const spreadOf = (xs) => Math.max(...xs) - Math.min(...xs);
+  const heapSpread = spreadOf(half.map((r) => r.heapMiB));
+  const abSpread = spreadOf(half.map((r) => r.abMiB));
+  // Growth: the last sample against the first of the second half (a leak grows steadily; noise
+  // moves both ways).
+  const heapGrowth = half.at(-1).heapMiB - half[0].heapMiB;
   console.log(
     `  second half: entries max ${entriesMax} (bound ${bound}: ${entriesMax <= bound ? 'within' : 'EXCEEDED'}), ` +
-      `heapUsed + arrayBuffers spread ${spread.toFixed(1)} MiB (flat when small against the total)`,
+      `heapUsed spread ${heapSpread.toFixed(1)} MiB (growth ${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)}), ` +
+      `arrayBuffers spread ${abSpread.toFixed(1)} MiB (flat when small against the total)`,
   );
 }
