@@ -266,6 +266,7 @@ function digestAndChain(words: Int32Array, n: number, out: Uint32Array): void {
 
 const NO_BLOCKS = new Uint32Array(0);
 /** A character whose Latin-1 byte is not its code (above U+00FF). */
+// eslint-disable-next-line no-control-regex -- a class from U+0000: every Latin-1 character
 const WIDE_CHAR = /[^\x00-\xff]/;
 
 /**
