@@ -22,6 +22,8 @@
 // 2. Memory: `--memory-records` picks of random prompts (1..64 blocks of 128 chars) over 64 replicas; index
 //    entries and process.memoryUsage().heapUsed sampled every 10% (after a GC when --expose-gc):
 //    they must stay flat once the per-replica LRU sets are full.
+// 2b. The same for the token-block index and the prompt-hash checkpoint cache (random chat
+//    prompts picked and recorded on an approximate-source sim route; `--memory-records` / 2).
 // 1c. The load board's cost per decision (gateway workers; see below).
 // 1e. The same with the approximate index over the engine's token blocks (section 1e, below 1b;
 //    side by side with --baseline too where that build has one): decision and the record after
@@ -648,5 +650,68 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
     `  second half: entries max ${entriesMax} (bound ${bound}: ${entriesMax <= bound ? 'within' : 'EXCEEDED'}), ` +
       `heapUsed spread ${heapSpread.toFixed(1)} MiB (growth ${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)}), ` +
       `arrayBuffers spread ${abSpread.toFixed(1)} MiB (flat when small against the total)`,
+  );
+}
+
+// 2b. Memory of the token-block index and the prompt-hash checkpoints over a long run: random
+// chat prompts (1..64 blocks of 128 chars, every block fresh) picked and recorded (each record
+// tokenizes its prompt and saves its checkpoints) on an approximate-source sim route.
+{
+  const rt = { ...route(), routing: { policy: 'prefix-aware', prefixSource: 'approximate' } };
+  const p = new RoutingPipeline({ signals, random: seededRandom(3), kvEvents: null });
+  p.sync({ models: [rt] });
+  const gc = globalThis.gc;
+  const M2 = Math.max(10, Math.floor(M / 2));
+  const rows = [];
+  const blockText = text(128 * 64);
+  for (let i = 0; i <= M2; i++) {
+    if (i % Math.max(1, Math.floor(M2 / 10)) === 0) {
+      gc?.();
+      const st = p.tokenIndex.stats();
+      const mu = process.memoryUsage();
+      rows.push({
+        records: i,
+        entries: st.entries,
+        slots: st.slots,
+        indexMiB: st.bytes / 2 ** 20,
+        checkpoints: p.promptHashes.checkpoints,
+        heapMiB: mu.heapUsed / 2 ** 20,
+        abMiB: mu.arrayBuffers / 2 ** 20,
+      });
+    }
+    const blocks = 1 + Math.floor(rnd() * 64);
+    let body = '';
+    for (let b = 0; b < blocks; b++)
+      body +=
+        String(Math.floor(rnd() * 1e8)).padStart(8, '0') +
+        blockText.slice(b * 128 + 8, b * 128 + 128);
+    views.set(`r${Math.floor(rnd() * R)}`, view());
+    const d = p.pick(rt, { exclude: new Set(), prompt: ['<user>\n', body, '\n'] });
+    p.release(d.endpoint.replicaId);
+    p.flushRecords();
+  }
+  console.log(
+    `\ntoken-block index and checkpoint memory: ${M2} random chat prompts (1..64 blocks of 128 ` +
+      `chars) picked and recorded over ${R} replicas${gc ? ' (heap after GC)' : ''}`,
+  );
+  console.log(
+    '  records   live entries  index table MiB  checkpoints  heapUsed MiB  arrayBuffers MiB',
+  );
+  for (const r of rows) {
+    console.log(
+      `  ${String(r.records).padStart(7)}  ${String(r.entries).padStart(13)}  ${r.indexMiB.toFixed(1).padStart(15)}  ` +
+        `${String(r.checkpoints).padStart(11)}  ${r.heapMiB.toFixed(1).padStart(12)}  ${r.abMiB.toFixed(1).padStart(16)}`,
+    );
+  }
+  const half = rows.slice(Math.floor(rows.length / 2));
+  const spreadOf = (xs) => Math.max(...xs) - Math.min(...xs);
+  const bound = half.at(-1).slots;
+  const entriesMax = Math.max(...half.map((r) => r.entries));
+  const heapGrowth = half.at(-1).heapMiB - half[0].heapMiB;
+  console.log(
+    `  second half: entries max ${entriesMax} (bound ${bound}: ${entriesMax <= bound ? 'within' : 'EXCEEDED'}), ` +
+      `checkpoints max ${Math.max(...half.map((r) => r.checkpoints))}, heapUsed spread ` +
+      `${spreadOf(half.map((r) => r.heapMiB)).toFixed(1)} MiB (growth ${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)}), ` +
+      `arrayBuffers spread ${spreadOf(half.map((r) => r.abMiB)).toFixed(1)} MiB`,
   );
 }
