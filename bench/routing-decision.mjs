@@ -593,34 +593,44 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
   );
 }
 
+/** A prompt of 1..64 blocks of 128 chars from `blockText`, each led by a random 8-digit tag (fresh). */
+function randomBlocks(blockText) {
+  const blocks = 1 + Math.floor(rnd() * 64);
+  let prompt = '';
+  for (let b = 0; b < blocks; b++)
+    prompt +=
+      String(Math.floor(rnd() * 1e8)).padStart(8, '0') +
+      blockText.slice(b * 128 + 8, b * 128 + 128);
+  return prompt;
+}
+const spreadOf = (xs) => Math.max(...xs) - Math.min(...xs);
+/** A memory sample after `records` records (after a GC when --expose-gc): an index's stats, heap. */
+function memoryRow(records, index, extra = {}) {
+  globalThis.gc?.();
+  const s = index.stats();
+  const mu = process.memoryUsage();
+  return {
+    records,
+    entries: s.entries,
+    slots: s.slots,
+    indexMiB: s.bytes / 2 ** 20,
+    heapMiB: mu.heapUsed / 2 ** 20,
+    abMiB: mu.arrayBuffers / 2 ** 20,
+    ...extra,
+  };
+}
+
 // 2. Memory over a long run of random prompts.
 {
   const rt = route();
   const p = new RoutingPipeline({ signals, random: seededRandom(2) });
   const gc = globalThis.gc;
   const rows = [];
-  const sample = (i) => {
-    gc?.();
-    const s = p.index.stats();
-    const mu = process.memoryUsage();
-    rows.push({
-      records: i,
-      entries: s.entries,
-      indexMiB: s.bytes / 2 ** 20,
-      heapMiB: mu.heapUsed / 2 ** 20,
-      abMiB: mu.arrayBuffers / 2 ** 20,
-    });
-  };
+  const sample = (i) => rows.push(memoryRow(i, p.index));
   const blockText = text(128 * 64);
   for (let i = 0; i <= M; i++) {
     if (i % Math.max(1, Math.floor(M / 10)) === 0) sample(i);
-    const blocks = 1 + Math.floor(rnd() * 64);
-    // A random prompt: a random 8-char tag per block keeps every block hash fresh.
-    let prompt = '';
-    for (let b = 0; b < blocks; b++)
-      prompt +=
-        String(Math.floor(rnd() * 1e8)).padStart(8, '0') +
-        blockText.slice(b * 128 + 8, b * 128 + 128);
+    const prompt = randomBlocks(blockText);
     views.set(`r${Math.floor(rnd() * R)}`, view());
     const d = p.pick(rt, { exclude: new Set(), prompt });
     p.release(d.endpoint.replicaId);
@@ -640,7 +650,6 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
   // Live entries never exceed the table's slots (fixed once the fleet's caps are known).
   const bound = p.index.stats().slots;
   const entriesMax = Math.max(...half.map((r) => r.entries));
-  const spreadOf = (xs) => Math.max(...xs) - Math.min(...xs);
   const heapSpread = spreadOf(half.map((r) => r.heapMiB));
   const abSpread = spreadOf(half.map((r) => r.abMiB));
   // Growth: the last sample against the first of the second half (a leak grows steadily; noise
@@ -666,25 +675,9 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
   const blockText = text(128 * 64);
   for (let i = 0; i <= M2; i++) {
     if (i % Math.max(1, Math.floor(M2 / 10)) === 0) {
-      gc?.();
-      const st = p.tokenIndex.stats();
-      const mu = process.memoryUsage();
-      rows.push({
-        records: i,
-        entries: st.entries,
-        slots: st.slots,
-        indexMiB: st.bytes / 2 ** 20,
-        checkpoints: p.promptHashes.checkpoints,
-        heapMiB: mu.heapUsed / 2 ** 20,
-        abMiB: mu.arrayBuffers / 2 ** 20,
-      });
+      rows.push(memoryRow(i, p.tokenIndex, { checkpoints: p.promptHashes.checkpoints }));
     }
-    const blocks = 1 + Math.floor(rnd() * 64);
-    let body = '';
-    for (let b = 0; b < blocks; b++)
-      body +=
-        String(Math.floor(rnd() * 1e8)).padStart(8, '0') +
-        blockText.slice(b * 128 + 8, b * 128 + 128);
+    const body = randomBlocks(blockText);
     views.set(`r${Math.floor(rnd() * R)}`, view());
     const d = p.pick(rt, { exclude: new Set(), prompt: ['<user>\n', body, '\n'] });
     p.release(d.endpoint.replicaId);
@@ -704,7 +697,6 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
     );
   }
   const half = rows.slice(Math.floor(rows.length / 2));
-  const spreadOf = (xs) => Math.max(...xs) - Math.min(...xs);
   const bound = half.at(-1).slots;
   const entriesMax = Math.max(...half.map((r) => r.entries));
   const heapGrowth = half.at(-1).heapMiB - half[0].heapMiB;
