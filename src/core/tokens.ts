@@ -193,23 +193,11 @@ const P_NONE = 0;
 const P_WORD = 1;
 const P_SPACE = 2;
 
-/** A saved {@link BlockHasher} position (see `save` / `restore`). */
-export interface BlockHasherState {
-  /** Next UTF-16 code unit of the text to read. */
-  pos: number;
-  /** UTF-8 bytes of the text read so far (Buffer.write's encoding: a lone surrogate is 3). */
-  bytes: number;
-  piece: number;
-  pieceHash: number;
-  spaceRun: number;
-  /** Token ids of the block being filled. */
-  partial: Int32Array;
-  nPartial: number;
-  tokens: number;
-  blocks: number;
-  hi: number;
-  lo: number;
-}
+/**
+ * Words of a saved {@link BlockHasher} position before its partial block's token ids (see
+ * `saveTo`): pos, bytes, piece, pieceHash, spaceRun, nPartial, tokens, blocks, chained hash hi, lo.
+ */
+export const HASHER_STATE_WORDS = 10;
 
 /**
  * Tokenizes a string left to right and hashes its full blocks as the engine does (see the file
@@ -260,41 +248,53 @@ export class BlockHasher {
     this.nPartial = 0;
   }
 
-  /** The current position (the block hashes so far are not part of it: see `blocks`). */
-  save(): BlockHasherState {
-    return {
-      pos: this.pos,
-      bytes: this.bytes,
-      piece: this.piece,
-      pieceHash: this.pieceHash,
-      spaceRun: this.spaceRun,
-      partial: this.partial.slice(0, this.nPartial),
-      nPartial: this.nPartial,
-      tokens: this.tokens,
-      blocks: this.blocks,
-      hi: this.chi,
-      lo: this.clo,
-    };
+  /** Words `saveTo` writes: {@link HASHER_STATE_WORDS} plus the partial block's token ids. */
+  get stateWords(): number {
+    return HASHER_STATE_WORDS + this.nPartial;
   }
 
   /**
-   * Continues from a saved position of a text with the same content up to `s.pos`; the caller
-   * has put that text's first `s.blocks` block hashes in `hi` / `lo` (see {@link setBlock}).
+   * Writes the current position (the block hashes so far are not part of it: see `blocks`) as
+   * `stateWords` uint32 words at `buf[at]`: flat, so a cache of positions holds no objects.
    */
-  restore(s: BlockHasherState): void {
-    this.pos = s.pos;
-    this.bytes = s.bytes;
-    this.piece = s.piece;
-    this.pieceHash = s.pieceHash;
-    this.spaceRun = s.spaceRun;
-    this.partial.set(s.partial.subarray(0, s.nPartial));
-    this.nPartial = s.nPartial;
-    this.tokens = s.tokens;
-    this.blocks = s.blocks;
-    this.chi = s.hi;
-    this.clo = s.lo;
+  saveTo(buf: Uint32Array, at: number): void {
+    buf[at] = this.pos;
+    buf[at + 1] = this.bytes;
+    buf[at + 2] = this.piece;
+    buf[at + 3] = this.pieceHash;
+    buf[at + 4] = this.spaceRun;
+    buf[at + 5] = this.nPartial;
+    buf[at + 6] = this.tokens;
+    buf[at + 7] = this.blocks;
+    buf[at + 8] = this.chi;
+    buf[at + 9] = this.clo;
+    const p = this.partial;
+    const o = at + HASHER_STATE_WORDS;
+    for (let t = 0; t < this.nPartial; t++) buf[o + t] = p[t]!;
+  }
+
+  /**
+   * Continues from a position `saveTo` wrote at `buf[at]`, of a text with the same content up to
+   * that position; the caller has put that text's first `blocks` block hashes in `hi` / `lo` (see
+   * {@link setBlock}) or reads them from where it keeps them.
+   */
+  restoreFrom(buf: Uint32Array, at: number): void {
+    this.pos = buf[at]!;
+    this.bytes = buf[at + 1]!;
+    this.piece = buf[at + 2]!;
+    this.pieceHash = buf[at + 3]! | 0;
+    this.spaceRun = buf[at + 4]!;
+    const n = buf[at + 5]!;
+    this.nPartial = n;
+    this.tokens = buf[at + 6]!;
+    this.blocks = buf[at + 7]!;
+    this.chi = buf[at + 8]!;
+    this.clo = buf[at + 9]!;
+    const p = this.partial;
+    const o = at + HASHER_STATE_WORDS;
+    for (let t = 0; t < n; t++) p[t] = buf[o + t]!;
     this.ended = false;
-    this.ensureCapacity(s.blocks + 1);
+    this.ensureCapacity(this.blocks + 1);
   }
 
   /** Writes block hashes `from`, `from + 1`, … (restoring hashes saved elsewhere); grows the arrays. */

@@ -218,6 +218,83 @@ describe('prompt-hash checkpoint store', () => {
   });
 });
 
+describe('prompt-hash checkpoint records', () => {
+  /** Every block hash the prompt's reader gives, read one by one (checkpoints) and materialized. */
+  function readAll(ph: PromptBlockHashes, n: number): { each: string[]; flat: string[] } {
+    const each: string[] = [];
+    for (let b = 0; b < n; b++) each.push(`${ph.hi(b).toString(16)}:${ph.lo(b).toString(16)}`);
+    ph.materialize();
+    const flat: string[] = [];
+    for (let b = 0; b < n; b++) flat.push(`${ph.his[b]!.toString(16)}:${ph.los[b]!.toString(16)}`);
+    return { each, flat };
+  }
+  const want = (prompt: string, bs: number): string[] =>
+    blockHashes(tokenize(prompt), bs).map((h) => {
+      const [hi, lo] = parseBlockHash(h)!;
+      return `${hi.toString(16)}:${lo.toString(16)}`;
+    });
+
+  it('resumes with the engine hashes at block sizes 1, 3, 16 and 64, over multi-byte text', () => {
+    const rnd = seededRandom(21);
+    const words = ['alpha', 'βeta', 'γάμμα', '😀', 'd', ' ', '  ', ',', 'naïve', '漢字', 'x\ny'];
+    const text = (n: number): string => {
+      let s = '';
+      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
+      return s.slice(0, n);
+    };
+    for (const bs of [1, 3, 16, 64]) {
+      const ph = new PromptBlockHashes({ maxCheckpoints: 1000 });
+      const base = text(6000);
+      for (let i = 0; i < 12; i++) {
+        const prompt = base.slice(0, 1000 + Math.floor(rnd() * 5000)) + text(rnd() * 800);
+        ph.begin([prompt], textHashes(prompt), bs);
+        if (i > 0) expect(ph.reused).toBeGreaterThan(0);
+        const n = ph.ensure(Infinity);
+        const w = want(prompt, bs);
+        expect(n).toBe(w.length);
+        const got = readAll(ph, n);
+        expect(got.each).toEqual(w);
+        expect(got.flat).toEqual(w);
+        expect(ph.promptTokens).toBe(tokenize(prompt).length);
+      }
+      expect(ph.checkpointBytes).toBeGreaterThan(0);
+    }
+  });
+
+  it('keeps the records a prompt resumed through until it is done, when its own saves evict them', () => {
+    // A full cache of checkpoints all read since last passed over: the prompt's saves evict,
+    // in one round, the oldest entries, which are the ones it walked. Their records must still
+    // hold the right hashes when the prompt reads its resumed blocks after those saves.
+    const rnd = seededRandom(22);
+    const words = 'lorem ipsum dolor sit amet consectetur adipiscing elit'.split(' ');
+    const text = (n: number): string => {
+      let s = '';
+      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
+      return s.slice(0, n);
+    };
+    const shared = text(CHECKPOINT_TEXT_BLOCKS * 128 * 6 + 100); // 6 checkpoints
+    const ph = new PromptBlockHashes({ maxCheckpoints: 8 });
+    ph.begin([shared], textHashes(shared), 16);
+    ph.ensure(Infinity);
+    expect(ph.saved).toBe(6);
+    for (let round = 0; round < 3; round++) {
+      const prompt = shared + text(CHECKPOINT_TEXT_BLOCKS * 128 * 12); // 12 more to save
+      ph.begin([prompt], textHashes(prompt), 16);
+      expect(ph.reused).toBe(6);
+      const n = ph.ensure(Infinity);
+      expect(ph.saved).toBeGreaterThanOrEqual(12);
+      const w = want(prompt, 16);
+      const got = readAll(ph, n);
+      expect(got.each).toEqual(w);
+      expect(got.flat).toEqual(w);
+      // The shared prefix again, so that its checkpoints are back and walked next round.
+      ph.begin([shared], textHashes(shared), 16);
+      ph.ensure(Infinity);
+      expect(ph.checkpoints).toBeLessThanOrEqual(8);
+    }
+  });
+});
+
 describe('precise decisions: binary search vs block-by-block walk', () => {
   const view = freshView({ kvUtilization: 0.1, ageMs: 1, numGpuBlocks: 100_000 });
   const R = 8;

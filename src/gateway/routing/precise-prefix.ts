@@ -19,10 +19,12 @@
 //   a checkpoint read since it was last passed over survives one more round). Keys are 30-bit
 //   integers mixed from (position, text hash) in a typed-array index (`CheckpointStore`: one entry
 //   read per checkpoint walked, no object touched, the blocks left in place); the checkpoint keeps
-//   both and is used only when they match. A 32-bit text hash collision at the
+//   both and is used only when they match. The checkpoints themselves are flat records in pooled
+//   typed arrays, not objects: a full cache adds nothing for the garbage collector to trace or
+//   copy, and a decision that saves checkpoints allocates nothing. A 32-bit text hash collision at the
 //   same position would give wrong block hashes: a wrong routing hint (never a wrong answer),
 //   about entries / 2^32 per lookup.
-import { BlockHasher, type BlockHasherState } from '../../core/tokens.js';
+import { BlockHasher, HASHER_STATE_WORDS } from '../../core/tokens.js';
 import { BLOCK_BYTES } from './prefix-index.js';
 
 /** Text blocks (of BLOCK_BYTES) between two checkpoints: 512 B of prompt text. */
@@ -75,13 +77,68 @@ function keyOf(k: number, hash: number): number {
   return (hash ^ Math.imul(k, 0x9e3779b1)) & 0x3fffffff;
 }
 
-/** What a checkpoint restores: the hasher's state and the block hashes since the previous one. */
-interface CheckpointData {
-  state: BlockHasherState;
-  /** Index of the first block in hi/lo (the previous checkpoint's block count). */
-  from: number;
-  hi: Uint32Array;
-  lo: Uint32Array;
+// A checkpoint's record (uint32 words): the first block of its hashes (`R_FROM`), their count
+// (`R_BLOCKS`), then the hasher's position (`BlockHasher#saveTo`: HASHER_STATE_WORDS plus the
+// partial block's ids, at R_STATE), then the hashes' high halves, then their low halves.
+const R_FROM = 0;
+const R_BLOCKS = 1;
+const R_STATE = 2;
+/** Where a record's hashes start: after its hasher state (`nPartial` at R_STATE + 5). */
+function hashesAt(buf: Uint32Array, at: number): number {
+  return at + R_STATE + HASHER_STATE_WORDS + buf[at + R_STATE + 5]!;
+}
+
+/**
+ * Records live in per-size-class pools: class c holds records of up to 2^(c + MIN_CLASS_BITS)
+ * words, in chunks of CHUNK_WORDS (never copied when a pool grows: a chunk is added), with a
+ * free list per class. A record is at (class, offset): the chunk is offset >>> CHUNK_BITS.
+ */
+const MIN_CLASS_BITS = 4;
+const CHUNK_BITS = 16;
+const CHUNK_WORDS = 1 << CHUNK_BITS;
+const CHUNK_MASK = CHUNK_WORDS - 1;
+/** Largest record kept (words); a larger checkpoint (block size in the thousands) is not cached. */
+const MAX_RECORD_WORDS = CHUNK_WORDS;
+
+/** Size class of a record of `words` words. */
+function classOf(words: number): number {
+  return Math.max(0, 32 - Math.clz32(words - 1) - MIN_CLASS_BITS);
+}
+
+class RecordPool {
+  /** Per class: its chunks, its words handed out (bump), its freed offsets. */
+  private readonly chunks: Uint32Array[][] = [];
+  private readonly used: number[] = [];
+  private readonly free: number[][] = [];
+  /** Words in chunks (all classes), for stats. */
+  words = 0;
+
+  /** Offset of a new record of class c (uninitialized). */
+  alloc(c: number): number {
+    while (this.chunks.length <= c) {
+      this.chunks.push([]);
+      this.used.push(0);
+      this.free.push([]);
+    }
+    const f = this.free[c]!.pop();
+    if (f !== undefined) return f;
+    const off = this.used[c]!;
+    const list = this.chunks[c]!;
+    if (off >>> CHUNK_BITS >= list.length) {
+      list.push(new Uint32Array(CHUNK_WORDS));
+      this.words += CHUNK_WORDS;
+    }
+    this.used[c] = off + (1 << (c + MIN_CLASS_BITS));
+    return off;
+  }
+
+  release(c: number, off: number): void {
+    this.free[c]!.push(off);
+  }
+
+  chunk(c: number, off: number): Uint32Array {
+    return this.chunks[c]![off >>> CHUNK_BITS]!;
+  }
 }
 
 /** Int32 fields per index entry: key + 1 (0: empty), text blocks k, text hash, slot | REF. */
@@ -96,18 +153,26 @@ const SLOT_MASK = REF - 1;
  * a Map in insertion order, in typed arrays: the index (open addressing, linear probing,
  * backward-shift deletion) holds per entry its key, k, text hash, data slot and read flag — the
  * prompt walk reads one index entry per checkpoint and nothing else; the order is a doubly-linked
- * list over data slots; the data (hasher state, block hashes) is read only where a prompt resumes.
+ * list over data slots; the record (hasher state, block hashes; flat, in a `RecordPool`) is read
+ * only where a prompt resumes.
  */
 class CheckpointStore {
   private tab = new Int32Array(E * 64);
   private mask = 63;
-  /** Per data slot: key, first block, previous and next in insertion order (−1: none). */
+  /**
+   * Per data slot: key, first block, previous and next in insertion order (−1: none), its
+   * record's size class and offset in the pool.
+   */
   private slotKey = new Int32Array(32);
   private slotFrom = new Int32Array(32);
   private prev = new Int32Array(32);
   private next = new Int32Array(32);
-  private readonly data: (CheckpointData | undefined)[] = [];
+  private slotClass = new Int32Array(32);
+  private slotOff = new Int32Array(32);
+  private slots = 0;
   private readonly freeSlots: number[] = [];
+  private readonly pendingSlots: number[] = [];
+  private readonly pool = new RecordPool();
   private head = -1;
   private tail = -1;
   size = 0;
@@ -149,30 +214,60 @@ class CheckpointStore {
     return this.tab[E * (keyOf(k, hash) & this.mask)]!;
   }
 
-  get(slot: number): CheckpointData {
-    return this.data[slot]!;
+  /** The chunk holding the slot's record; the record is at `at(slot)` in it. */
+  chunk(slot: number): Uint32Array {
+    return this.pool.chunk(this.slotClass[slot]!, this.slotOff[slot]!);
   }
 
-  /** The checkpoint's first block (its data's `from`). */
+  at(slot: number): number {
+    return this.slotOff[slot]! & CHUNK_MASK;
+  }
+
+  /** Pool memory (bytes, all records' chunks). */
+  get poolBytes(): number {
+    return this.pool.words * 4;
+  }
+
+  /** The checkpoint's first block (its record's R_FROM). */
   fromOf(slot: number): number {
     return this.slotFrom[slot]!;
   }
 
-  /** Saves a checkpoint (replacing the entry under its key), then evicts down to `max`. */
-  save(k: number, hash: number, d: CheckpointData): void {
+  /**
+   * Saves a checkpoint (replacing the entry under its key), then evicts down to `max`: the
+   * hasher's position and its block hashes from `from` on. False when the record is too large.
+   */
+  save(k: number, hash: number, h: BlockHasher, from: number): boolean {
+    const n = h.blocks - from;
+    const words = R_STATE + h.stateWords + 2 * n;
+    if (words > MAX_RECORD_WORDS) return false;
     const key = keyOf(k, hash);
     const old = this.find(key);
     if (old >= 0) this.remove(old);
     // A new slot, at the back of the order.
     let s = this.freeSlots.pop();
     if (s === undefined) {
-      s = this.data.length;
-      this.data.push(undefined);
+      s = this.slots++;
       if (s >= this.slotKey.length) this.growSlots();
     }
-    this.data[s] = d;
+    const c = classOf(words);
+    const off = this.pool.alloc(c);
+    const buf = this.pool.chunk(c, off);
+    const at = off & CHUNK_MASK;
+    buf[at + R_FROM] = from;
+    buf[at + R_BLOCKS] = n;
+    h.saveTo(buf, at + R_STATE);
+    const hi = h.hi;
+    const lo = h.lo;
+    const o = hashesAt(buf, at);
+    for (let j = 0; j < n; j++) {
+      buf[o + j] = hi[from + j]!;
+      buf[o + n + j] = lo[from + j]!;
+    }
+    this.slotClass[s] = c;
+    this.slotOff[s] = off;
     this.slotKey[s] = key;
-    this.slotFrom[s] = d.from;
+    this.slotFrom[s] = from;
     this.link(s);
     if ((this.size + 1) * 2 > this.mask + 1) this.growIndex();
     const t = this.tab;
@@ -183,6 +278,12 @@ class CheckpointStore {
     t[E * p + 2] = hash;
     t[E * p + 3] = s;
     this.size++;
+    this.evict();
+    return true;
+  }
+
+  private evict(): void {
+    const t = this.tab;
     while (this.size > this.max) {
       const h = this.head;
       const q = this.find(this.slotKey[h]!);
@@ -195,14 +296,29 @@ class CheckpointStore {
     }
   }
 
-  /** Removes the index entry at position p and frees its data slot. */
+  /**
+   * Frees the data slots (and records) removed since the last call. Until then a removed
+   * checkpoint's record stays as it was: a prompt that resumed through it reads its block hashes
+   * after its own saves, whose evictions may remove it (a hot cache, every entry read since it was
+   * last passed over, evicts in one round whatever was oldest: possibly one this prompt walked).
+   */
+  settle(): void {
+    const pending = this.pendingSlots;
+    for (let q = 0; q < pending.length; q++) {
+      const s = pending[q]!;
+      this.pool.release(this.slotClass[s]!, this.slotOff[s]!);
+      this.freeSlots.push(s);
+    }
+    pending.length = 0;
+  }
+
+  /** Removes the index entry at position p; its data slot is freed by the next `settle`. */
   private remove(p: number): void {
     const t = this.tab;
     const mask = this.mask;
     const s = t[E * p + 3]! & SLOT_MASK;
     this.unlink(s);
-    this.data[s] = undefined;
-    this.freeSlots.push(s);
+    this.pendingSlots.push(s);
     let hole = p;
     for (let j = (p + 1) & mask; ; j = (j + 1) & mask) {
       const e = t[E * j]!;
@@ -245,6 +361,8 @@ class CheckpointStore {
     this.slotFrom = grow(this.slotFrom);
     this.prev = grow(this.prev);
     this.next = grow(this.next);
+    this.slotClass = grow(this.slotClass);
+    this.slotOff = grow(this.slotOff);
   }
 
   private growIndex(): void {
@@ -264,9 +382,10 @@ class CheckpointStore {
 
 export interface PromptHashCacheOptions {
   /**
-   * Checkpoints kept, each 512 B of prompt text and ~0.85 KiB of heap (the tokenizer state and the
-   * block hashes since the previous one, as objects: 56 MiB at the default 65536, measured by
-   * bench/routing-decision.mjs section 2b).
+   * Checkpoints kept, each 512 B of prompt text. A checkpoint's record (the tokenizer state and
+   * the block hashes since the previous one) takes 128 or 256 B at block size 16 (its size class;
+   * ~40 words for English text), plus ~40 B of index and slot arrays: 8.8 MiB of records at the
+   * default 65536 in bench/routing-decision.mjs section 2b. No objects: nothing for the GC.
    */
   maxCheckpoints?: number;
 }
@@ -323,6 +442,8 @@ export class PromptBlockHashes {
   begin(parts: readonly string[], textHashes: ArrayLike<number>, blockSize: number): void {
     if (this.hasher.blockSize !== blockSize) this.hasher = new BlockHasher(blockSize, 256);
     const cache = (this.cache = this.storeOf(blockSize));
+    // The previous prompt's reads are over: the checkpoints its saves evicted can be reused.
+    cache.settle();
     this.parts = parts;
     this.textHashes = textHashes;
     this.partIdx = 0;
@@ -369,7 +490,8 @@ export class PromptBlockHashes {
     if (j > 0) {
       const walkFrom = this.walkFrom;
       for (let q = 0; q < j; q++) walkFrom[q] = cache.fromOf(walk[q]!);
-      h.restore(cache.get(walk[j - 1]!).state);
+      const last = walk[j - 1]!;
+      h.restoreFrom(cache.chunk(last), cache.at(last) + R_STATE);
       this.restored = h.blocks;
     }
     this.cpBlocks = h.blocks;
@@ -405,8 +527,8 @@ export class PromptBlockHashes {
     return h.blocks;
   }
 
-  /** The checkpoint (its data) holding resumed block i < `resumed`. */
-  private holder(i: number): CheckpointData {
+  /** The data slot of the walked checkpoint holding resumed block i < `resumed`. */
+  private holder(i: number): number {
     const from = this.walkFrom;
     let a = 0;
     let b = this.walked - 1;
@@ -416,20 +538,29 @@ export class PromptBlockHashes {
       if (from[m]! <= i) a = m;
       else b = m - 1;
     }
-    return this.cache.get(this.walk[a]!);
+    return this.walk[a]!;
   }
 
   /** Block hash i (uint32 halves); valid for i < the last `ensure`'s result. */
   hi(i: number): number {
     if (i >= this.restored) return this.hasher.hi[i]!;
-    const d = this.holder(i);
-    return d.hi[i - d.from] ?? 0;
+    return this.resumedHash(i, 0);
   }
 
   lo(i: number): number {
     if (i >= this.restored) return this.hasher.lo[i]!;
-    const d = this.holder(i);
-    return d.lo[i - d.from] ?? 0;
+    return this.resumedHash(i, 1);
+  }
+
+  /** Resumed block i's high (half 0) or low (half 1) hash, from its checkpoint's record. */
+  private resumedHash(i: number, half: number): number {
+    const cache = this.cache;
+    const s = this.holder(i);
+    const buf = cache.chunk(s);
+    const at = cache.at(s);
+    const n = buf[at + R_BLOCKS]!;
+    const j = i - buf[at + R_FROM]!;
+    return j < n ? buf[hashesAt(buf, at) + half * n + j]! : 0;
   }
 
   /**
@@ -439,15 +570,20 @@ export class PromptBlockHashes {
   materialize(): void {
     if (this.restored === 0) return;
     const h = this.hasher;
+    const cache = this.cache;
+    const dh = h.hi;
+    const dl = h.lo;
     for (let q = 0; q < this.walked; q++) {
-      const d = this.cache.get(this.walk[q]!);
-      const m = d.hi.length;
-      const dh = h.hi;
-      const dl = h.lo;
+      const s = this.walk[q]!;
+      const buf = cache.chunk(s);
+      const at = cache.at(s);
+      const from = buf[at + R_FROM]!;
+      const n = buf[at + R_BLOCKS]!;
+      const o = hashesAt(buf, at);
       // A loop: TypedArray#set costs more than copying the few blocks of one checkpoint.
-      for (let j = 0; j < m; j++) {
-        dh[d.from + j] = d.hi[j]!;
-        dl[d.from + j] = d.lo[j]!;
+      for (let j = 0; j < n; j++) {
+        dh[from + j] = buf[o + j]!;
+        dl[from + j] = buf[o + n + j]!;
       }
     }
     this.restored = 0;
@@ -485,15 +621,15 @@ export class PromptBlockHashes {
   private checkpoint(): void {
     const h = this.hasher;
     const k = this.nextCp;
-    const th = this.textHashes[k - 1]! | 0;
-    this.cache.save(k, th, {
-      state: h.save(),
-      from: this.cpBlocks,
-      hi: h.hi.slice(this.cpBlocks, h.blocks),
-      lo: h.lo.slice(this.cpBlocks, h.blocks),
-    });
-    this.saved++;
+    if (this.cache.save(k, this.textHashes[k - 1]! | 0, h, this.cpBlocks)) this.saved++;
     this.cpBlocks = h.blocks;
     this.nextCp = k + CHECKPOINT_TEXT_BLOCKS;
+  }
+
+  /** Bytes of the checkpoint records' pools (all block sizes; the index and slots apart). */
+  get checkpointBytes(): number {
+    let n = 0;
+    for (const c of this.caches.values()) n += c.poolBytes;
+    return n;
   }
 }
