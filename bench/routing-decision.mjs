@@ -455,7 +455,18 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
     const rt = { ...route(), routing: { policy: 'prefix-aware', prefixSource: 'approximate' } };
     const p = new b.RoutingPipeline({ signals, random: b.seededRandom(5), kvEvents: null });
     p.sync({ models: [rt] });
-    return { build: b, rt, p, times: [], onCpu: [], recKnown: [], recNew: [], firstRecord: [] };
+    return {
+      build: b,
+      rt,
+      p,
+      times: [],
+      onCpu: [],
+      recKnown: [],
+      recNew: [],
+      firstRecord: [],
+      pickKnown: [],
+      pickNew: [],
+    };
   });
   cases.same = 0;
   const contexts = Array.from({ length: 2 * R }, () => flat(text(CHARS - 200)));
@@ -487,6 +498,7 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
     res.forEach((x, k) => {
       cases[k].times.push(x.us);
       cases[k].onCpu.push(x.onCpu);
+      (known ? cases[k].pickKnown : cases[k].pickNew).push(x.us);
     });
     if (res.every((x) => x.d.endpoint.replicaId === d.endpoint.replicaId)) cases.same++;
     matchedSum += d.receipt.matchedBlocks / Math.max(1, d.receipt.promptBlocks);
@@ -505,7 +517,16 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
   await gcSettled();
   report(cases);
   for (const c of cases) {
-    for (const a of [c.recKnown, c.recNew, c.firstRecord]) a.sort((x, y) => x - y);
+    for (const a of [c.recKnown, c.recNew, c.firstRecord, c.pickKnown, c.pickNew])
+      a.sort((x, y) => x - y);
+    const over = (a) => a.filter((x) => x > 200).length;
+    console.log(
+      `${cases.length > 1 ? `  ${c.build.name}:` : ''}  decisions by prompt: known context ` +
+        `p50 ${pct(c.pickKnown, 50).toFixed(1)} µs p99 ${pct(c.pickKnown, 99).toFixed(1)} µs ` +
+        `(${over(c.pickKnown)} of ${c.pickKnown.length} over 200 µs); new prompt p50 ` +
+        `${pct(c.pickNew, 50).toFixed(1)} µs p99 ${pct(c.pickNew, 99).toFixed(1)} µs ` +
+        `(${over(c.pickNew)} of ${c.pickNew.length} over 200 µs)`,
+    );
     console.log(
       `${cases.length > 1 ? `  ${c.build.name}:` : ''}  record after the pick (not part of the decision): ` +
         `known context p50 ${pct(c.recKnown, 50).toFixed(0)} µs p99 ${pct(c.recKnown, 99).toFixed(0)} µs; ` +
@@ -675,7 +696,13 @@ function memoryRow(records, index, extra = {}) {
   const blockText = text(128 * 64);
   for (let i = 0; i <= M2; i++) {
     if (i % Math.max(1, Math.floor(M2 / 10)) === 0) {
-      rows.push(memoryRow(i, p.tokenIndex, { checkpoints: p.promptHashes.checkpoints }));
+      rows.push(
+        memoryRow(i, p.tokenIndex, {
+          checkpoints: p.promptHashes.checkpoints,
+          // Their records' pools (typed arrays: counted in arrayBuffers); absent in older builds.
+          cpMiB: (p.promptHashes.checkpointBytes ?? NaN) / 2 ** 20,
+        }),
+      );
     }
     const body = randomBlocks(blockText);
     views.set(`r${Math.floor(rnd() * R)}`, view());
@@ -688,12 +715,13 @@ function memoryRow(records, index, extra = {}) {
       `chars) picked and recorded over ${R} replicas${gc ? ' (heap after GC)' : ''}`,
   );
   console.log(
-    '  records   live entries  index table MiB  checkpoints  heapUsed MiB  arrayBuffers MiB',
+    '  records   live entries  index table MiB  checkpoints  checkpoint MiB  heapUsed MiB  arrayBuffers MiB',
   );
   for (const r of rows) {
     console.log(
       `  ${String(r.records).padStart(7)}  ${String(r.entries).padStart(13)}  ${r.indexMiB.toFixed(1).padStart(15)}  ` +
-        `${String(r.checkpoints).padStart(11)}  ${r.heapMiB.toFixed(1).padStart(12)}  ${r.abMiB.toFixed(1).padStart(16)}`,
+        `${String(r.checkpoints).padStart(11)}  ${r.cpMiB.toFixed(1).padStart(14)}  ${r.heapMiB.toFixed(1).padStart(12)}  ` +
+        `${r.abMiB.toFixed(1).padStart(16)}`,
     );
   }
   const half = rows.slice(Math.floor(rows.length / 2));
