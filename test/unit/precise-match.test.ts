@@ -261,6 +261,37 @@ describe('prompt-hash checkpoint records', () => {
     }
   });
 
+  it('bounds the records by bytes (block size 1: a hash per token) and still resumes right', () => {
+    const rnd = seededRandom(23);
+    const words = 'a b c dd ee , . ! 1 22'.split(' ');
+    const text = (n: number): string => {
+      let s = '';
+      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
+      return s.slice(0, n);
+    };
+    const bound = 64 * 1024;
+    const ph = new PromptBlockHashes({ maxCheckpoints: 100_000, maxCheckpointBytes: bound });
+    const bases = Array.from({ length: 2 }, () => text(8000));
+    let reusedAny = 0;
+    for (let i = 0; i < 60; i++) {
+      const base = bases[i % bases.length]!;
+      const prompt = base.slice(0, 2000 + Math.floor(rnd() * 6000)) + text(300);
+      ph.begin([prompt], textHashes(prompt), 1);
+      reusedAny += ph.reused;
+      const n = ph.ensure(Infinity);
+      expect(ph.liveCheckpointBytes).toBeLessThanOrEqual(bound);
+      if (i % 6 === 0) {
+        const w = want(prompt, 1);
+        expect(n).toBe(w.length);
+        expect(readAll(ph, n).each).toEqual(w);
+      }
+    }
+    // Each checkpoint here keeps ~200–500 hashes (2–4 KiB): the bytes bind, not the count.
+    expect(ph.checkpoints).toBeLessThan(64);
+    expect(ph.liveCheckpointBytes).toBeGreaterThan(bound / 2);
+    expect(reusedAny).toBeGreaterThan(0);
+  });
+
   it('keeps the records a prompt resumed through until it is done, when its own saves evict them', () => {
     // A full cache of checkpoints all read since last passed over: the prompt's saves evict,
     // in one round, the oldest entries, which are the ones it walked. Their records must still

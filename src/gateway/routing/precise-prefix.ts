@@ -99,6 +99,8 @@ const CHUNK_WORDS = 1 << CHUNK_BITS;
 const CHUNK_MASK = CHUNK_WORDS - 1;
 /** Largest record kept (words); a larger checkpoint (block size in the thousands) is not cached. */
 const MAX_RECORD_WORDS = CHUNK_WORDS;
+/** Words in a record of size class c. */
+const classWords = (c: number): number => 1 << (c + MIN_CLASS_BITS);
 
 /** Size class of a record of `words` words. */
 function classOf(words: number): number {
@@ -128,7 +130,7 @@ class RecordPool {
       list.push(new Uint32Array(CHUNK_WORDS));
       this.words += CHUNK_WORDS;
     }
-    this.used[c] = off + (1 << (c + MIN_CLASS_BITS));
+    this.used[c] = off + classWords(c);
     return off;
   }
 
@@ -147,7 +149,8 @@ const REF = 0x40000000;
 const SLOT_MASK = REF - 1;
 
 /**
- * The checkpoints of one block size: at most `max` of them, keyed by the 30-bit `keyOf` (one
+ * The checkpoints of one block size: at most `max` of them and `maxWords` words of records
+ * (their size classes'), keyed by the 30-bit `keyOf` (one
  * entry per key; saving under a key replaces its entry), evicted in insertion order with a second
  * chance (an entry read since it was last passed over moves to the back once). The same policy as
  * a Map in insertion order, in typed arrays: the index (open addressing, linear probing,
@@ -176,8 +179,13 @@ class CheckpointStore {
   private head = -1;
   private tail = -1;
   size = 0;
+  /** Words of the live records (their size classes'). */
+  liveWords = 0;
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxWords: number,
+  ) {}
 
   /** Index entry position of `key`, or −1. */
   find(key: number): number {
@@ -240,7 +248,7 @@ class CheckpointStore {
   save(k: number, hash: number, h: BlockHasher, from: number): boolean {
     const n = h.blocks - from;
     const words = R_STATE + h.stateWords + 2 * n;
-    if (words > MAX_RECORD_WORDS) return false;
+    if (words > MAX_RECORD_WORDS || classWords(classOf(words)) > this.maxWords) return false;
     const key = keyOf(k, hash);
     const old = this.find(key);
     if (old >= 0) this.remove(old);
@@ -266,6 +274,7 @@ class CheckpointStore {
     }
     this.slotClass[s] = c;
     this.slotOff[s] = off;
+    this.liveWords += classWords(c);
     this.slotKey[s] = key;
     this.slotFrom[s] = from;
     this.link(s);
@@ -284,7 +293,7 @@ class CheckpointStore {
 
   private evict(): void {
     const t = this.tab;
-    while (this.size > this.max) {
+    while (this.size > this.max || this.liveWords > this.maxWords) {
       const h = this.head;
       const q = this.find(this.slotKey[h]!);
       const v = t[E * q + 3]!;
@@ -318,6 +327,7 @@ class CheckpointStore {
     const mask = this.mask;
     const s = t[E * p + 3]! & SLOT_MASK;
     this.unlink(s);
+    this.liveWords -= classWords(this.slotClass[s]!);
     this.pendingSlots.push(s);
     let hole = p;
     for (let j = (p + 1) & mask; ; j = (j + 1) & mask) {
@@ -388,6 +398,13 @@ export interface PromptHashCacheOptions {
    * default 65536 in bench/routing-decision.mjs section 2b. No objects: nothing for the GC.
    */
   maxCheckpoints?: number;
+  /**
+   * Bytes of checkpoint records kept per engine block size (their size classes'), default 64
+   * MiB: the bound that holds at small block sizes, where a checkpoint keeps one hash per token
+   * (block size 1: up to 8 KiB per checkpoint, so ~8k checkpoints). The pools keep the chunks
+   * they grew to (free lists per size class).
+   */
+  maxCheckpointBytes?: number;
 }
 
 /**
@@ -397,6 +414,7 @@ export interface PromptHashCacheOptions {
  */
 export class PromptBlockHashes {
   private readonly maxCheckpoints: number;
+  private readonly maxCheckpointWords: number;
   /** Per block size: the checkpoint store. */
   private readonly caches = new Map<number, CheckpointStore>();
   private hasher: BlockHasher = new BlockHasher(16, 256);
@@ -423,13 +441,14 @@ export class PromptBlockHashes {
 
   constructor(o: PromptHashCacheOptions = {}) {
     this.maxCheckpoints = Math.max(1, o.maxCheckpoints ?? 65_536);
+    this.maxCheckpointWords = Math.max(1, Math.floor((o.maxCheckpointBytes ?? 64 * 2 ** 20) / 4));
     this.cache = this.storeOf(16);
   }
 
   private storeOf(blockSize: number): CheckpointStore {
     let c = this.caches.get(blockSize);
     if (!c) {
-      c = new CheckpointStore(this.maxCheckpoints);
+      c = new CheckpointStore(this.maxCheckpoints, this.maxCheckpointWords);
       this.caches.set(blockSize, c);
     }
     return c;
@@ -630,6 +649,13 @@ export class PromptBlockHashes {
   get checkpointBytes(): number {
     let n = 0;
     for (const c of this.caches.values()) n += c.poolBytes;
+    return n;
+  }
+
+  /** Bytes of the live checkpoint records (all block sizes; each bounded by maxCheckpointBytes). */
+  get liveCheckpointBytes(): number {
+    let n = 0;
+    for (const c of this.caches.values()) n += c.liveWords * 4;
     return n;
   }
 }
