@@ -24,7 +24,8 @@ function byDefinition(text: string, maxBlocks = 8192): number[] {
     const k = [0x01000193, 0x5bd1e995, 0x01000193, 0x5bd1e995];
     for (let w = 0; w < BLOCK_BYTES / 4; w++) {
       const word = dv.getInt32(b * BLOCK_BYTES + 4 * w, true);
-      lanes[w % 4] = Math.imul(lanes[w % 4]! ^ word, k[w % 4]!);
+      const x = Math.imul(lanes[w % 4]! ^ word, k[w % 4]!);
+      lanes[w % 4] = x ^ (x >>> 15);
     }
     const d = lanes[0]! ^ rotl(lanes[1]!, 7) ^ rotl(lanes[2]!, 14) ^ rotl(lanes[3]!, 21);
     h = fmix(h ^ d);
@@ -55,6 +56,24 @@ describe('text block hashes', () => {
       expect([...blockHashes(t)]).toEqual(want);
       expect([...blockHashes(t, 8192, true)]).toEqual(want);
     }
+  });
+
+  it('blocks differing only in the high bytes of their words do not collide', () => {
+    // An 8-digit number repeated over a block: numbers differing in their last digit differ at
+    // byte offsets 7, 15, … — the top byte of every other word. Without the shift after each
+    // multiply those differences stayed in a lane's top bits and cancelled: 832 and 836 collided.
+    const seen = new Map<number, number>();
+    for (let i = 0; i < 20_000; i++) {
+      const [h] = blockHashes(
+        String(i)
+          .padStart(8, '0')
+          .repeat(BLOCK_BYTES / 8),
+      );
+      const other = seen.get(h!);
+      expect(other === undefined ? undefined : [other, i]).toBeUndefined();
+      seen.set(h!, i);
+    }
+    expect(blockHashes('00000832'.repeat(16))).not.toEqual(blockHashes('00000836'.repeat(16)));
   });
 
   it('hashes parts as their concatenation, and stops at maxBlocks', () => {

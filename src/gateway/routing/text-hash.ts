@@ -4,7 +4,11 @@
 // Definition (the JavaScript `digestAndChain` below is the reference):
 //   digest(i) = a ^ rotl(c, 7) ^ rotl(d, 14) ^ rotl(e, 21), four lanes a, c, d, e that start at
 //               fixed seeds and take the block's 32 little-endian words in turn:
-//               lane = imul(lane ^ word, K[lane])
+//               lane = imul(lane ^ word, K[lane]); lane ^= lane >>> 15
+// (The shift carries each step's high bits down: a product's bits depend only on the factors'
+// bits below them, so without it, words differing only in their high bytes — text differing
+// only at byte offsets 3 mod 4 — left differences confined to a lane's top bits, where two of
+// them cancelled often: "00000832" and "00000836" repeated over a block gave the same digest.)
 //   h(i)      = fmix32(h(i − 1) ^ digest(i)), h(−1) = 0x811c9dc5 (murmur3's finalizer)
 // h(i) stands for the whole prefix up to block i, as the engines' own prefix-cache hashes do. A
 // block's digest does not depend on its parent, so the digests are one pass with no dependency
@@ -46,6 +50,7 @@ const MULS = [MUL_AD, MUL_CE, MUL_AD, MUL_CE];
 //     (loop
 //       acc = SEEDS                                     ;; v128.const
 //       acc = i32x4.mul(v128.xor(acc, load(src + 16k)), MULS)   ;; k = 0..7, unrolled
+//       acc = v128.xor(acc, i32x4.shr_u(acc, 15))
 //       store(out, lane0 ^ rotl(lane1, 7) ^ rotl(lane2, 14) ^ rotl(lane3, 21))
 //       src += 128; out += 4; br_if (out < end))
 //     ;; then the chain over out[]: h = fmix32(h ^ out[b]); out[b] = h
@@ -109,6 +114,7 @@ const V128_CONST = 0x0c;
 const I32X4_EXTRACT = 0x1b;
 const V128_XOR = 0x51;
 const I32X4_MUL = 0xb5;
+const I32X4_SHR_U = 0xad;
 const v128 = (lanes: readonly number[]): number[] => [
   ...simd(V128_CONST),
   ...lanes.flatMap((x) => [x & 255, (x >>> 8) & 255, (x >>> 16) & 255, (x >>> 24) & 255]),
@@ -137,7 +143,8 @@ function assemble(): Uint8Array {
   for (let k = 0; k < BLOCK_BYTES / 16; k++) {
     // memarg: align 2^4, offset 16k
     e(get(ACC), get(SRC), simd(V128_LOAD), 4, uleb(16 * k), simd(V128_XOR));
-    e(v128(MULS), simd(I32X4_MUL), set(ACC));
+    e(v128(MULS), simd(I32X4_MUL), op.tee, ACC);
+    e(get(ACC), i32(15), simd(I32X4_SHR_U), simd(V128_XOR), set(ACC));
   }
   e(get(P));
   e(get(ACC), simd(I32X4_EXTRACT), 0);
@@ -253,6 +260,10 @@ function digestAndChain(words: Int32Array, n: number, out: Uint32Array): void {
       c = Math.imul(c ^ words[p + 1]!, MUL_CE);
       d = Math.imul(d ^ words[p + 2]!, MUL_AD);
       e = Math.imul(e ^ words[p + 3]!, MUL_CE);
+      a ^= a >>> 15;
+      c ^= c >>> 15;
+      d ^= d >>> 15;
+      e ^= e >>> 15;
     }
     h ^= a ^ ((c << 7) | (c >>> 25)) ^ ((d << 14) | (d >>> 18)) ^ ((e << 21) | (e >>> 11));
     h ^= h >>> 16; // fmix32
