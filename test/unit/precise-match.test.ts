@@ -144,12 +144,14 @@ describe('BlockSet ancestor closure', () => {
 });
 
 describe('prompt-hash checkpoint store', () => {
-  /** The Map-based policy the typed-array store replaced (keys, hits, second-chance eviction). */
+  /** The store's 30-bit index key of checkpoint (k, text hash). */
+  const key30 = (k: number, hash: number): number => (hash ^ Math.imul(k, 0x9e3779b1)) & 0x3fffffff;
+  /** The policy of the typed-array store as a Map in insertion order keyed by (k, text hash). */
   class MapModel {
-    private readonly m = new Map<number, { k: number; hash: number; ref: boolean }>();
+    private readonly m = new Map<string, { k: number; hash: number; ref: boolean }>();
     constructor(private readonly max: number) {}
-    private static key(k: number, hash: number): number {
-      return (hash ^ Math.imul(k, 0x9e3779b1)) & 0x3fffffff;
+    private static key(k: number, hash: number): string {
+      return `${k}:${hash}`;
     }
     walk(th: Uint32Array): number {
       let k = CHECKPOINT_TEXT_BLOCKS;
@@ -157,7 +159,7 @@ describe('prompt-hash checkpoint store', () => {
       for (; k <= th.length; k += CHECKPOINT_TEXT_BLOCKS) {
         const h = th[k - 1]! | 0;
         const cp = this.m.get(MapModel.key(k, h));
-        if (!cp || cp.k !== k || cp.hash !== h) break;
+        if (!cp) break;
         cp.ref = true;
         reused++;
       }
@@ -214,6 +216,37 @@ describe('prompt-hash checkpoint store', () => {
           expect([ph.hi(b), ph.lo(b)]).toEqual([hi, lo]);
         }
       }
+    }
+  });
+
+  it('keeps both of two checkpoints whose 30-bit index keys collide', () => {
+    // Two one-checkpoint prompts (512 B, then a few words) whose text hashes at block 4 give the same 30-bit key
+    // (found by a birthday search over numbered prompts; checked here, as the hash defines it).
+    const prompt = (i: number): string => `${String(i).padStart(8, '0').repeat(64)} and more`;
+    const [a, b] = [prompt(41_520), prompt(79_558)];
+    const [ta, tb] = [textHashes(a), textHashes(b)];
+    expect(ta[3]).not.toBe(tb[3]);
+    expect(key30(4, ta[3]! | 0)).toBe(key30(4, tb[3]! | 0));
+    const ph = new PromptBlockHashes({ maxCheckpoints: 100 });
+    for (const [t, th] of [
+      [a, ta],
+      [b, tb],
+    ] as const) {
+      ph.begin([t], th, 16);
+      ph.ensure(Infinity);
+      expect(ph.saved).toBe(1);
+    }
+    expect(ph.checkpoints).toBe(2);
+    for (const [t, th] of [
+      [a, ta],
+      [b, tb],
+    ] as const) {
+      ph.begin([t], th, 16);
+      expect(ph.reused).toBe(1);
+      const n = ph.ensure(Infinity);
+      const want = blockHashes(tokenize(t), 16);
+      expect(n).toBe(want.length);
+      for (let i = 0; i < n; i++) expect([ph.hi(i), ph.lo(i)]).toEqual(parseBlockHash(want[i]!));
     }
   });
 });

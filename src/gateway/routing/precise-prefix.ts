@@ -150,14 +150,14 @@ const SLOT_MASK = REF - 1;
 
 /**
  * The checkpoints of one block size: at most `max` of them and `maxWords` words of records
- * (their size classes'), keyed by the 30-bit `keyOf` (one
- * entry per key; saving under a key replaces its entry), evicted in insertion order with a second
- * chance (an entry read since it was last passed over moves to the back once). The same policy as
- * a Map in insertion order, in typed arrays: the index (open addressing, linear probing,
- * backward-shift deletion) holds per entry its key, k, text hash, data slot and read flag — the
- * prompt walk reads one index entry per checkpoint and nothing else; the order is a doubly-linked
- * list over data slots; the record (hasher state, block hashes; flat, in a `RecordPool`) is read
- * only where a prompt resumes.
+ * (their size classes'), evicted in insertion order with a second chance (an entry read since it
+ * was last passed over moves to the back once): the policy of a Map in insertion order, in typed
+ * arrays. The index (open addressing, linear probing, backward-shift deletion) is keyed by the
+ * 30-bit `keyOf` and holds per entry its key, k, text hash, data slot and read flag; checkpoints
+ * whose keys collide each keep their entry (one is matched on its (k, text hash); saving one
+ * already cached replaces it). The prompt walk reads one index entry per checkpoint and nothing
+ * else; the order is a doubly-linked list over data slots; the record (hasher state, block
+ * hashes; flat, in a `RecordPool`) is read only where a prompt resumes.
  */
 class CheckpointStore {
   private tab = new Int32Array(E * 64);
@@ -187,34 +187,38 @@ class CheckpointStore {
     private readonly maxWords: number,
   ) {}
 
-  /** Index entry position of `key`, or −1. */
-  find(key: number): number {
-    const t = this.tab;
-    const mask = this.mask;
-    const want = key + 1;
-    for (let p = key & mask; ; p = (p + 1) & mask) {
-      const e = t[E * p]!;
-      if (e === want) return p;
-      if (e === 0) return -1;
-    }
-  }
-
-  /** Data slot of the checkpoint (k, hash) if cached (and marks it read), else −1. */
-  read(k: number, hash: number): number {
+  /** Index entry position of the checkpoint (k, hash), or −1. */
+  private find(k: number, hash: number): number {
     const t = this.tab;
     const mask = this.mask;
     const want = keyOf(k, hash) + 1;
     for (let p = (want - 1) & mask; ; p = (p + 1) & mask) {
       const o = E * p;
       const e = t[o]!;
-      if (e === want) {
-        if (t[o + 1] !== k || t[o + 2] !== hash) return -1;
-        const v = t[o + 3]!;
-        t[o + 3] = v | REF;
-        return v & SLOT_MASK;
-      }
+      if (e === want && t[o + 1] === k && t[o + 2] === hash) return p;
       if (e === 0) return -1;
     }
+  }
+
+  /** Index entry position of data slot s (its key `key`). */
+  private entryOf(key: number, s: number): number {
+    const t = this.tab;
+    const mask = this.mask;
+    const want = key + 1;
+    for (let p = key & mask; ; p = (p + 1) & mask) {
+      const o = E * p;
+      if (t[o] === want && (t[o + 3]! & SLOT_MASK) === s) return p;
+    }
+  }
+
+  /** Data slot of the checkpoint (k, hash) if cached (and marks it read), else −1. */
+  read(k: number, hash: number): number {
+    const p = this.find(k, hash);
+    if (p < 0) return -1;
+    const t = this.tab;
+    const v = t[E * p + 3]!;
+    t[E * p + 3] = v | REF;
+    return v & SLOT_MASK;
   }
 
   /** Reads the index entry `read(k, hash)` starts at (to bring it into the cache early). */
@@ -250,7 +254,7 @@ class CheckpointStore {
     const words = R_STATE + h.stateWords + 2 * n;
     if (words > MAX_RECORD_WORDS || classWords(classOf(words)) > this.maxWords) return false;
     const key = keyOf(k, hash);
-    const old = this.find(key);
+    const old = this.find(k, hash);
     if (old >= 0) this.remove(old);
     // A new slot, at the back of the order.
     let s = this.freeSlots.pop();
@@ -295,7 +299,7 @@ class CheckpointStore {
     const t = this.tab;
     while (this.size > this.max || this.liveWords > this.maxWords) {
       const h = this.head;
-      const q = this.find(this.slotKey[h]!);
+      const q = this.entryOf(this.slotKey[h]!, h);
       const v = t[E * q + 3]!;
       if (v & REF) {
         t[E * q + 3] = v & SLOT_MASK;
