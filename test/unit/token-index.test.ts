@@ -177,6 +177,36 @@ describe('token-block index', () => {
   });
 });
 
+describe('prompt-hash checkpoint cache sized to the fleet', () => {
+  // One checkpoint per 512 B of the text the replicas' KV caches hold (reported num_gpu_blocks
+  // × block size tokens × 4 bytes), between 65,536 and 1,048,576.
+  it('follows the replicas reported on token-block and text-block routes', () => {
+    const { p, route } = fleet(8, TOKENS, { numGpuBlocks: 100_000 });
+    expect(p.promptHashes.checkpointCap).toBe(65_536); // before any decision: the floor
+    const pick = (r = route) =>
+      p.release(p.pick(r, { exclude: new Set(), prompt: 'a b c' })!.endpoint.replicaId);
+    pick();
+    expect(p.promptHashes.checkpointCap).toBe((8 * 100_000 * 16 * 4) / 512);
+    // Replicas leave the routing table: the cap follows them down to its floor.
+    const two = simRoute(2, TOKENS);
+    p.sync({ models: [two] });
+    pick(two);
+    expect(p.promptHashes.checkpointCap).toBe(65_536);
+
+    // A text-block route (the same estimate through the text index) and a very large fleet.
+    const text = fleet(8, { ...TOKENS, prefixBlocks: 'text' }, { numGpuBlocks: 100_000 });
+    text.p.release(
+      text.p.pick(text.route, { exclude: new Set(), prompt: 'a b c' })!.endpoint.replicaId,
+    );
+    expect(text.p.promptHashes.checkpointCap).toBe(100_000);
+    const big = fleet(64, TOKENS, { numGpuBlocks: 10_000_000 });
+    big.p.release(
+      big.p.pick(big.route, { exclude: new Set(), prompt: 'a b c' })!.endpoint.replicaId,
+    );
+    expect(big.p.promptHashes.checkpointCap).toBe(1 << 20);
+  });
+});
+
 describe('token-block index: a failed record', () => {
   it('is counted and reported, and loses neither the decision nor the next one', async () => {
     const errors: unknown[] = [];

@@ -93,7 +93,13 @@ import {
   PromptBlockHashes,
   type PromptHashCacheOptions,
 } from './precise-prefix.js';
-import { PrefixIndex, type LazyBlockHashes, type PrefixIndexOptions } from './prefix-index.js';
+import {
+  BLOCK_BYTES,
+  CHARS_PER_TOKEN,
+  PrefixIndex,
+  type LazyBlockHashes,
+  type PrefixIndexOptions,
+} from './prefix-index.js';
 import type { SignalSource, SignalView } from './signals.js';
 
 export const DEFAULT_POLICY: RoutingPolicy = 'prefix-aware';
@@ -307,6 +313,9 @@ export class RoutingPipeline implements Picker {
   private toRecord: PendingRecord[] = [];
   private recordScheduled = false;
   private tokenHashes = new Uint32Array(256);
+  /** The fleet's KV text (bytes) the checkpoint cache was last sized for, and a token block's size. */
+  private fleetBytes = -1;
+  private fleetBlockTokens = 16;
   /** The token-block walk's view of `promptHashes` (32-bit folds of the engine's hashes). */
   private readonly lazyTokens: LazyBlockHashes;
   /** Picks whose record failed (the microtask's errors: a routing hint lost, never a request). */
@@ -550,6 +559,15 @@ export class RoutingPipeline implements Picker {
           if (tokenBs === 0) tokenBs = v.blockSize;
         } else index.setCacheTokens(cands[i]!.replicaId, v.numGpuBlocks * v.blockSize);
       }
+    }
+    if (tokenBs > 0) this.fleetBlockTokens = tokenBs;
+    // The checkpoint cache covers the text the fleet's KV caches hold (their reported sizes).
+    const fleet =
+      index.reportedEntries * BLOCK_BYTES +
+      this.tokenIndex.reportedEntries * this.fleetBlockTokens * CHARS_PER_TOKEN;
+    if (fleet !== this.fleetBytes) {
+      this.fleetBytes = fleet;
+      this.promptHashes.fitFleet(fleet);
     }
     let minLoad = Number.POSITIVE_INFINITY;
     for (let i = 0; i < n; i++) {

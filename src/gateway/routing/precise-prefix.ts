@@ -183,7 +183,8 @@ class CheckpointStore {
   liveWords = 0;
 
   constructor(
-    private readonly max: number,
+    /** Checkpoints kept at most (lowered: the next save evicts down to it). */
+    public max: number,
     private readonly maxWords: number,
   ) {}
 
@@ -396,16 +397,19 @@ class CheckpointStore {
 
 export interface PromptHashCacheOptions {
   /**
-   * Checkpoints kept, each 512 B of prompt text. A checkpoint's record (the tokenizer state and
+   * Checkpoints kept at least (per engine block size), each 512 B of prompt text; `fitFleet`
+   * raises the bound to cover the text the fleet's KV caches hold, up to `maxCheckpointsLimit`. A checkpoint's record (the tokenizer state and
    * the block hashes since the previous one) takes 128 or 256 B at block size 16 (its size class;
    * ~40 words for English text), plus ~40 B of index and slot arrays: 8.8 MiB of records at the
    * default 65536 in bench/routing-decision.mjs section 2b. No objects: nothing for the GC.
    */
   maxCheckpoints?: number;
+  /** The most checkpoints `fitFleet` sets (per engine block size). Default 1,048,576 (~230 MiB). */
+  maxCheckpointsLimit?: number;
   /**
-   * Bytes of checkpoint records kept per engine block size (their size classes'), default 64
+   * Bytes of checkpoint records kept per engine block size (their size classes'), default 256
    * MiB: the bound that holds at small block sizes, where a checkpoint keeps one hash per token
-   * (block size 1: up to 8 KiB per checkpoint, so ~8k checkpoints). The pools keep the chunks
+   * (block size 1: up to 8 KiB per checkpoint, so ~32k checkpoints). The pools keep the chunks
    * they grew to (free lists per size class).
    */
   maxCheckpointBytes?: number;
@@ -417,7 +421,9 @@ export interface PromptHashCacheOptions {
  * from stay in the checkpoints (not copied): `hi(i)` / `lo(i)` find them there.
  */
 export class PromptBlockHashes {
-  private readonly maxCheckpoints: number;
+  private maxCheckpoints: number;
+  private readonly minCheckpoints: number;
+  private readonly checkpointsLimit: number;
   private readonly maxCheckpointWords: number;
   /** Per block size: the checkpoint store. */
   private readonly caches = new Map<number, CheckpointStore>();
@@ -444,8 +450,9 @@ export class PromptBlockHashes {
   saved = 0;
 
   constructor(o: PromptHashCacheOptions = {}) {
-    this.maxCheckpoints = Math.max(1, o.maxCheckpoints ?? 65_536);
-    this.maxCheckpointWords = Math.max(1, Math.floor((o.maxCheckpointBytes ?? 64 * 2 ** 20) / 4));
+    this.maxCheckpoints = this.minCheckpoints = Math.max(1, o.maxCheckpoints ?? 65_536);
+    this.checkpointsLimit = Math.max(this.minCheckpoints, o.maxCheckpointsLimit ?? 1 << 20);
+    this.maxCheckpointWords = Math.max(1, Math.floor((o.maxCheckpointBytes ?? 256 * 2 ** 20) / 4));
     this.cache = this.storeOf(16);
   }
 
@@ -456,6 +463,26 @@ export class PromptBlockHashes {
       this.caches.set(blockSize, c);
     }
     return c;
+  }
+
+  /**
+   * Sizes the cache for the fleet: `bytes` of prompt text in the replicas' KV caches (their
+   * reported size), a checkpoint per CHECKPOINT_TEXT_BLOCKS × BLOCK_BYTES of it — between
+   * `maxCheckpoints` and `maxCheckpointsLimit`. A smaller cap than the cache's working set turns
+   * the decisions for prompts that replicas still hold into full tokenizations (milliseconds at
+   * 32k tokens), as its oldest checkpoints go first. The memory is taken only as prompts fill it.
+   */
+  fitFleet(bytes: number): void {
+    const want = Math.ceil(bytes / (CHECKPOINT_TEXT_BLOCKS * BLOCK_BYTES));
+    const max = Math.min(this.checkpointsLimit, Math.max(this.minCheckpoints, want));
+    if (max === this.maxCheckpoints) return;
+    this.maxCheckpoints = max;
+    for (const c of this.caches.values()) c.max = max;
+  }
+
+  /** The current bound on checkpoints per engine block size (see `fitFleet`). */
+  get checkpointCap(): number {
+    return this.maxCheckpoints;
   }
 
   /**

@@ -97,6 +97,8 @@ export class PrefixIndex {
   private readonly defaultEntries: number;
   private readonly globalMax: number;
   readonly maxPromptBlocks: number;
+  /** Σ over the replicas of their reported cache in this index's blocks (the engines' KV size). */
+  reportedEntries = 0;
   /** Checkpoint positions in order, and how many checkpoints lie below each position. */
   private readonly cps: Int32Array;
   private readonly cpBelow: Int32Array;
@@ -441,11 +443,14 @@ export class PrefixIndex {
   private recap(): void {
     const share = Math.max(1, Math.floor(this.globalMax / Math.max(1, this.replicas.size)));
     let total = 0;
+    let reported = 0;
     for (const r of this.replicas.values()) {
       r.cap = Math.min(r.cacheEntries > 0 ? r.cacheEntries : this.defaultEntries, share);
       this.caps[r.slot] = r.cap;
       total += r.cap;
+      reported += r.cacheEntries;
     }
+    this.reportedEntries = reported;
     // Σ caps bounds the live blocks; checkpoints are at most that many entries (all of them for
     // prompts up to 16 blocks, ~6 % of a 32k-token prompt's).
     let slots = MIN_SLOTS;
