@@ -28,6 +28,8 @@
 // 1e. The same with the approximate index over the engine's token blocks (section 1e, below 1b;
 //    side by side with --baseline too where that build has one): decision and the record after
 //    it (a microtask, not part of the decision), timed apart.
+// 1f. A working set of contexts larger than the checkpoint cache's floor: the cache sized to the
+//    fleet against the same build held at the floor (see below).
 // 1d. The prompt text hash (the largest part of 1): the WebAssembly SIMD kernel against the
 //    JavaScript reference (same values), interleaved on the same 128 KiB prompts.
 // Runs in a few seconds and stops by itself.
@@ -75,6 +77,7 @@ const { values: args } = parseArgs({
     decisions: { type: 'string', default: '2000' },
     'memory-records': { type: 'string', default: '200000' },
     baseline: { type: 'string' },
+    'working-set': { type: 'string', default: '400' },
   },
 });
 const R = Number(args.replicas);
@@ -535,6 +538,65 @@ const flat = (s) => JSON.parse(JSON.stringify(s));
         `known context p50 ${pct(c.recKnown, 50).toFixed(0)} µs p99 ${pct(c.recKnown, 99).toFixed(0)} µs; ` +
         `new prompt (tokenized whole) p50 ${pct(c.recNew, 50).toFixed(0)} µs p99 ${pct(c.recNew, 99).toFixed(0)} µs; ` +
         `warm-up records (new contexts) median ${pct(c.firstRecord, 50).toFixed(0)} µs`,
+    );
+  }
+}
+
+// 1f. A working set of contexts larger than the prompt-hash checkpoint cache's floor (65,536
+// checkpoints = 256 contexts of 128k chars): `--working-set` contexts (default 400, ~102k
+// checkpoints) on the token-block route of 1e, each routed once, then `--decisions` picks of a
+// random one of them + a fresh question. The cache sized to the fleet (this build: one checkpoint
+// per 512 B of the replicas' reported KV text, here 64 × 28,004 blocks × 16 tokens × 4 B → 224k)
+// against the same build held at 65,536 (`maxCheckpointsLimit`), side by side on the same
+// prompts in alternating order. A decision that finds a context's checkpoints gone tokenizes
+// it again (milliseconds); "re-tokenized" counts decisions that saved over 32 checkpoints.
+{
+  const chat = (ctx, q) => ['<system>\n', ctx, '\n', '<user>\n', q, '\n'];
+  const rt = { ...route(), routing: { policy: 'prefix-aware', prefixSource: 'approximate' } };
+  const mk = (name, precise) => {
+    const p = new RoutingPipeline({ signals, random: seededRandom(6), kvEvents: null, precise });
+    p.sync({ models: [rt] });
+    return { name, rt, p, times: [], retokenized: 0 };
+  };
+  const cases = [mk('sized to the fleet'), mk('held at 65,536', { maxCheckpointsLimit: 65_536 })];
+  const W = Number(args['working-set']);
+  const contexts = Array.from({ length: W }, () => flat(text(CHARS - 200)));
+  for (const ctx of contexts) {
+    const prompt = chat(ctx, flat(text(200)));
+    for (const c of cases) {
+      c.p.release(c.p.pick(c.rt, { exclude: new Set(), prompt }).endpoint.replicaId);
+      c.p.flushRecords();
+    }
+  }
+  for (let i = 0; i < N + 200; i++) {
+    for (let k = 0; k < 4; k++) views.set(`r${Math.floor(rnd() * R)}`, view());
+    const parts = chat(contexts[Math.floor(rnd() * W)], flat(text(200)));
+    for (let j = 0; j < 2; j++) {
+      const c = cases[i % 2 ? 1 - j : j];
+      const t0 = process.hrtime.bigint();
+      const d = c.p.pick(c.rt, { exclude: new Set(), prompt: parts });
+      const us = Number(process.hrtime.bigint() - t0) / 1000;
+      const saved = c.p.promptHashes.saved;
+      c.p.release(d.endpoint.replicaId);
+      c.p.flushRecords();
+      if (i < 200) continue;
+      c.times.push(us);
+      if (saved > 32) c.retokenized++;
+    }
+  }
+  console.log(
+    `\ndecision cost, a working set of ${W} contexts (${CHARS} chars each) on the token-block ` +
+      `route of 1e; ${N} decisions, each made by both caches in alternating order`,
+  );
+  for (const c of cases) {
+    c.times.sort((a, b) => a - b);
+    const ph = c.p.promptHashes;
+    console.log(
+      `  ${c.name} (cap ${ph.checkpointCap}, ${ph.checkpoints} cached, ` +
+        `${(ph.checkpointBytes / 2 ** 20).toFixed(1)} MiB of records): p50 ${pct(c.times, 50).toFixed(1)} µs   ` +
+        `p90 ${pct(c.times, 90).toFixed(1)} µs   p99 ${pct(c.times, 99).toFixed(1)} µs   ` +
+        `(${c.times.filter((t) => t > 200).length} of ${c.times.length} over 200 µs; ` +
+        `${c.retokenized} re-tokenized)`,
     );
   }
 }
