@@ -12,7 +12,7 @@ import {
   CHECKPOINT_TEXT_BLOCKS,
   PromptBlockHashes,
 } from '../../src/gateway/routing/precise-prefix.js';
-import { blockHashes as textHashes } from '../../src/gateway/routing/prefix-index.js';
+import { BLOCK_BYTES, blockHashes as textHashes } from '../../src/gateway/routing/prefix-index.js';
 import { freshView, simRoute } from './routing-fixtures.js';
 
 type Pair = [number, number];
@@ -169,13 +169,17 @@ describe('prompt-hash checkpoint store', () => {
       const key = MapModel.key(k, hash);
       this.m.delete(key);
       this.m.set(key, { k, hash, ref: false });
-      while (this.m.size > this.max) {
+      // At most 32 second chances and 16 removals per save (the store's bounded eviction).
+      let passes = 32;
+      let removed = 0;
+      while (this.m.size > this.max && removed < 16) {
         const [oldKey, old] = this.m.entries().next().value!;
         this.m.delete(oldKey);
-        if (old.ref) {
+        if (old.ref && passes > 0) {
+          passes--;
           old.ref = false;
           this.m.set(oldKey, old);
-        }
+        } else removed++;
       }
     }
     get size(): number {
@@ -217,6 +221,53 @@ describe('prompt-hash checkpoint store', () => {
         }
       }
     }
+  });
+
+  it('bounds the work of one save: 32 second chances, 16 removals (a lowered cap settles over saves)', () => {
+    const rnd = seededRandom(31);
+    const words = 'north south east west up down left right'.split(' ');
+    const text = (n: number): string => {
+      let s = '';
+      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
+      return s.slice(0, n);
+    };
+    const cp = CHECKPOINT_TEXT_BLOCKS * BLOCK_BYTES;
+    const long = text(100 * cp + 50); // 100 checkpoints
+    const ph = new PromptBlockHashes({ maxCheckpoints: 100, maxCheckpointsLimit: 1000 });
+    ph.begin([long], textHashes(long), 16);
+    ph.ensure(Infinity);
+    expect(ph.checkpoints).toBe(100);
+    ph.begin([long], textHashes(long), 16); // every entry read: all have a second chance
+    expect(ph.reused).toBe(100);
+    const other = text(cp + 50);
+    ph.begin([other], textHashes(other), 16);
+    ph.ensure(Infinity);
+    expect(ph.checkpoints).toBe(100);
+    // The save passed over the 32 oldest (now at the back, unread) and removed the 33rd: the
+    // long prompt resumes through its first 32 checkpoints (a full scan would have passed over
+    // all 100, at the cost of one decision, and removed the new one).
+    ph.begin([long], textHashes(long), 16);
+    expect(ph.reused).toBe(32);
+
+    // A cap lowered by `fitFleet` (replicas gone): each save removes up to 16, no more.
+    ph.fitFleet(1000 * cp);
+    expect(ph.checkpointCap).toBe(1000);
+    const many = text(300 * cp + 50);
+    ph.begin([many], textHashes(many), 16);
+    ph.ensure(Infinity);
+    const before = ph.checkpoints;
+    expect(before).toBeGreaterThan(300);
+    ph.fitFleet(0);
+    expect(ph.checkpointCap).toBe(100);
+    const counts: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const t = text(cp + 50);
+      ph.begin([t], textHashes(t), 16);
+      ph.ensure(Infinity);
+      counts.push(ph.checkpoints);
+    }
+    expect(counts[0]).toBe(before + 1 - 16);
+    expect(counts.at(-1)).toBe(100);
   });
 
   it('keeps both of two checkpoints whose 30-bit index keys collide', () => {

@@ -143,6 +143,10 @@ class RecordPool {
   }
 }
 
+/** Per save, entries passed over (a second chance) and removed at most (see `evict`). */
+const EVICT_PASSES = 32;
+const EVICT_REMOVALS = 16;
+
 /** Int32 fields per index entry: key + 1 (0: empty), text blocks k, text hash, slot | REF. */
 const E = 4;
 const REF = 0x40000000;
@@ -296,17 +300,31 @@ class CheckpointStore {
     return true;
   }
 
+  /**
+   * Evicts down to the bounds, the oldest first, with a second chance for an entry read since it
+   * was last passed over — but in one save at most EVICT_PASSES such entries are passed over
+   * (then the oldest goes, read or not) and at most EVICT_REMOVALS removed. A cache whose entries
+   * were all read since last passed over would otherwise be scanned whole by one decision, and a
+   * bound just lowered (`fitFleet`, replicas gone) emptied down in one; it then settles over the
+   * next saves (each adds one entry and removes up to EVICT_REMOVALS).
+   */
   private evict(): void {
     const t = this.tab;
-    while (this.size > this.max || this.liveWords > this.maxWords) {
+    let passes = EVICT_PASSES;
+    let removed = 0;
+    while ((this.size > this.max || this.liveWords > this.maxWords) && removed < EVICT_REMOVALS) {
       const h = this.head;
       const q = this.entryOf(this.slotKey[h]!, h);
       const v = t[E * q + 3]!;
-      if (v & REF) {
+      if (v & REF && passes > 0) {
+        passes--;
         t[E * q + 3] = v & SLOT_MASK;
         this.unlink(h);
         this.link(h);
-      } else this.remove(q);
+      } else {
+        this.remove(q);
+        removed++;
+      }
     }
   }
 
