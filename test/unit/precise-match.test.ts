@@ -169,8 +169,8 @@ describe('prompt-hash checkpoint store', () => {
       const key = MapModel.key(k, hash);
       this.m.delete(key);
       this.m.set(key, { k, hash, ref: false });
-      // At most 32 second chances and 16 removals per save (the store's bounded eviction).
-      let passes = 32;
+      // At most 256 second chances and 16 removals per save (the store's bounded eviction).
+      let passes = 256;
       let removed = 0;
       while (this.m.size > this.max && removed < 16) {
         const [oldKey, old] = this.m.entries().next().value!;
@@ -223,7 +223,7 @@ describe('prompt-hash checkpoint store', () => {
     }
   });
 
-  it('bounds the work of one save: 32 second chances, 16 removals (a lowered cap settles over saves)', () => {
+  it('bounds the work of one save: 256 second chances, 16 removals (a lowered cap settles over saves)', () => {
     const rnd = seededRandom(31);
     const words = 'north south east west up down left right'.split(' ');
     const text = (n: number): string => {
@@ -232,33 +232,33 @@ describe('prompt-hash checkpoint store', () => {
       return s.slice(0, n);
     };
     const cp = CHECKPOINT_TEXT_BLOCKS * BLOCK_BYTES;
-    const long = text(100 * cp + 50); // 100 checkpoints
-    const ph = new PromptBlockHashes({ maxCheckpoints: 100, maxCheckpointsLimit: 1000 });
+    const long = text(300 * cp + 50); // 300 checkpoints
+    const ph = new PromptBlockHashes({ maxCheckpoints: 300, maxCheckpointsLimit: 1000 });
     ph.begin([long], textHashes(long), 16);
     ph.ensure(Infinity);
-    expect(ph.checkpoints).toBe(100);
+    expect(ph.checkpoints).toBe(300);
     ph.begin([long], textHashes(long), 16); // every entry read: all have a second chance
-    expect(ph.reused).toBe(100);
+    expect(ph.reused).toBe(300);
     const other = text(cp + 50);
     ph.begin([other], textHashes(other), 16);
     ph.ensure(Infinity);
-    expect(ph.checkpoints).toBe(100);
-    // The save passed over the 32 oldest (now at the back, unread) and removed the 33rd: the
-    // long prompt resumes through its first 32 checkpoints (a full scan would have passed over
-    // all 100, at the cost of one decision, and removed the new one).
+    expect(ph.checkpoints).toBe(300);
+    // The save passed over the 256 oldest (now at the back, unread) and removed the 257th: the
+    // long prompt resumes through its first 256 checkpoints (a full scan would have passed over
+    // all 300, and removed the new one).
     ph.begin([long], textHashes(long), 16);
-    expect(ph.reused).toBe(32);
+    expect(ph.reused).toBe(256);
 
     // A cap lowered by `fitFleet` (replicas gone): each save removes up to 16, no more.
     ph.fitFleet(1000 * cp);
     expect(ph.checkpointCap).toBe(1000);
-    const many = text(300 * cp + 50);
+    const many = text(400 * cp + 50);
     ph.begin([many], textHashes(many), 16);
     ph.ensure(Infinity);
     const before = ph.checkpoints;
-    expect(before).toBeGreaterThan(300);
+    expect(before).toBeGreaterThan(400);
     ph.fitFleet(0);
-    expect(ph.checkpointCap).toBe(100);
+    expect(ph.checkpointCap).toBe(300);
     const counts: number[] = [];
     for (let i = 0; i < 30; i++) {
       const t = text(cp + 50);
@@ -267,7 +267,7 @@ describe('prompt-hash checkpoint store', () => {
       counts.push(ph.checkpoints);
     }
     expect(counts[0]).toBe(before + 1 - 16);
-    expect(counts.at(-1)).toBe(100);
+    expect(counts.at(-1)).toBe(300);
   });
 
   it('keeps both of two checkpoints whose 30-bit index keys collide', () => {

@@ -144,7 +144,7 @@ class RecordPool {
 }
 
 /** Per save, entries passed over (a second chance) and removed at most (see `evict`). */
-const EVICT_PASSES = 32;
+const EVICT_PASSES = 256;
 const EVICT_REMOVALS = 16;
 
 /** Int32 fields per index entry: key + 1 (0: empty), text blocks k, text hash, slot | REF. */
@@ -303,7 +303,8 @@ class CheckpointStore {
   /**
    * Evicts down to the bounds, the oldest first, with a second chance for an entry read since it
    * was last passed over — but in one save at most EVICT_PASSES such entries are passed over
-   * (then the oldest goes, read or not) and at most EVICT_REMOVALS removed. A cache whose entries
+   * (then the oldest goes, read or not; a walk reads up to 256, one per 512 B of a 32k-token
+   * prompt, so the passes keep up with the reads) and at most EVICT_REMOVALS removed. A cache whose entries
    * were all read since last passed over would otherwise be scanned whole by one decision, and a
    * bound just lowered (`fitFleet`, replicas gone) emptied down in one; it then settles over the
    * next saves (each adds one entry and removes up to EVICT_REMOVALS).
