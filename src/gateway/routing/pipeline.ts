@@ -33,9 +33,10 @@
 //             approximate for the others; precise gives replicas without a live stream 0;
 //             approximate never subscribes. Every pick is also recorded in the approximate index
 //             (so a replica whose stream drops falls back to a warm index) — after the decision,
-//             like every approximate record (flushRecords). For routes that may use
-//             the precise source, the approximate index hashes the engine's prompt text (the same
-//             hashes key the precise checkpoints).
+//             like every approximate record (flushRecords), and so is a precise pick the
+//             replica's events do not show yet among the recent picks (`pendingMs`). For routes
+//             that may use the precise source, the approximate index hashes the engine's prompt
+//             text (the same hashes key the precise checkpoints).
 // - queue:    max(0, 1 − (L − Lmin) / LOAD_SPAN), L = the replica's load in requests (see loadOf),
 //             Lmin = the least loaded candidate's. Relative and linear: the least loaded scores 1
 //             and a replica LOAD_SPAN requests busier scores 0, whatever the absolute level — a
@@ -728,17 +729,16 @@ export class RoutingPipeline implements Picker {
         textHashes: req.hashes!,
         blockSize: tokenBs,
         maxTokens: req.maxTokens ?? 0,
+        // Only a pick the replica's events do not show yet is remembered (see `pending` above).
+        recentOf:
+          textBlocks && sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0
+            ? sets[best]
+            : undefined,
       });
       if (!this.recordScheduled) {
         this.recordScheduled = true;
         queueMicrotask(this.flushTask);
       }
-    }
-    // Only a pick the replica's events do not show yet is remembered (see `pending` above).
-    if (textBlocks && sets[best] !== undefined && this.pendingMs > 0 && this.plen[best] === 0) {
-      this.rotateRecent(t0);
-      this.checkRecent(ep.replicaId, sets[best]!);
-      this.recent[0]!.record(ep.replicaId, req.hashes!);
     }
     const src = raw[best * FIELDS + 5]!;
     const matched = raw[best * FIELDS + 6]!;
@@ -846,6 +846,11 @@ export class RoutingPipeline implements Picker {
         else {
           this.index.record(r.replicaId, r.textHashes);
           this.onRecord?.(r.replicaId, r.textHashes, 0);
+        }
+        if (r.recentOf !== undefined) {
+          this.rotateRecent(performance.now());
+          this.checkRecent(r.replicaId, r.recentOf);
+          this.recent[0]!.record(r.replicaId, r.textHashes);
         }
       }
     } finally {
@@ -1022,6 +1027,11 @@ interface PendingRecord {
   textHashes: Uint32Array;
   blockSize: number;
   maxTokens: number;
+  /**
+   * The replica's KV event set when the pick is also remembered among the recent picks (a
+   * precise-source pick its events do not show yet; see `pendingMs`).
+   */
+  recentOf: BlockSet | undefined;
 }
 const NO_PARTS: readonly string[] = [];
 
