@@ -147,7 +147,10 @@ class RecordPool {
 const EVICT_PASSES = 256;
 const EVICT_REMOVALS = 16;
 
-/** Int32 fields per index entry: key + 1 (0: empty), text blocks k, text hash, slot | REF. */
+/**
+ * Int32 fields per index entry: key + 1 (0: empty), the checkpoint's first block (its record's
+ * R_FROM, here so that a walk reads it with the entry), text hash, slot | REF.
+ */
 const E = 4;
 const REF = 0x40000000;
 const SLOT_MASK = REF - 1;
@@ -157,21 +160,17 @@ const SLOT_MASK = REF - 1;
  * (their size classes'), evicted in insertion order with a second chance (an entry read since it
  * was last passed over moves to the back once): the policy of a Map in insertion order, in typed
  * arrays. The index (open addressing, linear probing, backward-shift deletion) is keyed by the
- * 30-bit `keyOf` and holds per entry its key, k, text hash, data slot and read flag; checkpoints
- * whose keys collide each keep their entry (one is matched on its (k, text hash); saving one
- * already cached replaces it). The prompt walk reads one index entry per checkpoint and nothing
- * else; the order is a doubly-linked list over data slots; the record (hasher state, block
+ * 30-bit `keyOf` and holds per entry its key, first block, text hash, data slot and read flag (k
+ * is implied by the key and the hash); checkpoints whose keys collide each keep their entry (one
+ * is matched on its (k, text hash); saving one already cached replaces it). The prompt walk reads
+ * one index entry per checkpoint and nothing else; the order is a doubly-linked list over data slots; the record (hasher state, block
  * hashes; flat, in a `RecordPool`) is read only where a prompt resumes.
  */
 class CheckpointStore {
   private tab = new Int32Array(E * 64);
   private mask = 63;
-  /**
-   * Per data slot: key, first block, previous and next in insertion order (−1: none), its
-   * record's size class and offset in the pool.
-   */
+  /** Per data slot: key, previous and next in insertion order (−1: none), record class, offset. */
   private slotKey = new Int32Array(32);
-  private slotFrom = new Int32Array(32);
   private prev = new Int32Array(32);
   private next = new Int32Array(32);
   private slotClass = new Int32Array(32);
@@ -183,6 +182,8 @@ class CheckpointStore {
   private head = -1;
   private tail = -1;
   size = 0;
+  /** The first block of the checkpoint the last successful `read` found (from its index entry). */
+  readFrom = 0;
   /** Words of the live records (their size classes'). */
   liveWords = 0;
 
@@ -200,7 +201,8 @@ class CheckpointStore {
     for (let p = (want - 1) & mask; ; p = (p + 1) & mask) {
       const o = E * p;
       const e = t[o]!;
-      if (e === want && t[o + 1] === k && t[o + 2] === hash) return p;
+      // Equal keys and hashes imply equal k: keyOf is a bijection of k < 2^30 for a given hash.
+      if (e === want && t[o + 2] === hash) return p;
       if (e === 0) return -1;
     }
   }
@@ -216,13 +218,17 @@ class CheckpointStore {
     }
   }
 
-  /** Data slot of the checkpoint (k, hash) if cached (and marks it read), else −1. */
+  /**
+   * Data slot of the checkpoint (k, hash) if cached (and marks it read; its first block is then
+   * in `readFrom`), else −1.
+   */
   read(k: number, hash: number): number {
     const p = this.find(k, hash);
     if (p < 0) return -1;
     const t = this.tab;
     const v = t[E * p + 3]!;
     t[E * p + 3] = v | REF;
+    this.readFrom = t[E * p + 1]!;
     return v & SLOT_MASK;
   }
 
@@ -243,11 +249,6 @@ class CheckpointStore {
   /** Pool memory (bytes, all records' chunks). */
   get poolBytes(): number {
     return this.pool.words * 4;
-  }
-
-  /** The checkpoint's first block (its record's R_FROM). */
-  fromOf(slot: number): number {
-    return this.slotFrom[slot]!;
   }
 
   /**
@@ -285,14 +286,13 @@ class CheckpointStore {
     this.slotOff[s] = off;
     this.liveWords += classWords(c);
     this.slotKey[s] = key;
-    this.slotFrom[s] = from;
     this.link(s);
     if ((this.size + 1) * 2 > this.mask + 1) this.growIndex();
     const t = this.tab;
     let p = key & this.mask;
     while (t[E * p] !== 0) p = (p + 1) & this.mask;
     t[E * p] = key + 1;
-    t[E * p + 1] = k;
+    t[E * p + 1] = from;
     t[E * p + 2] = hash;
     t[E * p + 3] = s;
     this.size++;
@@ -392,7 +392,6 @@ class CheckpointStore {
       return b;
     };
     this.slotKey = grow(this.slotKey);
-    this.slotFrom = grow(this.slotFrom);
     this.prev = grow(this.prev);
     this.next = grow(this.next);
     this.slotClass = grow(this.slotClass);
@@ -539,7 +538,9 @@ export class PromptBlockHashes {
     // walked (a known 32k-token prompt's decision ~4 % faster at p50,
     // `bench/routing-decision.mjs --baseline`).
     const first = k <= max ? cache.read(k, textHashes[k - 1]! | 0) : -1;
+    const walkFrom = this.walkFrom;
     if (first >= 0) {
+      walkFrom[j] = cache.readFrom;
       walk[j++] = first;
       let touch = 0;
       for (let q = k + CHECKPOINT_TEXT_BLOCKS; q <= max; q += CHECKPOINT_TEXT_BLOCKS) {
@@ -549,6 +550,7 @@ export class PromptBlockHashes {
       for (k += CHECKPOINT_TEXT_BLOCKS; k <= max; k += CHECKPOINT_TEXT_BLOCKS) {
         const s = cache.read(k, textHashes[k - 1]! | 0);
         if (s < 0) break;
+        walkFrom[j] = cache.readFrom;
         walk[j++] = s;
       }
     }
@@ -557,8 +559,6 @@ export class PromptBlockHashes {
     this.reused = j;
     this.restored = 0;
     if (j > 0) {
-      const walkFrom = this.walkFrom;
-      for (let q = 0; q < j; q++) walkFrom[q] = cache.fromOf(walk[q]!);
       const last = walk[j - 1]!;
       h.restoreFrom(cache.chunk(last), cache.at(last) + R_STATE);
       this.restored = h.blocks;
