@@ -15,6 +15,15 @@ import {
 import { BLOCK_BYTES, blockHashes as textHashes } from '../../src/gateway/routing/prefix-index.js';
 import { freshView, simRoute } from './routing-fixtures.js';
 
+/** Text of `n` characters: random words of `words` (from `rnd`), each followed by a space. */
+function wordText(rnd: () => number, words: readonly string[]): (n: number) => string {
+  return (n) => {
+    let s = '';
+    while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
+    return s.slice(0, n);
+  };
+}
+
 type Pair = [number, number];
 const key = (h: Pair): string => `${h[0]}:${h[1]}`;
 
@@ -189,12 +198,7 @@ describe('prompt-hash checkpoint store', () => {
 
   it('reuses and evicts exactly as the Map-based second-chance cache, with the same hashes', () => {
     const rnd = seededRandom(13);
-    const words = 'one two three four five six seven eight nine ten'.split(' ');
-    const text = (n: number): string => {
-      let s = '';
-      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
-      return s.slice(0, n);
-    };
+    const text = wordText(rnd, 'one two three four five six seven eight nine ten'.split(' '));
     const prefixes = Array.from({ length: 6 }, () => text(2000 + Math.floor(rnd() * 4000)));
     const max = 40;
     const ph = new PromptBlockHashes({ maxCheckpoints: max });
@@ -225,12 +229,7 @@ describe('prompt-hash checkpoint store', () => {
 
   it('bounds the work of one save: 256 second chances, 16 removals (a lowered cap settles over saves)', () => {
     const rnd = seededRandom(31);
-    const words = 'north south east west up down left right'.split(' ');
-    const text = (n: number): string => {
-      let s = '';
-      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
-      return s.slice(0, n);
-    };
+    const text = wordText(rnd, 'north south east west up down left right'.split(' '));
     const cp = CHECKPOINT_TEXT_BLOCKS * BLOCK_BYTES;
     const long = text(300 * cp + 50); // 300 checkpoints
     const ph = new PromptBlockHashes({ maxCheckpoints: 300, maxCheckpointsLimit: 1000 });
@@ -320,12 +319,19 @@ describe('prompt-hash checkpoint records', () => {
 
   it('resumes with the engine hashes at block sizes 1, 3, 16 and 64, over multi-byte text', () => {
     const rnd = seededRandom(21);
-    const words = ['alpha', 'βeta', 'γάμμα', '😀', 'd', ' ', '  ', ',', 'naïve', '漢字', 'x\ny'];
-    const text = (n: number): string => {
-      let s = '';
-      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
-      return s.slice(0, n);
-    };
+    const text = wordText(rnd, [
+      'alpha',
+      'βeta',
+      'γάμμα',
+      '😀',
+      'd',
+      ' ',
+      '  ',
+      ',',
+      'naïve',
+      '漢字',
+      'x\ny',
+    ]);
     for (const bs of [1, 3, 16, 64]) {
       const ph = new PromptBlockHashes({ maxCheckpoints: 1000 });
       const base = text(6000);
@@ -347,12 +353,7 @@ describe('prompt-hash checkpoint records', () => {
 
   it('bounds the records by bytes (block size 1: a hash per token) and still resumes right', () => {
     const rnd = seededRandom(23);
-    const words = 'a b c dd ee , . ! 1 22'.split(' ');
-    const text = (n: number): string => {
-      let s = '';
-      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
-      return s.slice(0, n);
-    };
+    const text = wordText(rnd, 'a b c dd ee , . ! 1 22'.split(' '));
     const bound = 64 * 1024;
     const ph = new PromptBlockHashes({ maxCheckpoints: 100_000, maxCheckpointBytes: bound });
     const bases = Array.from({ length: 2 }, () => text(8000));
@@ -381,12 +382,7 @@ describe('prompt-hash checkpoint records', () => {
     // in one round, the oldest entries, which are the ones it walked. Their records must still
     // hold the right hashes when the prompt reads its resumed blocks after those saves.
     const rnd = seededRandom(22);
-    const words = 'lorem ipsum dolor sit amet consectetur adipiscing elit'.split(' ');
-    const text = (n: number): string => {
-      let s = '';
-      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
-      return s.slice(0, n);
-    };
+    const text = wordText(rnd, 'lorem ipsum dolor sit amet consectetur adipiscing elit'.split(' '));
     const shared = text(CHECKPOINT_TEXT_BLOCKS * 128 * 6 + 100); // 6 checkpoints
     const ph = new PromptBlockHashes({ maxCheckpoints: 8 });
     ph.begin([shared], textHashes(shared), 16);
@@ -417,12 +413,7 @@ describe('precise decisions: binary search vs block-by-block walk', () => {
 
   it('gives the same receipts when every set must be walked (parents unknown)', () => {
     const rnd = seededRandom(14);
-    const words = 'red green blue cyan magenta yellow black white'.split(' ');
-    const text = (n: number): string => {
-      let s = '';
-      while (s.length < n) s += words[Math.floor(rnd() * words.length)] + ' ';
-      return s.slice(0, n);
-    };
+    const text = wordText(rnd, 'red green blue cyan magenta yellow black white'.split(' '));
     const contexts = Array.from({ length: 10 }, () => text(6000 + Math.floor(rnd() * 14000)));
     // Two copies of every replica's set: with parents (closed unless holes are made: the binary
     // search) and without (unknown parents: always the walk).
