@@ -146,6 +146,8 @@ class RecordPool {
 /** Per save, entries passed over (a second chance) and removed at most (see `evict`). */
 const EVICT_PASSES = 256;
 const EVICT_REMOVALS = 16;
+/** Entries reserved beyond the cap: the pending removals of a prompt, a shrinking cap's excess. */
+const RESERVE_EXTRA = 4096;
 
 /**
  * Int32 fields per index entry: key + 1 (0: empty), the checkpoint's first block (its record's
@@ -186,6 +188,8 @@ class CheckpointStore {
   readFrom = 0;
   /** Words of the live records (their size classes'). */
   liveWords = 0;
+  /** Checkpoints the index and slot arrays are sized for (see `reserve`). */
+  private reserved = 0;
 
   constructor(
     /** Checkpoints kept at most (lowered: the next save evicts down to it). */
@@ -259,6 +263,7 @@ class CheckpointStore {
     const n = h.blocks - from;
     const words = R_STATE + h.stateWords + 2 * n;
     if (words > MAX_RECORD_WORDS || classWords(classOf(words)) > this.maxWords) return false;
+    if (this.reserved < this.max) this.reserve(this.max);
     const key = keyOf(k, hash);
     const old = this.find(k, hash);
     if (old >= 0) this.remove(old);
@@ -287,7 +292,7 @@ class CheckpointStore {
     this.liveWords += classWords(c);
     this.slotKey[s] = key;
     this.link(s);
-    if ((this.size + 1) * 2 > this.mask + 1) this.growIndex();
+    if ((this.size + 1) * 2 > this.mask + 1) this.resizeIndex(2 * (this.mask + 1));
     const t = this.tab;
     let p = key & this.mask;
     while (t[E * p] !== 0) p = (p + 1) & this.mask;
@@ -384,8 +389,24 @@ class CheckpointStore {
     else this.tail = a;
   }
 
-  private growSlots(): void {
-    const n = this.slotKey.length * 2;
+  /**
+   * Sizes the index and the slot arrays for `n` checkpoints (and some pending removals), so that
+   * saves up to the cap do not double them: a doubling rehashes every entry, 47–61 ms at 131k
+   * entries inside one decision (bench/routing-decision.mjs section 1e, before). Done at the
+   * first save and when the cap rises (`fitFleet`: then once over the entries cached so far).
+   * The arrays' pages are touched only as entries fill them.
+   */
+  private reserve(n: number): void {
+    this.reserved = n;
+    const room = n + RESERVE_EXTRA;
+    let slots = this.mask + 1;
+    while (slots < 2 * room) slots *= 2;
+    if (slots > this.mask + 1) this.resizeIndex(slots);
+    if (this.slotKey.length < room) this.growSlots(room);
+  }
+
+  private growSlots(min = this.slotKey.length * 2): void {
+    const n = Math.max(min, this.slotKey.length * 2);
     const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
       const b = new Int32Array(n);
       b.set(a);
@@ -398,17 +419,22 @@ class CheckpointStore {
     this.slotOff = grow(this.slotOff);
   }
 
-  private growIndex(): void {
+  /** Rehashes the index into `slots` entries (a power of two). */
+  private resizeIndex(slots: number): void {
     const old = this.tab;
-    this.mask = this.mask * 2 + 1;
-    const t = new Int32Array(E * (this.mask + 1));
+    const mask = (this.mask = slots - 1);
+    const t = new Int32Array(E * slots);
     this.tab = t;
     for (let o = 0; o < old.length; o += E) {
       const e = old[o]!;
       if (e === 0) continue;
-      let p = (e - 1) & this.mask;
-      while (t[E * p] !== 0) p = (p + 1) & this.mask;
-      t.set(old.subarray(o, o + E), E * p);
+      let p = (e - 1) & mask;
+      while (t[E * p] !== 0) p = (p + 1) & mask;
+      const q = E * p;
+      t[q] = e;
+      t[q + 1] = old[o + 1]!;
+      t[q + 2] = old[o + 2]!;
+      t[q + 3] = old[o + 3]!;
     }
   }
 }
