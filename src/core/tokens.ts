@@ -297,13 +297,6 @@ export class BlockHasher {
     this.ensureCapacity(this.blocks + 1);
   }
 
-  /** Writes block hashes `from`, `from + 1`, … (restoring hashes saved elsewhere); grows the arrays. */
-  setBlocks(from: number, hi: Uint32Array, lo: Uint32Array): void {
-    this.ensureCapacity(from + hi.length);
-    this.hi.set(hi, from);
-    this.lo.set(lo, from);
-  }
-
   /** Writes block hash `i` (restoring hashes saved elsewhere); grows the arrays. */
   setBlock(i: number, hi: number, lo: number): void {
     this.ensureCapacity(i + 1);
