@@ -299,6 +299,33 @@ describe('prompt-hash checkpoint store', () => {
       for (let i = 0; i < n; i++) expect([ph.hi(i), ph.lo(i)]).toEqual(parseBlockHash(want[i]!));
     }
   });
+
+  it('walks a prompt seen before through successor hints: an index read where prompts branch', () => {
+    const rnd = seededRandom(41);
+    const text = wordText(rnd, 'red green blue cyan magenta yellow black white'.split(' '));
+    const cp = CHECKPOINT_TEXT_BLOCKS * BLOCK_BYTES;
+    const shared = text(150 * cp);
+    const [a, b] = [shared + text(150 * cp + 50), shared + text(150 * cp + 50)];
+    const ph = new PromptBlockHashes({ maxCheckpoints: 10_000 });
+    const walk = (t: string): [number, number] => {
+      ph.begin([t], textHashes(t), 16);
+      const r: [number, number] = [ph.reused, ph.walkIndexReads];
+      const n = ph.ensure(Infinity);
+      const want = blockHashes(tokenize(t), 16);
+      expect(n).toBe(want.length);
+      for (let i = 0; i < n; i += 5) expect([ph.hi(i), ph.lo(i)]).toEqual(parseBlockHash(want[i]!));
+      return r;
+    };
+    expect(walk(a)).toEqual([0, 1]); // nothing cached: the first lookup misses
+    // A's 300 checkpoints: the first through the index, every next one through its hint.
+    expect(walk(a)).toEqual([300, 1]);
+    // B shares A's first 150: at the 151st the hint (A's) fails, the index has none of B's.
+    expect(walk(b)).toEqual([150, 2]);
+    // The 150th's hint now points at B's 151st: A pays one more index read there, and so on.
+    expect(walk(a)).toEqual([300, 2]);
+    expect(walk(b)).toEqual([300, 2]);
+    expect(walk(b)).toEqual([300, 1]);
+  });
 });
 
 describe('prompt-hash checkpoint records', () => {

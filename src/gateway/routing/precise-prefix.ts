@@ -14,11 +14,12 @@
 //   and the block hashes produced since the previous checkpoint are cached, keyed by (position,
 //   chained hash of the text so far) — the approximate index's 128-byte block hashes of the same
 //   text, which the pipeline computes anyway. A prompt sharing a cached prefix (a system prompt, a
-//   conversation's earlier turns) walks the checkpoints (an index read per 512 B) and tokenizes only
+//   conversation's earlier turns) walks the checkpoints (per 512 B, one slot read through the
+//   previous checkpoint's successor hint, or an index read where the hint fails) and tokenizes only
 //   the text after the last one. The cache is bounded (`maxCheckpoints`; second-chance eviction:
 //   a checkpoint read since it was last passed over survives one more round). Keys are 30-bit
-//   integers mixed from (position, text hash) in a typed-array index (`CheckpointStore`: one entry
-//   read per checkpoint walked, no object touched, the blocks left in place); the checkpoint keeps
+//   integers mixed from (position, text hash) in a typed-array index (`CheckpointStore`: a slot
+//   or an index entry read per checkpoint walked, no object touched, the blocks left in place); the checkpoint keeps
 //   both and is used only when they match. The checkpoints themselves are flat records in pooled
 //   typed arrays, not objects: a full cache adds nothing for the garbage collector to trace or
 //   copy, and a decision that saves checkpoints allocates nothing. A 32-bit text hash collision at the
@@ -149,34 +150,47 @@ const EVICT_REMOVALS = 16;
 /** Entries reserved beyond the cap: the pending removals of a prompt, a shrinking cap's excess. */
 const RESERVE_EXTRA = 4096;
 
+/** Int32 fields per index entry: key + 1 (0: empty), text hash, data slot. */
+const E = 3;
+
 /**
- * Int32 fields per index entry: key + 1 (0: empty), the checkpoint's first block (its record's
- * R_FROM, here so that a walk reads it with the entry), text hash, slot | REF.
+ * Int32 fields per data slot, together (a walk reads a slot's fields with one cache line): its
+ * index key (−1 once removed), text hash, first block, successor hint (see `follow`), read flag,
+ * record class and offset.
  */
-const E = 4;
-const REF = 0x40000000;
-const SLOT_MASK = REF - 1;
+const SW = 8;
+const S_KEY = 0;
+const S_HASH = 1;
+const S_FROM = 2;
+const S_SUCC = 3;
+const S_REF = 4;
+const S_CLASS = 5;
+const S_OFF = 6;
 
 /**
  * The checkpoints of one block size: at most `max` of them and `maxWords` words of records
  * (their size classes'), evicted in insertion order with a second chance (an entry read since it
  * was last passed over moves to the back once): the policy of a Map in insertion order, in typed
  * arrays. The index (open addressing, linear probing, backward-shift deletion) is keyed by the
- * 30-bit `keyOf` and holds per entry its key, first block, text hash, data slot and read flag (k
- * is implied by the key and the hash); checkpoints whose keys collide each keep their entry (one
- * is matched on its (k, text hash); saving one already cached replaces it). The prompt walk reads
- * one index entry per checkpoint and nothing else; the order is a doubly-linked list over data slots; the record (hasher state, block
- * hashes; flat, in a `RecordPool`) is read only where a prompt resumes.
+ * 30-bit `keyOf` and holds per entry its key, text hash and data slot (k is implied by the key
+ * and the hash); checkpoints whose keys collide each keep their entry (one is matched on its (k,
+ * text hash); saving one already cached replaces it). A data slot holds the checkpoint's key,
+ * hash, first block, read flag, record place and a successor hint: the slot of the checkpoint
+ * that last came after it in a prompt. A prompt's walk reads its first checkpoint through the
+ * index and each next one through the hint where it holds, so that walking a prompt seen before
+ * reads its slots' fields — saved one after another, mostly in consecutive slots — instead of an
+ * index entry per checkpoint at a random place (256 cache misses for a 32k-token prompt: p50 20
+ * µs, p99 ~180 µs of a decision on the 2-core dev machine; 5 / 46 µs through the hints). The
+ * order is a doubly-linked list over data slots; the record (hasher state, block hashes; flat,
+ * in a `RecordPool`) is read only where a prompt resumes.
  */
 class CheckpointStore {
   private tab = new Int32Array(E * 64);
   private mask = 63;
-  /** Per data slot: key, previous and next in insertion order (−1: none), record class, offset. */
-  private slotKey = new Int32Array(32);
+  /** Per data slot: its SW fields (S_KEY …); previous and next in insertion order (−1: none). */
+  private sl = new Int32Array(SW * 32);
   private prev = new Int32Array(32);
   private next = new Int32Array(32);
-  private slotClass = new Int32Array(32);
-  private slotOff = new Int32Array(32);
   private slots = 0;
   private readonly freeSlots: number[] = [];
   private readonly pendingSlots: number[] = [];
@@ -184,10 +198,12 @@ class CheckpointStore {
   private head = -1;
   private tail = -1;
   size = 0;
-  /** The first block of the checkpoint the last successful `read` found (from its index entry). */
+  /** The first block of the checkpoint the last successful `read` or `follow` found. */
   readFrom = 0;
   /** Words of the live records (their size classes'). */
   liveWords = 0;
+  /** Lookups through the index so far (`read`, and `follow` where the hint failed). */
+  indexReads = 0;
   /** Checkpoints the index and slot arrays are sized for (see `reserve`). */
   private reserved = 0;
 
@@ -206,7 +222,7 @@ class CheckpointStore {
       const o = E * p;
       const e = t[o]!;
       // Equal keys and hashes imply equal k: keyOf is a bijection of k < 2^30 for a given hash.
-      if (e === want && t[o + 2] === hash) return p;
+      if (e === want && t[o + 1] === hash) return p;
       if (e === 0) return -1;
     }
   }
@@ -218,7 +234,7 @@ class CheckpointStore {
     const want = key + 1;
     for (let p = key & mask; ; p = (p + 1) & mask) {
       const o = E * p;
-      if (t[o] === want && (t[o + 3]! & SLOT_MASK) === s) return p;
+      if (t[o] === want && t[o + 2] === s) return p;
     }
   }
 
@@ -227,27 +243,51 @@ class CheckpointStore {
    * in `readFrom`), else −1.
    */
   read(k: number, hash: number): number {
+    this.indexReads++;
     const p = this.find(k, hash);
     if (p < 0) return -1;
-    const t = this.tab;
-    const v = t[E * p + 3]!;
-    t[E * p + 3] = v | REF;
-    this.readFrom = t[E * p + 1]!;
-    return v & SLOT_MASK;
+    const s = this.tab[E * p + 2]!;
+    const o = SW * s;
+    this.sl[o + S_REF] = 1;
+    this.readFrom = this.sl[o + S_FROM]!;
+    return s;
   }
 
-  /** Reads the index entry `read(k, hash)` starts at (to bring it into the cache early). */
-  touch(k: number, hash: number): number {
-    return this.tab[E * (keyOf(k, hash) & this.mask)]!;
+  /**
+   * `read(k, hash)` for the checkpoint after slot s in a prompt: first through s's successor
+   * hint — the checkpoint that last followed s in a prompt (saved after it, or found after it by
+   * a walk) — checked against (k, hash), so that a walk along a prompt seen before reads the
+   * slots' fields (in the order they were saved: mostly consecutive slots) instead of one index
+   * entry per checkpoint at a random place; else through the index, and the hint is repaired.
+   */
+  follow(s: number, k: number, hash: number): number {
+    const sl = this.sl;
+    const n = sl[SW * s + S_SUCC]!;
+    if (n >= 0) {
+      const o = SW * n;
+      if (sl[o + S_HASH] === hash && sl[o + S_KEY] === keyOf(k, hash)) {
+        sl[o + S_REF] = 1;
+        this.readFrom = sl[o + S_FROM]!;
+        return n;
+      }
+    }
+    const r = this.read(k, hash);
+    if (r >= 0) sl[SW * s + S_SUCC] = r;
+    return r;
+  }
+
+  /** Notes that checkpoint slot `b` followed slot `a` in a prompt (see `follow`). */
+  setSuccessor(a: number, b: number): void {
+    this.sl[SW * a + S_SUCC] = b;
   }
 
   /** The chunk holding the slot's record; the record is at `at(slot)` in it. */
   chunk(slot: number): Uint32Array {
-    return this.pool.chunk(this.slotClass[slot]!, this.slotOff[slot]!);
+    return this.pool.chunk(this.sl[SW * slot + S_CLASS]!, this.sl[SW * slot + S_OFF]!);
   }
 
   at(slot: number): number {
-    return this.slotOff[slot]! & CHUNK_MASK;
+    return this.sl[SW * slot + S_OFF]! & CHUNK_MASK;
   }
 
   /** Pool memory (bytes, all records' chunks). */
@@ -257,12 +297,13 @@ class CheckpointStore {
 
   /**
    * Saves a checkpoint (replacing the entry under its key), then evicts down to `max`: the
-   * hasher's position and its block hashes from `from` on. False when the record is too large.
+   * hasher's position and its block hashes from `from` on. Its data slot, or −1 when the record
+   * is too large.
    */
-  save(k: number, hash: number, h: BlockHasher, from: number): boolean {
+  save(k: number, hash: number, h: BlockHasher, from: number): number {
     const n = h.blocks - from;
     const words = R_STATE + h.stateWords + 2 * n;
-    if (words > MAX_RECORD_WORDS || classWords(classOf(words)) > this.maxWords) return false;
+    if (words > MAX_RECORD_WORDS || classWords(classOf(words)) > this.maxWords) return -1;
     if (this.reserved < this.max) this.reserve(this.max);
     const key = keyOf(k, hash);
     const old = this.find(k, hash);
@@ -271,7 +312,7 @@ class CheckpointStore {
     let s = this.freeSlots.pop();
     if (s === undefined) {
       s = this.slots++;
-      if (s >= this.slotKey.length) this.growSlots();
+      if (s >= this.prev.length) this.growSlots();
     }
     const c = classOf(words);
     const off = this.pool.alloc(c);
@@ -287,22 +328,27 @@ class CheckpointStore {
       buf[o + j] = hi[from + j]!;
       buf[o + n + j] = lo[from + j]!;
     }
-    this.slotClass[s] = c;
-    this.slotOff[s] = off;
+    const sl = this.sl;
+    const so = SW * s;
+    sl[so + S_KEY] = key;
+    sl[so + S_HASH] = hash;
+    sl[so + S_FROM] = from;
+    sl[so + S_SUCC] = -1;
+    sl[so + S_REF] = 0;
+    sl[so + S_CLASS] = c;
+    sl[so + S_OFF] = off;
     this.liveWords += classWords(c);
-    this.slotKey[s] = key;
     this.link(s);
     if ((this.size + 1) * 2 > this.mask + 1) this.resizeIndex(2 * (this.mask + 1));
     const t = this.tab;
     let p = key & this.mask;
     while (t[E * p] !== 0) p = (p + 1) & this.mask;
     t[E * p] = key + 1;
-    t[E * p + 1] = from;
-    t[E * p + 2] = hash;
-    t[E * p + 3] = s;
+    t[E * p + 1] = hash;
+    t[E * p + 2] = s;
     this.size++;
     this.evict();
-    return true;
+    return s;
   }
 
   /**
@@ -315,20 +361,19 @@ class CheckpointStore {
    * next saves (each adds one entry and removes up to EVICT_REMOVALS).
    */
   private evict(): void {
-    const t = this.tab;
+    const sl = this.sl;
     let passes = EVICT_PASSES;
     let removed = 0;
     while ((this.size > this.max || this.liveWords > this.maxWords) && removed < EVICT_REMOVALS) {
       const h = this.head;
-      const q = this.entryOf(this.slotKey[h]!, h);
-      const v = t[E * q + 3]!;
-      if (v & REF && passes > 0) {
+      const o = SW * h;
+      if (sl[o + S_REF] !== 0 && passes > 0) {
         passes--;
-        t[E * q + 3] = v & SLOT_MASK;
+        sl[o + S_REF] = 0;
         this.unlink(h);
         this.link(h);
       } else {
-        this.remove(q);
+        this.remove(this.entryOf(sl[o + S_KEY]!, h));
         removed++;
       }
     }
@@ -342,9 +387,10 @@ class CheckpointStore {
    */
   settle(): void {
     const pending = this.pendingSlots;
-    for (let q = 0; q < pending.length; q++) {
+    // Freed in reverse, so that a prompt's next saves take them in their old order.
+    for (let q = pending.length - 1; q >= 0; q--) {
       const s = pending[q]!;
-      this.pool.release(this.slotClass[s]!, this.slotOff[s]!);
+      this.pool.release(this.sl[SW * s + S_CLASS]!, this.sl[SW * s + S_OFF]!);
       this.freeSlots.push(s);
     }
     pending.length = 0;
@@ -354,9 +400,11 @@ class CheckpointStore {
   private remove(p: number): void {
     const t = this.tab;
     const mask = this.mask;
-    const s = t[E * p + 3]! & SLOT_MASK;
+    const s = t[E * p + 2]!;
     this.unlink(s);
-    this.liveWords -= classWords(this.slotClass[s]!);
+    this.liveWords -= classWords(this.sl[SW * s + S_CLASS]!);
+    // No longer a checkpoint (a successor hint to it fails); the record stays until `settle`.
+    this.sl[SW * s + S_KEY] = -1;
     this.pendingSlots.push(s);
     let hole = p;
     for (let j = (p + 1) & mask; ; j = (j + 1) & mask) {
@@ -402,21 +450,19 @@ class CheckpointStore {
     let slots = this.mask + 1;
     while (slots < 2 * room) slots *= 2;
     if (slots > this.mask + 1) this.resizeIndex(slots);
-    if (this.slotKey.length < room) this.growSlots(room);
+    if (this.prev.length < room) this.growSlots(room);
   }
 
-  private growSlots(min = this.slotKey.length * 2): void {
-    const n = Math.max(min, this.slotKey.length * 2);
-    const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
-      const b = new Int32Array(n);
+  private growSlots(min = this.prev.length * 2): void {
+    const n = Math.max(min, this.prev.length * 2);
+    const grow = (a: Int32Array<ArrayBuffer>, w: number): Int32Array<ArrayBuffer> => {
+      const b = new Int32Array(n * w);
       b.set(a);
       return b;
     };
-    this.slotKey = grow(this.slotKey);
-    this.prev = grow(this.prev);
-    this.next = grow(this.next);
-    this.slotClass = grow(this.slotClass);
-    this.slotOff = grow(this.slotOff);
+    this.sl = grow(this.sl, SW);
+    this.prev = grow(this.prev, 1);
+    this.next = grow(this.next, 1);
   }
 
   /** Rehashes the index into `slots` entries (a power of two). */
@@ -434,7 +480,6 @@ class CheckpointStore {
       t[q] = e;
       t[q + 1] = old[o + 1]!;
       t[q + 2] = old[o + 2]!;
-      t[q + 3] = old[o + 3]!;
     }
   }
 }
@@ -444,7 +489,8 @@ export interface PromptHashCacheOptions {
    * Checkpoints kept at least (per engine block size), each 512 B of prompt text; `fitFleet`
    * raises the bound to cover the text the fleet's KV caches hold, up to `maxCheckpointsLimit`. A checkpoint's record (the tokenizer state and
    * the block hashes since the previous one) takes 128 or 256 B at block size 16 (its size class;
-   * ~40 words for English text), plus ~40 B of index and slot arrays: 8.8 MiB of records at the
+   * ~40 words for English text), plus 64–88 B of index and slot arrays (32 B of slot fields, 8
+   * of order links, 24–48 of index at a load of ½–¼): 8.8 MiB of records at the
    * default 65536 in bench/routing-decision.mjs section 2b. No objects: nothing for the GC.
    */
   maxCheckpoints?: number;
@@ -487,11 +533,13 @@ export class PromptBlockHashes {
   private walked = 0;
   /** Blocks restored from checkpoints (not in the hasher's arrays). */
   private restored = 0;
-  /** Sink of the walk's prefetch reads (kept, so they are not optimized away). */
-  prefetched = 0;
+  /** Data slot of the prompt's last checkpoint so far (walked or saved), or −1. */
+  private lastSlot = -1;
   /** Checkpoints read and written by the current prompt (receipt / tests). */
   reused = 0;
   saved = 0;
+  /** Index lookups of the current prompt's walk (the others went through successor hints). */
+  walkIndexReads = 0;
 
   constructor(o: PromptHashCacheOptions = {}) {
     this.maxCheckpoints = this.minCheckpoints = Math.max(1, o.maxCheckpoints ?? 65_536);
@@ -559,27 +607,23 @@ export class PromptBlockHashes {
       this.walkFrom = new Int32Array((max >>> 2) + 64);
     }
     const walk = this.walk;
-    // A prompt that resumes from its first checkpoint usually resumes from many: the index entries
-    // of all its checkpoints are read first (independent loads: their cache misses overlap), then
-    // walked (a known 32k-token prompt's decision ~4 % faster at p50,
-    // `bench/routing-decision.mjs --baseline`).
-    const first = k <= max ? cache.read(k, textHashes[k - 1]! | 0) : -1;
+    // The first checkpoint through the index, the next ones through their predecessors'
+    // successor hints where those hold (`CheckpointStore.follow`).
+    const reads0 = cache.indexReads;
+    let s = k <= max ? cache.read(k, textHashes[k - 1]! | 0) : -1;
     const walkFrom = this.walkFrom;
-    if (first >= 0) {
+    if (s >= 0) {
       walkFrom[j] = cache.readFrom;
-      walk[j++] = first;
-      let touch = 0;
-      for (let q = k + CHECKPOINT_TEXT_BLOCKS; q <= max; q += CHECKPOINT_TEXT_BLOCKS) {
-        touch ^= cache.touch(q, textHashes[q - 1]! | 0);
-      }
-      this.prefetched = touch;
+      walk[j++] = s;
       for (k += CHECKPOINT_TEXT_BLOCKS; k <= max; k += CHECKPOINT_TEXT_BLOCKS) {
-        const s = cache.read(k, textHashes[k - 1]! | 0);
-        if (s < 0) break;
+        const n = cache.follow(s, k, textHashes[k - 1]! | 0);
+        if (n < 0) break;
         walkFrom[j] = cache.readFrom;
-        walk[j++] = s;
+        walk[j++] = s = n;
       }
     }
+    this.lastSlot = s;
+    this.walkIndexReads = cache.indexReads - reads0;
     this.nextCp = k;
     this.walked = j;
     this.reused = j;
@@ -716,7 +760,12 @@ export class PromptBlockHashes {
   private checkpoint(): void {
     const h = this.hasher;
     const k = this.nextCp;
-    if (this.cache.save(k, this.textHashes[k - 1]! | 0, h, this.cpBlocks)) this.saved++;
+    const s = this.cache.save(k, this.textHashes[k - 1]! | 0, h, this.cpBlocks);
+    if (s >= 0) {
+      this.saved++;
+      if (this.lastSlot >= 0) this.cache.setSuccessor(this.lastSlot, s);
+    }
+    this.lastSlot = s;
     this.cpBlocks = h.blocks;
     this.nextCp = k + CHECKPOINT_TEXT_BLOCKS;
   }
