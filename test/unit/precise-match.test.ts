@@ -109,6 +109,14 @@ describe('BlockSet ancestor closure', () => {
       const want = recount(model);
       expect(set.size).toBe(model.size);
       expect({ orphans: set.orphans, unknown: set.unknown }).toEqual(want);
+      // The first-block filter: every block that may be a prompt's first (a root, or its parent
+      // unknown) is found; what is absent is not.
+      for (const [k, parent] of model) {
+        if (parent !== null && parent !== undefined) continue;
+        const [hi, lo] = k.split(':').map(Number) as [number, number];
+        expect(set.hasFirst(hi, lo)).toBe(true);
+      }
+      if (!model.has(key(h))) expect(set.hasFirst(h[0], h[1])).toBe(false);
       if (set.closed) closedSeen++;
       else openSeen++;
     }

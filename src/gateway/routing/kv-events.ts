@@ -46,6 +46,8 @@ const K_PARENT = 1; // parent hash known (kept in aux)
 const K_UNKNOWN = 2; // parent not known: the set cannot be proved ancestor-closed while it is there
 const KIND_MASK = 3;
 const CHILD = 4; // meta += CHILD: one more present child
+/** Counters of a BlockSet's first-block filter (see `hasFirst`): 2^FIRST_BITS. */
+const FIRST_BITS = 8;
 
 /**
  * Counts per 64-bit key (uint32 halves): open addressing over (hi, lo, count) triples, linear
@@ -165,6 +167,11 @@ class PairCounts {
  * a known parent (`add`); per block its parent and its present children's count (aux), per absent
  * parent its present children's count (a small side table).
  */
+/** The first-block filter's bucket of a hash (its own mix: not the table's slot bits). */
+function firstBucket(hi: number, lo: number): number {
+  return Math.imul(hi ^ Math.imul(lo, 0xcc9e2d51), 0x1b873593) >>> (32 - FIRST_BITS);
+}
+
 /** Source of BlockSet.removedAt values (unique across sets). */
 let removalEpochs = 0;
 
@@ -186,6 +193,11 @@ export class BlockSet {
   orphans = 0;
   /** Blocks whose parent is not known (`add`, or the hash 0). */
   unknown = 0;
+  /**
+   * Per filter bucket, the blocks in the set that may be a prompt's first block: roots and blocks
+   * whose parent is not known (see `hasFirst`).
+   */
+  private readonly firsts = new Int32Array(1 << FIRST_BITS);
 
   /** Whether every block's parent is known and present (see the class comment). */
   get closed(): boolean {
@@ -194,6 +206,19 @@ export class BlockSet {
 
   private slot(hi: number, lo: number): number {
     return (Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 7) & this.mask;
+  }
+
+  /**
+   * `has` for a prompt's first block (one with no parent: a root, or a block added without a
+   * known one). A matcher asks every candidate replica's set for the prompt's first block, and
+   * most do not hold it: a small table of counters per set (2^FIRST_BITS buckets of the hash,
+   * 1 KiB, which stays in the CPU's cache between decisions) answers most of those no's without
+   * a probe into the set's table, each at a random place in memory (64 cache misses per
+   * decision at 64 replicas). A bucket in use falls through to `has`.
+   */
+  hasFirst(hi: number, lo: number): boolean {
+    if (this.firsts[firstBucket(hi, lo)] === 0) return false;
+    return this.has(hi, lo);
   }
 
   has(hi: number, lo: number): boolean {
@@ -243,6 +268,7 @@ export class BlockSet {
       this.zero = true;
       this.size++;
       this.unknown++;
+      this.firsts[firstBucket(0, 0)]!++;
       return true;
     }
     if ((this.size + 1) * 4 > this.keys.length) this.grow();
@@ -262,6 +288,7 @@ export class BlockSet {
         this.absent.add(phi, plo, 1);
       }
     } else if (kind === K_UNKNOWN) this.unknown++;
+    if (kind !== K_PARENT) this.firsts[firstBucket(hi, lo)]!++;
     keys[2 * i] = hi;
     keys[2 * i + 1] = lo;
     // Children already present (orphans until now) have their parent back.
@@ -284,6 +311,7 @@ export class BlockSet {
       this.zero = false;
       this.size--;
       this.unknown--;
+      this.firsts[firstBucket(0, 0)]!--;
       return true;
     }
     const i = this.find(hi, lo);
@@ -329,6 +357,7 @@ export class BlockSet {
         this.absent.dec(phi, plo);
       }
     } else if (kind === K_UNKNOWN) this.unknown--;
+    if (kind !== K_PARENT) this.firsts[firstBucket(hi, lo)]!--;
     return true;
   }
 
@@ -341,6 +370,7 @@ export class BlockSet {
     this.size = 0;
     this.orphans = 0;
     this.unknown = 0;
+    this.firsts.fill(0);
     this.absent.clear();
   }
 

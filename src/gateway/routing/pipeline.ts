@@ -936,7 +936,7 @@ export class RoutingPipeline implements Picker {
         const i = alive[j]!;
         const set = sets[i]!;
         let m: number;
-        if (!set.has(hi0, lo0)) m = 0;
+        if (!set.hasFirst(hi0, lo0)) m = 0;
         else if (set.closed) m = firstMissClosed(set, ph, r0);
         else {
           if (!walked) {
@@ -965,10 +965,18 @@ export class RoutingPipeline implements Picker {
       const hi = his[b]!;
       const lo = los[b]!;
       let k = 0;
-      for (let j = 0; j < live; j++) {
-        const i = alive[j]!;
-        if (sets[i]!.has(hi, lo)) alive[k++] = i;
-        else plen[i] = b;
+      if (b === 0) {
+        for (let j = 0; j < live; j++) {
+          const i = alive[j]!;
+          if (sets[i]!.hasFirst(hi, lo)) alive[k++] = i;
+          else plen[i] = 0;
+        }
+      } else {
+        for (let j = 0; j < live; j++) {
+          const i = alive[j]!;
+          if (sets[i]!.has(hi, lo)) alive[k++] = i;
+          else plen[i] = b;
+        }
       }
       live = k;
       b++;
