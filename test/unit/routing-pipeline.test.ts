@@ -37,6 +37,42 @@ describe('RoutingPipeline', () => {
     }
   });
 
+  it('gives receipts one shape: scores built lazily on the prototype, and in their JSON', () => {
+    const { p, route } = fleet(3);
+    const ds = ['a', 'b'].map((t) => {
+      const d = p.pick(route, { exclude: new Set(), prompt: prompt(t, BLOCK_CHARS * 4) })!;
+      p.release(d.endpoint.replicaId);
+      return d;
+    });
+    for (const d of ds) {
+      // Not an own accessor: an object literal's `get scores()` is a new function per receipt,
+      // and V8 gives each such object a hidden class of its own (in the old generation).
+      expect(Object.getOwnPropertyDescriptor(d.receipt, 'scores')).toBeUndefined();
+      expect(Object.keys(d.receipt.scores).sort()).toEqual(route.endpoints.map((e) => e.replicaId));
+      expect(d.receipt.scores).toBe(d.receipt.scores); // built once
+      const sent = JSON.parse(JSON.stringify(d.receipt)) as Record<string, unknown>;
+      expect(Object.keys(sent)).toEqual(
+        [
+          'policy',
+          'replica',
+          'index',
+          'scores',
+          'matchedBlocks',
+          'promptBlocks',
+          'prefixSource',
+          'blockTokens',
+          'decisionMicros',
+          'version',
+        ].filter(
+          (k) =>
+            k === 'scores' || (d.receipt as unknown as Record<string, unknown>)[k] !== undefined,
+        ),
+      );
+      expect(sent.scores).toEqual(JSON.parse(JSON.stringify(d.receipt.scores)));
+    }
+    expect(Object.getPrototypeOf(ds[0]!.receipt)).toBe(Object.getPrototypeOf(ds[1]!.receipt));
+  });
+
   it("learns another gateway process's picks (onRecord → recordPeer), for routed replicas only", () => {
     const views = new Map<string, SignalView>();
     const source: SignalSource = { view: (id) => views.get(id) ?? idle };
