@@ -150,6 +150,11 @@ class PairCounts {
   }
 }
 
+/** The first-block filter's bucket of a hash (its own mix: not the table's slot bits). */
+function firstBucket(hi: number, lo: number): number {
+  return Math.imul(hi ^ Math.imul(lo, 0xcc9e2d51), 0x1b873593) >>> (32 - FIRST_BITS);
+}
+
 /**
  * A set of 64-bit block hashes given as two uint32 halves: open addressing over one Int32Array of
  * (hi, lo) pairs (one cache line per probe), linear probing, backward-shift deletion; (0, 0) marks
@@ -167,11 +172,6 @@ class PairCounts {
  * a known parent (`add`); per block its parent and its present children's count (aux), per absent
  * parent its present children's count (a small side table).
  */
-/** The first-block filter's bucket of a hash (its own mix: not the table's slot bits). */
-function firstBucket(hi: number, lo: number): number {
-  return Math.imul(hi ^ Math.imul(lo, 0xcc9e2d51), 0x1b873593) >>> (32 - FIRST_BITS);
-}
-
 /** Source of BlockSet.removedAt values (unique across sets). */
 let removalEpochs = 0;
 

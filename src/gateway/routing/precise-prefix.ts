@@ -19,12 +19,12 @@
 //   the text after the last one. The cache is bounded (`maxCheckpoints`; second-chance eviction:
 //   a checkpoint read since it was last passed over survives one more round). Keys are 30-bit
 //   integers mixed from (position, text hash) in a typed-array index (`CheckpointStore`: a slot
-//   or an index entry read per checkpoint walked, no object touched, the blocks left in place); the checkpoint keeps
-//   both and is used only when they match. The checkpoints themselves are flat records in pooled
-//   typed arrays, not objects: a full cache adds nothing for the garbage collector to trace or
-//   copy, and a decision that saves checkpoints allocates nothing. A 32-bit text hash collision at the
-//   same position would give wrong block hashes: a wrong routing hint (never a wrong answer),
-//   about entries / 2^32 per lookup.
+//   or an index entry read per checkpoint walked, no object touched, the blocks left in place);
+//   the checkpoint keeps both and is used only when they match. The checkpoints themselves are
+//   flat records in pooled typed arrays, not objects: a full cache adds nothing for the garbage
+//   collector to trace or copy, and a decision that saves checkpoints allocates nothing. A 32-bit
+//   text hash collision at the same position would give wrong block hashes: a wrong routing hint
+//   (never a wrong answer), about entries / 2^32 per lookup.
 import { BlockHasher, HASHER_STATE_WORDS } from '../../core/tokens.js';
 import { BLOCK_BYTES } from './prefix-index.js';
 
