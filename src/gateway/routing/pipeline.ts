@@ -965,18 +965,11 @@ export class RoutingPipeline implements Picker {
       const hi = his[b]!;
       const lo = los[b]!;
       let k = 0;
-      if (b === 0) {
-        for (let j = 0; j < live; j++) {
-          const i = alive[j]!;
-          if (sets[i]!.hasFirst(hi, lo)) alive[k++] = i;
-          else plen[i] = 0;
-        }
-      } else {
-        for (let j = 0; j < live; j++) {
-          const i = alive[j]!;
-          if (sets[i]!.has(hi, lo)) alive[k++] = i;
-          else plen[i] = b;
-        }
+      for (let j = 0; j < live; j++) {
+        const i = alive[j]!;
+        const set = sets[i]!;
+        if (b === 0 ? set.hasFirst(hi, lo) : set.has(hi, lo)) alive[k++] = i;
+        else plen[i] = b;
       }
       live = k;
       b++;
