@@ -19,7 +19,7 @@ interface HistogramCell {
   labels: Record<string, string | number>;
   sum: number;
   count: number;
-  bucketValues: Record<number, number>;
+  bucketValues: Record<string, number>;
 }
 interface CounterCell {
   labels: Record<string, string | number>;
@@ -63,10 +63,14 @@ export function bindHistogram<T extends string>(
   const m = h as unknown as Internals<HistogramCell>;
   const l = labels as Record<string, string | number>;
   const bounds = m.upperBounds;
+  // The cell's bucket counts are keyed by each bound as a property name ("0.005"): indexing with
+  // the number itself converts it to that string on every observation (and takes the generic
+  // keyed-store path); the names are made once here.
+  const keys = bounds?.map((b) => String(b));
   let found = findCell(m, l);
   return {
     observe(v: number): void {
-      if (!found || !bounds || m.hashMap[found.key] !== found.cell) {
+      if (!found || !bounds || !keys || m.hashMap[found.key] !== found.cell) {
         h.observe(labels, v);
         found = findCell(m, l);
         return;
@@ -74,9 +78,8 @@ export function bindHistogram<T extends string>(
       if (!Number.isFinite(v)) return;
       const c = found.cell;
       for (let i = 0; i < bounds.length; i++) {
-        const b = bounds[i]!;
-        if (v <= b) {
-          c.bucketValues[b]! += 1;
+        if (v <= bounds[i]!) {
+          c.bucketValues[keys[i]!]! += 1;
           break;
         }
       }
