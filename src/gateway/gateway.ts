@@ -10,12 +10,14 @@
 // chunk with backpressure), handing every request it does not take to a node:http listener; and
 // `routes()` is a Hono app (model listing, 404s, requests the raw path declines, and in-process
 // use in tests).
-import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import process from 'node:process';
+import { Buffer } from 'node:buffer';
 import { setFlagsFromString } from 'node:v8';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { Hono, type Context } from 'hono';
 import { InferplaneError, toInferplaneError } from '../core/errors.js';
-import { hashApiKey } from '../core/ids.js';
+import { hashApiKey, newRequestId } from '../core/ids.js';
 import type {
   KeyEntry,
   RouteEndpoint,
@@ -197,10 +199,16 @@ export class Gateway {
   private queueTimer: NodeJS.Timeout | undefined;
   /** By endpoint (objects of the current snapshot), then tenant name. */
   private readonly series = new Map<RouteEndpoint, Map<string, Series>>();
-  private readonly outcomes = new Map<string, Outcome>();
+  /**
+   * By tenant, model, then status; and routing-decision histograms by model, then policy. Nested
+   * maps of strings the snapshot already holds, so a request builds no key string (a key built
+   * per request is a new string to concatenate, flatten and hash at every lookup).
+   */
+  private readonly outcomes = new Map<string, Map<string, Map<number, Outcome>>>();
+  private outcomeCount = 0;
   /** Presented key → its entry, for keys seen valid in the current snapshot (saves a sha256). */
   private readonly keyCache = new Map<string, KeyEntry>();
-  private readonly decisions = new Map<string, { observe(v: number): void }>();
+  private readonly decisions = new Map<string, Map<string, { observe(v: number): void }>>();
   private readonly upstream: UpstreamClient;
   private readonly accessLog: (r: AccessRecord) => void;
   private readonly maxBodyBytes: number;
@@ -280,6 +288,7 @@ export class Gateway {
     this.series.clear();
     this.keyCache.clear();
     this.outcomes.clear();
+    this.outcomeCount = 0;
     this.decisions.clear();
     this.breakers.retain(new Set(replicaModel.keys()));
     this.limiter.retain(new Set(limits.keys()));
@@ -456,8 +465,7 @@ export class Gateway {
   private settle(ctx: Ctx, status: number, usage?: Usage): void {
     if (ctx.settled) return;
     ctx.settled = true;
-    const k = `${ctx.tenant}\u0000${ctx.model}\u0000${status}`;
-    let out = this.outcomes.get(k);
+    let out = this.outcomes.get(ctx.tenant)?.get(ctx.model)?.get(status);
     if (!out) {
       const labels = { tenant: ctx.tenant, model: ctx.model, code: String(status) };
       out = {
@@ -465,8 +473,17 @@ export class Gateway {
         duration: bindHistogram(this.o.metrics.requestDuration, labels),
       };
       // Unauthenticated or unknown-model labels are bounded; keep the cache bounded regardless.
-      if (this.outcomes.size > 10_000) this.outcomes.clear();
-      this.outcomes.set(k, out);
+      if (this.outcomeCount >= 10_000) {
+        this.outcomes.clear();
+        this.outcomeCount = 0;
+      }
+      let byModel = this.outcomes.get(ctx.tenant);
+      if (!byModel)
+        this.outcomes.set(ctx.tenant, (byModel = new Map<string, Map<number, Outcome>>()));
+      let byStatus = byModel.get(ctx.model);
+      if (!byStatus) byModel.set(ctx.model, (byStatus = new Map<number, Outcome>()));
+      byStatus.set(status, out);
+      this.outcomeCount++;
     }
     out.requests.inc();
     out.duration.observe(Number(process.hrtime.bigint() - ctx.started) / 1e9);
@@ -476,7 +493,7 @@ export class Gateway {
 
   /** One inference request, start to answer; never throws (errors become answers). */
   private async serve(kind: InferenceKind, inc: Incoming): Promise<Outgoing> {
-    const reqId = inc.header('x-request-id') ?? randomUUID();
+    const reqId = inc.header('x-request-id') ?? newRequestId();
     const ctx: Ctx = {
       kind,
       started: process.hrtime.bigint(),
@@ -635,11 +652,13 @@ export class Gateway {
     const decision = this.picker.pick(route, req);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const policy = decision?.receipt.policy ?? policyOf(route);
-    const k = `${route.model}\u0000${policy}`;
-    let h = this.decisions.get(k);
+    let byPolicy = this.decisions.get(route.model);
+    if (!byPolicy)
+      this.decisions.set(route.model, (byPolicy = new Map<string, { observe(v: number): void }>()));
+    let h = byPolicy.get(policy);
     if (!h) {
       h = bindHistogram(this.o.metrics.routingDecision, { model: route.model, policy });
-      this.decisions.set(k, h);
+      byPolicy.set(policy, h);
     }
     h.observe(seconds);
     return decision;
