@@ -32,6 +32,7 @@
 // State: a replica in closed state with no failures has no entry (allow() on it is one Map miss);
 // entries are deleted on close. `retain(ids)` drops replicas that left the snapshot (without
 // calling onChange).
+import { performance } from 'node:perf_hooks';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 

@@ -26,6 +26,7 @@
 // grant or abort does not touch it). Tenants with waiters form a circular list (the round-robin
 // ring); tenants are also bucketed by waiter count so the largest is found without a scan.
 // Abort listeners are removed when a waiter settles. A tenant without waiters holds no state.
+import { performance } from 'node:perf_hooks';
 import { InferplaneError } from '../core/errors.js';
 import type { Cancellation } from './h1/client.js';
 

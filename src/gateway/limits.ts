@@ -52,6 +52,7 @@
 // attempt and its token estimate on the tenant's state (two increments); requests in flight are
 // counted for every limited tenant (so a maxConcurrency set while requests are in flight counts
 // them too). `takeDemand()` returns and resets the counters once a round.
+import { performance } from 'node:perf_hooks';
 import { InferplaneError } from '../core/errors.js';
 import type { TenantLimits } from '../core/types.js';
 

@@ -6,6 +6,8 @@
 // `StreamWatcher` holds that logic independent of the transport; `pipeToH1` writes to the raw
 // front door (the serving path) and `relayWatched` makes a Web ReadableStream (the Hono
 // path).
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import type { UpstreamBody } from './h1/client.js';
 import type { H1Response } from './h1/server.js';
 

@@ -3,6 +3,8 @@
 // framed by ./framing.ts and handed over as a callback body (no stream objects per request).
 // Timeouts — connect, first byte (until the response head) and idle between body bytes — are
 // deadlines checked by one sweep timer, not a timer per request.
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import {
   BodyDecoder,

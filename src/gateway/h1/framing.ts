@@ -3,6 +3,7 @@
 // connection's close. Deliberately strict and small: the server side hands anything it does not
 // accept here to node:http (whose parser is complete), and the client side only ever talks to
 // engines the platform started.
+import { Buffer } from 'node:buffer';
 
 const CRLF2 = Buffer.from('\r\n\r\n');
 

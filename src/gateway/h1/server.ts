@@ -5,6 +5,8 @@
 // metrics, model listing, and any request this parser declines, including malformed ones with the
 // right 4xx). The serving path thus costs a head parse and one write per answer, while node:http's
 // complete parser still guards everything unusual.
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import type { Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import {

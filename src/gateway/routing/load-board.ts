@@ -22,6 +22,8 @@
 // Reads are not atomic against a concurrent write; a value that is not a plausible count or time,
 // or an entry whose tag is not the replica's, is read as none (the writer's next change rewrites
 // it; the reader rereads the tags).
+import process from 'node:process';
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import {
   closeSync,

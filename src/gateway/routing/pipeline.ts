@@ -74,6 +74,7 @@
 // read the board before the other published) would both take the same idle replica: after
 // publishing its pick, a process reads the board again, and if a peer took that replica after
 // this decision's read and before this pick, it withdraws the pick and decides once more.
+import { performance } from 'node:perf_hooks';
 import { seededRandom } from '../../core/random.js';
 import { createHash } from 'node:crypto';
 import type {

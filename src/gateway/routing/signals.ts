@@ -7,6 +7,8 @@
 // ./kv-events.ts): the routing pipeline tells it which replicas publish events (`sync` of the
 // routing table), the scraper hands it each replica's num_gpu_blocks (the sets' cap) and closes it
 // with itself.
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import { UpstreamClient, type UpstreamBody } from '../h1/client.js';
 import { KvEventHub, type KvEventOptions } from './kv-events.js';
 
