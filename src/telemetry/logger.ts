@@ -161,13 +161,16 @@ export function accessFields(
   );
 }
 
-/** `s` as a JSON string literal; ids made of safe characters (the usual case) skip the escaper. */
+/** Characters a JSON string literal escapes (and anything outside printable ASCII). */
+const NEEDS_ESCAPE = /[\x00-\x1f"\\\x7f-\uffff]/;
+
+/**
+ * `s` as a JSON string literal; ids made of safe characters (the usual case) skip the escaper.
+ * One regular-expression test: a loop of charCodeAt over a sliced string (a pooled request id)
+ * costs twice as much.
+ */
 function jsonString(s: string): string {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return JSON.stringify(s);
-  }
-  return `"${s}"`;
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
 }
 
 /**

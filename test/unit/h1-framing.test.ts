@@ -522,15 +522,15 @@ describe('chunkFrame', () => {
   });
 });
 
-// parseHead checks a head with one regular expression, and character by character only when the
-// expression refuses it; parseHeadCarefully always checks character by character. Both must take
-// and refuse the same heads, with the same result.
+// parseHead checks and splits the field lines in one pass; parseHeadCarefully checks every line,
+// then splits them. Both must take and refuse the same heads, with the same result (and the same
+// complaint).
 describe('parseHead fast path', () => {
   const outcome = (f: () => unknown) => {
     try {
       return { ok: f() };
     } catch (e) {
-      return { error: e instanceof FramingError ? 'FramingError' : String(e) };
+      return { error: e instanceof FramingError ? `FramingError: ${e.message}` : String(e) };
     }
   };
 
