@@ -12,13 +12,15 @@
 //             (prefix-aware, the default policy) on the same two upstream ports
 // Closed loop (wrk, 1 thread, N connections): max requests/s of direct, nginx, gateway, in
 // interleaved rounds (order rotated each round), medians reported. Then an open loop at a fixed
-// rate = half the gateway's max (bench/lib/openloop.mjs, a raw-socket generator in its own process):
+// rate = half the gateway's max (bench/lib/openloop.mjs: by default its C generator, which sends each
+// request at its due time; `--generator node` for the Node one, which sends what fell due each
+// millisecond together — a burstier arrival that queues requests behind one another):
 // latency p50/p99 direct vs gateway, interleaved; added latency = per-round (gateway − direct),
 // median over rounds.
 //
 //   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
 //        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
-//        [--gateway-workers N[,N...]] [--rate-of NAME]
+//        [--gateway-workers N[,N...]] [--rate-of NAME] [--generator auto|c|node]
 //
 // --variant adds another gateway build (e.g. an experiment worktree's bench/lib/gateway-server.mjs,
 // which loads that worktree's dist/) to every comparison, side by side with this one;
@@ -61,6 +63,7 @@ function parseArgs(argv) {
     rateOf: 'gateway',
     prefixAware: true,
     warmup: 2,
+    generator: 'auto',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -79,6 +82,7 @@ function parseArgs(argv) {
     else if (a === '--no-prefix-aware') o.prefixAware = false;
     else if (a === '--warmup') o.warmup = Number(val());
     else if (a === '--rate-of') o.rateOf = val();
+    else if (a === '--generator') o.generator = val();
     else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
     else if (a === '--variant') {
       const v = val();
@@ -104,7 +108,8 @@ function parseArgs(argv) {
         'node bench/gateway-overhead.mjs [--duration S] [--connections 16,64] [--rounds N] [--json]\n' +
           '  [--upstream nginx|node] [--rate-fraction 0.5] [--warmup S] [--no-prefix-aware] [--smoke]\n' +
           '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]... [--gateway-workers 2,...]\n' +
-          "  [--variant-args 'NAME=--node-flag ...'] (node flags for that variant's process)",
+          "  [--variant-args 'NAME=--node-flag ...'] (node flags for that variant's process)\n" +
+          '  [--generator auto|c|node] (open loop: C paced by a timerfd, or Node on 1 ms timers)',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -113,6 +118,7 @@ function parseArgs(argv) {
     throw new Error('--duration, --rounds and --connections must be positive');
   }
   if (!['nginx', 'node'].includes(o.upstream)) throw new Error('--upstream nginx|node');
+  if (!['auto', 'c', 'node'].includes(o.generator)) throw new Error('--generator auto|c|node');
   if (o.gatewayWorkers.some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error('--gateway-workers takes whole numbers ≥ 1, e.g. 2 or 2,4');
   }
@@ -443,6 +449,7 @@ async function main() {
           warmupS: Math.min(1, opts.duration / 2),
           preopen: 32,
           maxConnections: 512,
+          generator: opts.generator,
         },
         { signal: abort.signal },
       );
@@ -491,7 +498,7 @@ async function main() {
       rateFraction: opts.rateFraction,
     },
     closed: closedSummary,
-    open: { rate, targets: openSummary },
+    open: { rate, generator: open.direct[0]?.generator ?? 'node', targets: openSummary },
     verdict: {
       ratio,
       ratioConnections: cMax,
@@ -526,7 +533,7 @@ async function main() {
     }
   }
   console.log(
-    `\nopen loop at ${rate} req/s (${opts.rateFraction} × ${opts.rateOf} rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s)`,
+    `\nopen loop at ${rate} req/s (${opts.rateFraction} × ${opts.rateOf} rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s); ${result.open.generator === 'c' ? 'C generator (each request at its due time)' : 'Node generator (1 ms timers: requests due within a millisecond go together)'}`,
   );
   console.log(
     `${'target'.padEnd(26)}${'req/s'.padStart(8)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}` +
