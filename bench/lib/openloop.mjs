@@ -152,6 +152,7 @@ class ResponseParser {
     this.status = 0;
     this.remaining = 0;
     this.chunked = false;
+    this.close = false;
   }
   push(chunk) {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
@@ -165,6 +166,7 @@ class ResponseParser {
         const lower = head.toLowerCase();
         const cl = /\r\ncontent-length:\s*(\d+)/.exec(lower);
         this.chunked = /\r\ntransfer-encoding:[^\r]*chunked/.test(lower);
+        this.close = /\r\nconnection:[^\r]*close/.test(lower);
         if (this.chunked) this.state = 'chunk-size';
         else {
           this.remaining = cl ? Number(cl[1]) : 0;
@@ -208,8 +210,9 @@ class ResponseParser {
   }
   done() {
     const status = this.status;
+    const close = this.close;
     this.reset();
-    this.onResponse(status);
+    this.onResponse(status, close);
   }
 }
 
@@ -247,7 +250,7 @@ async function main(opts) {
       const sock = connect(port, host);
       sock.setNoDelay(true);
       const conn = { sock, cur: null };
-      conn.parser = new ResponseParser((status) => {
+      conn.parser = new ResponseParser((status, close) => {
         const now = hr();
         const c = conn.cur;
         conn.cur = null;
@@ -256,6 +259,18 @@ async function main(opts) {
         if (c && c.intendedAt >= measureFrom && c.intendedAt < measureTo) {
           service.push(now - c.sentAt);
           intended.push(now - c.intendedAt);
+        }
+        if (close) {
+          // The server closes it: not reused (a request sent on it now would be lost); one in its
+          // place if requests are waiting.
+          fail();
+          sock.destroy();
+          if (queue.length > 0 && open < maxConnections) {
+            void newConn().then((nc) => {
+              if (nc) release(nc);
+            });
+          }
+          return;
         }
         release(conn);
       });
