@@ -459,6 +459,7 @@ async function main() {
           `  open ${rate}/s round ${r + 1} ${t.name.padEnd(24)} achieved ${o.achievedRps.toFixed(0)}/s` +
             `  p50 ${o.serviceMs.p50.toFixed(3)} ms  p99 ${o.serviceMs.p99.toFixed(3)} ms` +
             `  (from intended: p99 ${o.intendedMs.p99.toFixed(3)} ms)` +
+            `  sends ${(o.sendGapMs?.p50 * 1000).toFixed(0)} µs apart (p50; due every ${(1e6 / rate).toFixed(0)})` +
             (o.errors || o.non2xx ? `  ERRORS ${o.errors} non2xx ${o.non2xx}` : '') +
             '\n',
         );

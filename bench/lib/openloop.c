@@ -77,7 +77,9 @@ static conn_t **idle;
 static int nidle = 0;
 static int64_t *queue;  // due times waiting for a connection (ring)
 static size_t qcap, qhead = 0, qlen = 0;
-static double *service, *intended;
+static double *service, *intended, *gaps;  // gaps: between consecutive writes (µs)
+static size_t ngaps = 0;
+static int64_t last_send = 0;
 static size_t nmeasured = 0, cap_measured;
 static long long sent = 0, completed = 0, errors = 0, non2xx = 0;
 static int64_t measure_from, measure_to;
@@ -131,6 +133,9 @@ static void send_on(conn_t *c, int64_t due) {
   c->busy = 1;
   c->due = due;
   c->sent = now_ns();
+  if (last_send != 0 && due >= measure_from && ngaps < cap_measured)
+    gaps[ngaps++] = (double)(c->sent - last_send) / 1e3;
+  last_send = c->sent;
   size_t off = 0;
   while (off < req_len) {
     ssize_t w = write(c->fd, req + off, req_len - off);
@@ -338,9 +343,10 @@ int main(int argc, char **argv) {
   cap_measured = (size_t)(rate * duration) + 16;
   service = malloc(cap_measured * sizeof *service);
   intended = malloc(cap_measured * sizeof *intended);
+  gaps = malloc(cap_measured * sizeof *gaps);
   conns = calloc((size_t)max_conns, sizeof *conns);
   idle = calloc((size_t)max_conns, sizeof *idle);
-  if (!queue || !service || !intended || !conns || !idle) die("malloc");
+  if (!queue || !service || !intended || !gaps || !conns || !idle) die("malloc");
 
   ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll_create1");
@@ -425,7 +431,8 @@ int main(int argc, char **argv) {
          rate, duration, sent, nmeasured, (double)nmeasured / duration, nconns, errors + lost,
          non2xx);
   print_stats("serviceMs", service, nmeasured, 0);
-  print_stats("intendedMs", intended, nmeasured, 1);
+  print_stats("intendedMs", intended, nmeasured, 0);
+  print_stats("sendGapMs", gaps, ngaps, 1);
   printf("}\n");
   return 0;
 }

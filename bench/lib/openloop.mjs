@@ -238,6 +238,8 @@ async function main(opts) {
   const queue = []; // intended times waiting for a connection
   const service = [];
   const intended = [];
+  const gaps = []; // between consecutive writes (µs)
+  let lastSend = 0;
   let errors = 0;
   let non2xx = 0;
   let completed = 0;
@@ -291,7 +293,10 @@ async function main(opts) {
     });
 
   const send = (conn, intendedAt) => {
-    conn.cur = { intendedAt, sentAt: hr() };
+    const sentAt = hr();
+    if (lastSend !== 0 && intendedAt >= measureFrom) gaps.push(sentAt - lastSend);
+    lastSend = sentAt;
+    conn.cur = { intendedAt, sentAt };
     conn.sock.write(reqBuf);
   };
   const release = (conn) => {
@@ -361,6 +366,7 @@ async function main(opts) {
     generator: 'node',
     serviceMs: ms(stats(service)),
     intendedMs: ms(stats(intended)),
+    sendGapMs: ms(stats(gaps)),
   };
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(0);

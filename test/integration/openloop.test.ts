@@ -1,7 +1,7 @@
 // The open-loop generators of bench/lib/openloop.mjs against a node:http server on loopback: both
-// send what the rate asks, count what came back (content-length and chunked answers, non-2xx
-// answers, a server that closes connections), and the C one sends its requests spaced out rather
-// than in bursts. Behaviour only: no speed is asserted.
+// send what the rate asks and count what came back (content-length and chunked answers, non-2xx
+// answers, a server that closes connections). Behaviour only: no speed, and no pacing (how evenly
+// the requests go out is a timing, reported by the bench as the send gaps, not asserted here).
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +16,7 @@ interface Summary {
   non2xx: number;
   generator: string;
   serviceMs: { p50: number; p99: number };
+  sendGapMs: { p50: number };
 }
 const run = runOpenLoop as (o: Record<string, unknown>) => Promise<Summary>;
 
@@ -30,12 +31,10 @@ const hasCc = (() => {
 
 let server: Server;
 let port = 0;
-let arrivals: number[] = [];
 let served = 0;
 
 beforeAll(async () => {
   server = createServer((req, res) => {
-    arrivals.push(performance.now());
     req.resume();
     req.on('end', () => {
       served++;
@@ -72,6 +71,7 @@ describe.each(hasCc ? ['c', 'node'] : ['node'])('the %s generator', (generator) 
       expect(s.non2xx).toBe(0);
       expect(s.measured).toBe(400);
       expect(s.serviceMs.p50).toBeGreaterThan(0);
+      expect(Number.isFinite(s.sendGapMs.p50)).toBe(true);
     }
   });
 
@@ -88,19 +88,5 @@ describe.skipIf(!hasCc)('the C generator', () => {
     const a = (cGenerator as () => string | null)();
     expect(a).toBeTruthy();
     expect((cGenerator as () => string | null)()).toBe(a);
-  });
-
-  it('spaces its requests out (the Node one sends what fell due in a millisecond together)', async () => {
-    const gaps = async (generator: string): Promise<number> => {
-      arrivals = [];
-      await run({ ...base, port, path: '/plain', rate: 4000, generator });
-      const g = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
-      g.sort((x, y) => x - y);
-      return g[g.length >> 1]!; // median gap, ms
-    };
-    // Due every 0.25 ms: the C generator's median gap is about that; the Node one's is near zero
-    // (several requests per 1 ms timer). Loose bounds: only the shape is checked.
-    expect(await gaps('c')).toBeGreaterThan(0.1);
-    expect(await gaps('node')).toBeLessThan(0.1);
   });
 });
