@@ -6,13 +6,18 @@
 // policy, prefix-aware). Built code from ../../dist (run `npm run build` first).
 //
 // Run as a child: `node gateway-server.mjs '<json>'` with { upstreamPorts, key, port?, logFile?,
-// logLevel?, snapshot? } (`snapshot`: a whole RoutingSnapshot to serve instead of the default one); prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin closes
-// (a graceful exit, so `node --cpu-prof` writes its profile).
+// logLevel?, snapshot?, scrapeIntervalMs? } (`snapshot`: a whole RoutingSnapshot to serve instead
+// of the default one); prints `{"port":N}` once listening; exits on SIGTERM/SIGINT or when stdin
+// closes (a graceful exit, so `node --cpu-prof` writes its profile). INFERPLANE_GATEWAY_DIST=<dir>
+// serves another build's dist/ with this script (bench/gateway-instructions.mjs's baseline).
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
+import { pathToFileURL } from 'node:url';
 import { benchSnapshot } from './bench-snapshot.mjs';
 
-const DIST = new URL('../../dist/', import.meta.url);
+const DIST = process.env.INFERPLANE_GATEWAY_DIST
+  ? pathToFileURL(process.env.INFERPLANE_GATEWAY_DIST.replace(/\/?$/, '/'))
+  : new URL('../../dist/', import.meta.url);
 const { Gateway } = await import(new URL('gateway/gateway.js', DIST).href);
 const { hashApiKey } = await import(new URL('core/ids.js', DIST).href);
 const { createLogger } = await import(new URL('telemetry/logger.js', DIST).href);
@@ -26,7 +31,11 @@ const logger = createLogger({
   ...(opts.logFile ? { destination: opts.logFile } : {}),
 });
 const metrics = createMetrics();
-const gateway = new Gateway({ metrics, logger });
+const gateway = new Gateway({
+  metrics,
+  logger,
+  ...(opts.scrapeIntervalMs ? { routing: { scrapeIntervalMs: opts.scrapeIntervalMs } } : {}),
+});
 
 gateway.update(opts.snapshot ?? benchSnapshot(opts.key, opts.upstreamPorts, hashApiKey));
 
