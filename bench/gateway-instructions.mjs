@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { MODELS } from './lib/bench-snapshot.mjs';
+import { COMPLETION, KEY, METRICS, MODELS } from './lib/bench-snapshot.mjs';
 import { findTool, freePort, startNginx, upstreamHttpConfig } from './lib/nginx.mjs';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -53,29 +53,6 @@ const log = (s) => (o.json ? process.stderr.write(s + '\n') : console.log(s));
 for (const tool of ['valgrind', 'callgrind_control', 'nginx']) {
   if (!findTool(tool)) throw new Error(`needs ${tool}: apt-get install -y valgrind nginx-light`);
 }
-
-const KEY = 'ip-bench-0123456789abcdef0123456789abcdef';
-const COMPLETION = JSON.stringify({
-  id: 'chatcmpl-bench',
-  object: 'chat.completion',
-  created: 1700000000,
-  model: 'bench',
-  choices: [
-    {
-      index: 0,
-      message: { role: 'assistant', content: 'Hello! How can I help you today?' },
-      finish_reason: 'stop',
-    },
-  ],
-  usage: { prompt_tokens: 12, completion_tokens: 9, total_tokens: 21 },
-});
-const METRICS = [
-  'vllm:num_requests_running{model_name="bench"} 0',
-  'vllm:num_requests_waiting{model_name="bench"} 0',
-  'vllm:kv_cache_usage_perc{model_name="bench"} 0.0',
-  'vllm:cache_config_info{block_size="16",num_gpu_blocks="8192"} 1',
-  '',
-].join('\n');
 
 // ---- the client (a child process: `node gateway-instructions.mjs --client PORT N MODEL`) ----
 // Lives in this file's closed loop below; kept out of the measured process.

@@ -217,20 +217,9 @@ class ResponseParser {
 }
 
 async function main(opts) {
-  const {
-    port,
-    host = '127.0.0.1',
-    path = '/',
-    method = 'POST',
-    body = '',
-    headers = {},
-    rate,
-    durationS,
-    warmupS = 1,
-    maxConnections = 256,
-    preopen = 32,
-  } = opts;
-  const reqBuf = requestBytes({ port, host, path, method, body, headers });
+  const { port, host = '127.0.0.1', rate, durationS } = opts;
+  const { warmupS = 1, maxConnections = 256, preopen = 32 } = opts;
+  const reqBuf = requestBytes(opts);
 
   const hr = () => Number(process.hrtime.bigint()) / 1e3; // µs
   const idle = [];
