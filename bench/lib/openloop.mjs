@@ -16,7 +16,7 @@
 // prints one JSON line (the Node generator).
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,8 +76,9 @@ export function runOpenLoop(opts, { signal } = {}) {
   }
   let cmd = process.execPath;
   let args = [SELF, JSON.stringify(opts)];
+  let reqFile;
   if (bin) {
-    const reqFile = join(tmpdir(), 'inferplane-openloop', `req-${process.pid}-${opts.port}.bin`);
+    reqFile = join(tmpdir(), 'inferplane-openloop', `req-${process.pid}-${opts.port}.bin`);
     writeFileSync(reqFile, requestBytes(opts));
     cmd = bin;
     args = [
@@ -111,6 +112,7 @@ export function runOpenLoop(opts, { signal } = {}) {
     signal?.addEventListener('abort', onAbort, { once: true });
     child.once('exit', (code) => {
       signal?.removeEventListener('abort', onAbort);
+      if (reqFile) rmSync(reqFile, { force: true });
       if (code !== 0) {
         reject(new Error(`open-loop generator failed (${code}): ${err.trim().slice(-500)}`));
         return;
