@@ -371,7 +371,7 @@ export class Gateway {
     const kind = ROUTE_KIND[req.path]!;
     const text = req.body.toString('utf8');
     const inc: Incoming = {
-      header: (name) => req.headers[name],
+      header: (name) => req.headers.get(name),
       body: () => Promise.resolve(text),
       signal: res,
     };
@@ -851,7 +851,7 @@ export class Gateway {
   ): Promise<Outgoing> {
     const ep = decision.endpoint;
     const status = upstream.status;
-    const contentType = upstream.headers['content-type'] ?? 'application/json';
+    const contentType = upstream.headers.get('content-type') ?? 'application/json';
     const streaming = contentType.startsWith('text/event-stream');
     const series = this.seriesOf(ctx.tenant, route.model, ep);
     series.inflight.inc();

@@ -192,9 +192,9 @@ describe('UpstreamClient: responses', () => {
     const client = newClient();
     const r = await within(client.request(srv.url, 'POST', '/v1/x', '', '{}'), 1500, 'response');
     expect(r.status).toBe(201);
-    expect(r.headers['content-type']).toBe('application/json');
-    expect(r.headers['x-engine']).toBe('e1');
-    expect(r.headers['content-length']).toBe('11');
+    expect(r.headers.get('content-type')).toBe('application/json');
+    expect(r.headers.get('x-engine')).toBe('e1');
+    expect(r.headers.get('content-length')).toBe('11');
     const got = await collect(r.body);
     expect(got.error).toBeUndefined();
     expect(got.text).toBe('{"ok":true}');
@@ -214,7 +214,7 @@ describe('UpstreamClient: responses', () => {
     });
     const client = newClient();
     const r = await within(client.request(srv.url, 'POST', '/s', '', ''), 1500, 'response');
-    expect(r.headers['transfer-encoding']).toBe('chunked');
+    expect(r.headers.get('transfer-encoding')).toBe('chunked');
     const arrivals: number[] = [];
     const t0 = performance.now();
     const got = await within(
@@ -318,7 +318,7 @@ describe('UpstreamClient: responses', () => {
     const client = newClient();
     const r = await within(client.request(srv.url, 'POST', '/', '', ''), 1500, 'response');
     expect(r.status).toBe(200);
-    expect(r.headers.link).toBeUndefined();
+    expect(r.headers.get('link')).toBeUndefined();
     expect((await collect(r.body)).text).toBe('final');
   });
 

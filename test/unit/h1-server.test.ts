@@ -249,8 +249,8 @@ describe('H1Server: the served path', () => {
     expect(q.method).toBe('POST');
     expect(q.url).toBe('/v1/chat?stream=0');
     expect(q.path).toBe('/v1/chat');
-    expect(q.headers['x-custom']).toBe('Yes');
-    expect(q.headers['content-length']).toBe('7');
+    expect(q.headers.get('x-custom')).toBe('Yes');
+    expect(q.headers.get('content-length')).toBe('7');
     expect(q.body.toString()).toBe('{"a":1}');
     expect(f.fell).toHaveLength(0);
     // Kept open.

@@ -13,6 +13,7 @@ import {
   contentLength,
   isChunked,
   parseHead,
+  type Fields,
 } from './framing.js';
 
 export type UpstreamErrorKind =
@@ -155,7 +156,7 @@ export class UpstreamBody {
 export interface UpstreamResponse {
   status: number;
   /** Lowercased names. */
-  headers: Record<string, string>;
+  headers: Fields;
   body: UpstreamBody;
 }
 
@@ -301,7 +302,7 @@ class Conn {
         ex.keepAlive =
           framing !== 'close' &&
           (minor === 1 ? !connectionHas(head, 'close') : connectionHas(head, 'keep-alive'));
-        const ka = head.headers['keep-alive'];
+        const ka = head.headers.get('keep-alive');
         if (ka) {
           const t = /timeout=(\d+)/i.exec(ka);
           if (t) {

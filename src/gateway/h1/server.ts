@@ -16,6 +16,7 @@ import {
   connectionHas,
   contentLength,
   parseHead,
+  type Fields,
   type Head,
 } from './framing.js';
 
@@ -26,7 +27,7 @@ export interface H1Request {
   /** Path without the query. */
   path: string;
   /** Lowercased names. */
-  headers: Record<string, string>;
+  headers: Fields;
   body: Buffer;
 }
 
@@ -259,10 +260,10 @@ class H1Conn {
     const h = head.headers;
     if (
       !m ||
-      h['transfer-encoding'] !== undefined ||
-      h.expect !== undefined ||
-      h.upgrade !== undefined ||
-      h.host === undefined
+      h.get('transfer-encoding') !== undefined ||
+      h.get('expect') !== undefined ||
+      h.get('upgrade') !== undefined ||
+      h.get('host') === undefined
     ) {
       this.handoff();
       return;
