@@ -91,6 +91,17 @@ export function clientWantsStreamUsage(body: InferenceBody): boolean {
   return so?.include_usage === true;
 }
 
+/** `<role>\n` strings of the roles seen (a few; bounded): one string per role, not one per message. */
+const ROLE_PARTS = new Map<string, string>();
+function rolePart(role: string): string {
+  let part = ROLE_PARTS.get(role);
+  if (part === undefined) {
+    part = `<${role}>\n`;
+    if (ROLE_PARTS.size < 64) ROLE_PARTS.set(role, part);
+  }
+  return part;
+}
+
 /**
  * The prompt for prefix hashing, as parts to read in order (no concatenated copy of a long
  * prompt): the completion prompt, or the chat messages flattened deterministically — `<role>\n`,
@@ -113,7 +124,7 @@ export function promptParts(body: Record<string, unknown>, kind: InferenceKind):
   for (const m of messages) {
     if (typeof m !== 'object' || m === null) continue;
     const msg = m as { role?: unknown; content?: unknown };
-    out.push(`<${typeof msg.role === 'string' ? msg.role : '?'}>\n`);
+    out.push(rolePart(typeof msg.role === 'string' ? msg.role : '?'));
     const content = msg.content;
     if (typeof content === 'string') out.push(content);
     else if (Array.isArray(content)) {

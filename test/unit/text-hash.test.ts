@@ -5,8 +5,8 @@ import { seededRandom } from '../../src/gateway/routing/pipeline.js';
 import { BLOCK_BYTES, blockHashes, textHashKernel } from '../../src/gateway/routing/text-hash.js';
 
 // The definition in text-hash.ts' header, written out independently (DataView, per block).
-function byDefinition(text: string, maxBlocks = 8192): number[] {
-  const buf = Buffer.from(text, 'utf8');
+function byDefinition(text: string | Buffer, maxBlocks = 8192): number[] {
+  const buf = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
   const n = Math.min(Math.floor(buf.length / BLOCK_BYTES), maxBlocks);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
   const rotl = (x: number, r: number) => (x << r) | (x >>> (32 - r));
@@ -90,6 +90,28 @@ describe('text block hashes', () => {
       expect([...blockHashes(parts, max)]).toEqual(byDefinition(t, max));
       expect([...blockHashes(parts, max, true)]).toEqual(byDefinition(t, max));
     }
+  });
+
+  it('short prompts (encoded in JavaScript) hash as the UTF-8 that Buffer writes of each part', () => {
+    // Lone surrogates (and pairs split across two parts) are U+FFFD, as Buffer writes them.
+    const rnd = seededRandom(17);
+    const chars = [...alphabet, '\uD83D', '\uDE00', '\u07FF', '\u0800', '\uFFFF', '\u0080', '\x7f'];
+    let blocks = 0;
+    for (let i = 0; i < 2000; i++) {
+      const count = 1 + Math.floor(rnd() * 6);
+      const parts: string[] = [];
+      for (let k = 0; k < count; k++) {
+        let p = '';
+        const len = Math.floor(rnd() * 60);
+        while (p.length < len) p += chars[Math.floor(rnd() * chars.length)];
+        parts.push(p);
+      }
+      const want = byDefinition(Buffer.concat(parts.map((p) => Buffer.from(p, 'utf8'))));
+      expect([...blockHashes(parts)], JSON.stringify(parts)).toEqual(want);
+      expect([...blockHashes(parts, 8192, true)]).toEqual(want);
+      blocks += want.length;
+    }
+    expect(blocks).toBeGreaterThan(1000); // prompts of zero, one and more blocks
   });
 
   it('long ASCII parts (copied as Latin-1) hash as their UTF-8, also when cut at maxBlocks', () => {

@@ -34,12 +34,20 @@ export const CHECKPOINT_TEXT_BLOCKS = 4;
 const ROLE_OPEN = 60; // '<'
 const NON_TEXT = new Set(['[image_url]', '[input_audio]', '[file]', '[image]', '[audio]']);
 
-function roleOf(part: string): string | undefined {
+/** The engine's role marker (`<|role|>`) of a gateway role part (`<role>\n`), or undefined. */
+function engineRoleOf(part: string): string | undefined {
   if (part.length < 3 || part.length > 256 || part.charCodeAt(0) !== ROLE_OPEN) return undefined;
+  let marker = ENGINE_ROLES.get(part);
+  if (marker !== undefined) return marker;
   if (!part.endsWith('>\n')) return undefined;
   const role = part.slice(1, -2);
-  return role.includes('\n') ? undefined : role;
+  if (role.includes('\n')) return undefined;
+  marker = `<|${role}|>`;
+  if (ENGINE_ROLES.size < 64) ENGINE_ROLES.set(part, marker);
+  return marker;
 }
+/** Role parts seen → their engine markers (a few roles; bounded). */
+const ENGINE_ROLES = new Map<string, string>();
 
 /**
  * The engine's prompt text, in parts, from the gateway's prompt parts (see the header): a single
@@ -52,14 +60,14 @@ export function enginePromptParts(prompt: string | readonly string[]): string[] 
   const out: string[] = [];
   let i = 0;
   while (i < prompt.length) {
-    const role = roleOf(prompt[i]!);
-    if (role === undefined) return undefined;
-    out.push(`<|${role}|>`);
+    const marker = engineRoleOf(prompt[i]!);
+    if (marker === undefined) return undefined;
+    out.push(marker);
     i++;
     for (;;) {
       if (i >= prompt.length) return undefined;
       const p = prompt[i]!;
-      if (p === '\n' && (i + 1 === prompt.length || roleOf(prompt[i + 1]!) !== undefined)) {
+      if (p === '\n' && (i + 1 === prompt.length || engineRoleOf(prompt[i + 1]!) !== undefined)) {
         out.push('\n');
         i++;
         break;

@@ -276,6 +276,55 @@ function digestAndChain(words: Int32Array, n: number, out: Uint32Array): void {
 }
 
 const NO_BLOCKS = new Uint32Array(0);
+
+/**
+ * Prompts of at most this many UTF-16 units are encoded here, in JavaScript: a Buffer.write call
+ * costs ~1,000 instructions before its first byte (the binding, the string's flattening check),
+ * once per part — a short chat prompt is four or more parts, most of a few bytes.
+ */
+const SHORT_TEXT = 192;
+
+/**
+ * Writes `parts` as UTF-8 into `out` from 0, each part as Buffer.write would write it alone (a
+ * surrogate pair is one 4-byte character; an unpaired surrogate, also one split across two
+ * parts, is U+FFFD); returns the bytes written. `out` has room for 3 bytes per unit.
+ */
+function writeShortUtf8(parts: readonly string[], out: Uint8Array): number {
+  let o = 0;
+  for (let k = 0; k < parts.length; k++) {
+    const p = parts[k]!;
+    const n = p.length;
+    for (let i = 0; i < n; i++) {
+      let c = p.charCodeAt(i);
+      if (c < 0x80) {
+        out[o++] = c;
+        continue;
+      }
+      if (c < 0x800) {
+        out[o++] = 0xc0 | (c >> 6);
+        out[o++] = 0x80 | (c & 0x3f);
+        continue;
+      }
+      if (c >= 0xd800 && c <= 0xdfff) {
+        const next = i + 1 < n ? p.charCodeAt(i + 1) : 0;
+        if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (next - 0xdc00);
+          i++;
+          out[o++] = 0xf0 | (c >> 18);
+          out[o++] = 0x80 | ((c >> 12) & 0x3f);
+          out[o++] = 0x80 | ((c >> 6) & 0x3f);
+          out[o++] = 0x80 | (c & 0x3f);
+          continue;
+        }
+        c = 0xfffd; // unpaired
+      }
+      out[o++] = 0xe0 | (c >> 12);
+      out[o++] = 0x80 | ((c >> 6) & 0x3f);
+      out[o++] = 0x80 | (c & 0x3f);
+    }
+  }
+  return o;
+}
 /** A character whose Latin-1 byte is not its code (above U+00FF). */
 // eslint-disable-next-line no-control-regex -- a class from U+0000: every Latin-1 character
 const WIDE_CHAR = /[^\x00-\xff]/;
@@ -299,27 +348,30 @@ export function blockHashes(
   ensure(Math.min(chars * 3, limit)); // ≤ 3 UTF-8 bytes per UTF-16 unit: never cut below the limit
   const cap = Math.min(bytes.length, limit);
   let len = 0;
-  for (const p of parts) {
-    if (len >= cap) break;
-    // A long ASCII part is copied as Latin-1 (its UTF-8 bytes: ~1.5 µs for 128 KiB here, the
-    // UTF-8 encoder ~17 µs). ASCII: the Latin-1 bytes are (isAscii: one SIMD pass) and no
-    // character is above U+00FF (whose Latin-1 byte is only its low byte) — a test V8 answers
-    // without reading the string when the string is stored one byte per character, as text
-    // without such characters is. (Buffer.byteLength, the check before, is that fast only from
-    // optimized code whose caller V8 inlined it into: ~18 µs at 128 KiB otherwise, as measured
-    // inside the gateway's decision.)
-    let wrote = 0;
-    let ascii = false;
-    if (p.length >= 1024) {
-      wrote = bytes.write(p, len, cap - len, 'latin1');
-      ascii = isAscii(bytes.subarray(len, len + wrote)) && !WIDE_CHAR.test(p);
+  if (chars <= SHORT_TEXT && chars * 3 <= cap) len = writeShortUtf8(parts, bytes);
+  else {
+    for (const p of parts) {
+      if (len >= cap) break;
+      // A long ASCII part is copied as Latin-1 (its UTF-8 bytes: ~1.5 µs for 128 KiB here, the
+      // UTF-8 encoder ~17 µs). ASCII: the Latin-1 bytes are (isAscii: one SIMD pass) and no
+      // character is above U+00FF (whose Latin-1 byte is only its low byte) — a test V8 answers
+      // without reading the string when the string is stored one byte per character, as text
+      // without such characters is. (Buffer.byteLength, the check before, is that fast only from
+      // optimized code whose caller V8 inlined it into: ~18 µs at 128 KiB otherwise, as measured
+      // inside the gateway's decision.)
+      let wrote = 0;
+      let ascii = false;
+      if (p.length >= 1024) {
+        wrote = bytes.write(p, len, cap - len, 'latin1');
+        ascii = isAscii(bytes.subarray(len, len + wrote)) && !WIDE_CHAR.test(p);
+      }
+      if (!ascii) wrote = bytes.write(p, len, cap - len, 'utf8');
+      len += wrote;
+      // A part cut short (the limit is reached) ends the prompt. Below the limit, only a character
+      // that did not fit (≤ 4 bytes) cuts a UTF-8 part short, so its byte length (a pass over a
+      // possibly long string) is counted only that close to it.
+      if (!ascii && len < cap && cap - len < 4 && wrote < Buffer.byteLength(p)) break;
     }
-    if (!ascii) wrote = bytes.write(p, len, cap - len, 'utf8');
-    len += wrote;
-    // A part cut short (the limit is reached) ends the prompt. Below the limit, only a character
-    // that did not fit (≤ 4 bytes) cuts a UTF-8 part short, so its byte length (a pass over a
-    // possibly long string) is counted only that close to it.
-    if (!ascii && len < cap && cap - len < 4 && wrote < Buffer.byteLength(p)) break;
   }
   const n = Math.min(Math.floor(len / BLOCK_BYTES), maxBlocks);
   if (n === 0) return NO_BLOCKS;
