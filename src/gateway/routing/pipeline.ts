@@ -452,7 +452,8 @@ export class RoutingPipeline implements Picker {
     }
     const weights = route.versionWeights;
     if (!weights || usable.length === 0) {
-      delete req.version;
+      // (Only when set: a delete costs a property lookup even when there is nothing to delete.)
+      if (req.version !== undefined) delete req.version;
       return usable;
     }
     const has = (v: string): boolean => {
