@@ -306,9 +306,11 @@ static void print_stats(const char *name, double *v, size_t n, int last) {
   qsort(v, n, sizeof *v, cmp_double);
   double sum = 0;
   for (size_t i = 0; i < n; i++) sum += v[i];
-  printf("\"%s\":{\"mean\":%.6f,\"p50\":%.6f,\"p90\":%.6f,\"p99\":%.6f,\"p999\":%.6f,\"max\":%.6f}%s",
+  printf("\"%s\":{\"mean\":%.6f,\"p50\":%.6f,\"p90\":%.6f,\"p95\":%.6f,\"p98\":%.6f,"
+         "\"p99\":%.6f,\"p995\":%.6f,\"p999\":%.6f,\"max\":%.6f}%s",
          name, n ? sum / (double)n / 1e3 : 0, pct(v, n, 50) / 1e3, pct(v, n, 90) / 1e3,
-         pct(v, n, 99) / 1e3, pct(v, n, 99.9) / 1e3, n ? v[n - 1] / 1e3 : 0, last ? "" : ",");
+         pct(v, n, 95) / 1e3, pct(v, n, 98) / 1e3, pct(v, n, 99) / 1e3, pct(v, n, 99.5) / 1e3,
+         pct(v, n, 99.9) / 1e3, n ? v[n - 1] / 1e3 : 0, last ? "" : ",");
 }
 
 int main(int argc, char **argv) {

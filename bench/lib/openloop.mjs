@@ -136,7 +136,10 @@ function stats(values) {
     mean: s.length ? sum / s.length : Number.NaN,
     p50: percentile(s, 50),
     p90: percentile(s, 90),
+    p95: percentile(s, 95),
+    p98: percentile(s, 98),
     p99: percentile(s, 99),
+    p995: percentile(s, 99.5),
     p999: percentile(s, 99.9),
     max: s.length ? s[s.length - 1] : Number.NaN,
   };

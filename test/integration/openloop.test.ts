@@ -15,7 +15,7 @@ interface Summary {
   errors: number;
   non2xx: number;
   generator: string;
-  serviceMs: { p50: number; p99: number };
+  serviceMs: Record<'p50' | 'p90' | 'p95' | 'p98' | 'p99' | 'p995' | 'p999' | 'max', number>;
   sendGapMs: { p50: number };
 }
 const run = runOpenLoop as (o: Record<string, unknown>) => Promise<Summary>;
@@ -71,6 +71,12 @@ describe.each(hasCc ? ['c', 'node'] : ['node'])('the %s generator', (generator) 
       expect(s.non2xx).toBe(0);
       expect(s.measured).toBe(400);
       expect(s.serviceMs.p50).toBeGreaterThan(0);
+      // The same percentiles from both generators, in order.
+      const q = s.serviceMs;
+      const order = [q.p50, q.p90, q.p95, q.p98, q.p99, q.p995, q.p999, q.max];
+      expect(order.every((v, i) => Number.isFinite(v) && (i === 0 || v >= order[i - 1]!))).toBe(
+        true,
+      );
       expect(Number.isFinite(s.sendGapMs.p50)).toBe(true);
     }
   });
