@@ -4,7 +4,7 @@
 // overhead bench's requests/s and CPU µs move by ±20 % from run to run on a shared machine.
 //
 //   npx tsc -p tsconfig.build.json && node bench/gateway-instructions.mjs
-//     [--baseline DIR] [--requests 2000] [--warmup 20000] [--model bench-rr|bench-pa] [--json]
+//     [--baseline DIR] [--floor] [--requests 2000] [--warmup 20000] [--model bench-rr|bench-pa] [--json]
 //
 // Each build's gateway (bench/lib/gateway-server.mjs of this tree; --baseline DIR serves DIR/dist,
 // built, with it) runs under `valgrind --tool=callgrind --instr-atstart=no` in front of a
@@ -14,6 +14,9 @@
 // on for exactly `--requests` more, then off. Reported per request: instructions of the gateway's
 // main thread (its event loop: parsing, routing, metrics, logging, the syscalls' user side) and
 // of its other threads (GC helpers, the compiler); the kernel's share is not counted.
+// --floor also counts bench/lib/floor-raw-proxy.mjs, a Node proxy with no logic on the same
+// sockets (what the runtime costs: reads, writes, the event loop), so the gateway's own work per
+// request is its count less the floor's.
 // Counts of one build repeat within ~1 % from run to run. Needs valgrind and nginx
 // (apt-get install -y valgrind nginx-light). Under valgrind a run takes ~20 s per build.
 import { execFile, execFileSync, spawn } from 'node:child_process';
@@ -29,6 +32,7 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 const { values: o } = parseArgs({
   options: {
     baseline: { type: 'string' },
+    floor: { type: 'boolean', default: false },
     requests: { type: 'string', default: '2000' },
     warmup: { type: 'string', default: '20000' },
     model: { type: 'string', default: MODELS['round-robin'] },
@@ -38,7 +42,7 @@ const { values: o } = parseArgs({
 });
 if (o.help) {
   console.log(
-    'node bench/gateway-instructions.mjs [--baseline DIR] [--requests 2000] [--warmup 20000]\n' +
+    'node bench/gateway-instructions.mjs [--baseline DIR] [--floor] [--requests 2000] [--warmup 20000]\n' +
       `  [--model ${Object.values(MODELS).join('|')}] [--json]   (needs valgrind and nginx)`,
   );
   process.exit(0);
@@ -104,8 +108,17 @@ function totalOf(file) {
   return m ? Number(m[1]) : 0;
 }
 
-/** Instructions per request of one build: { main, others }. */
-async function measure(name, dist, upstreamPorts, work) {
+/**
+ * Instructions per request of one build: { main, others }. `server`: the child to count (the
+ * gateway by default; the floor proxy speaks the same child protocol).
+ */
+async function measure(
+  name,
+  dist,
+  upstreamPorts,
+  work,
+  server = join(HERE, 'lib', 'gateway-server.mjs'),
+) {
   const out = join(work, `${name}.callgrind`);
   const env = { ...process.env, ...(dist ? { INFERPLANE_GATEWAY_DIST: dist } : {}) };
   const g = spawn(
@@ -116,7 +129,7 @@ async function measure(name, dist, upstreamPorts, work) {
       '--separate-threads=yes',
       `--callgrind-out-file=${out}`,
       process.execPath,
-      join(HERE, 'lib', 'gateway-server.mjs'),
+      server,
       JSON.stringify({
         upstreamPorts,
         key: KEY,
@@ -184,6 +197,10 @@ try {
     const dist = join(resolve(o.baseline), 'dist');
     results.baseline = await measure('baseline', dist, upPorts, work);
   }
+  if (o.floor) {
+    const floor = join(HERE, 'lib', 'floor-raw-proxy.mjs');
+    results.floor = await measure('floor', undefined, upPorts, work, floor);
+  }
 } finally {
   await up.stop();
   rmSync(work, { recursive: true, force: true });
@@ -195,7 +212,15 @@ if (o.json) {
   const k = (x) => `${(x / 1000).toFixed(1)}k`;
   console.log(`\ninstructions per request (${o.model})   main thread   other threads`);
   for (const [name, r] of Object.entries(results)) {
-    console.log(`  ${name.padEnd(30)} ${k(r.main).padStart(11)} ${k(r.others).padStart(15)}`);
+    const label = name === 'floor' ? 'floor (no-logic proxy)' : name;
+    console.log(`  ${label.padEnd(30)} ${k(r.main).padStart(11)} ${k(r.others).padStart(15)}`);
+  }
+  const floor = results.floor;
+  if (floor) {
+    console.log(
+      `\nthis build's own work: ${k(results.this.main - floor.main)} main-thread instructions per ` +
+        `request above the floor's`,
+    );
   }
   if (results.baseline) {
     const ratio = results.baseline.main / results.this.main;

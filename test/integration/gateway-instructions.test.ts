@@ -1,6 +1,7 @@
 // Smoke run of bench/gateway-instructions.mjs: the gateway starts under callgrind, counting is
-// switched on for exactly the requests asked for, and the dump is read back. Asserts the report's
-// shape, never a count. Skips when valgrind or nginx is missing.
+// switched on for exactly the requests asked for, and the dump is read back; the same for the
+// no-logic floor proxy (--floor). Asserts the report's shape, never a count. Skips when valgrind
+// or nginx is missing.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -26,18 +27,21 @@ it.skipIf(skip)(
         '200',
         '--requests',
         '100',
+        '--floor',
         '--json',
       ],
       { cwd: ROOT, timeout: 170_000 },
     );
     const r = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {
       requests: number;
-      results: { this?: { main: number; others: number } };
+      results: { this?: { main: number; others: number }; floor?: { main: number } };
     };
     expect(r.requests).toBe(100);
     // A request through the gateway is tens of thousands of instructions at the least.
     expect(r.results.this?.main).toBeGreaterThan(10_000);
     expect(r.results.this?.others).toBeGreaterThanOrEqual(0);
+    // The no-logic proxy, counted the same way (--floor).
+    expect(r.results.floor?.main).toBeGreaterThan(10_000);
   },
   180_000,
 );
