@@ -160,6 +160,26 @@ describe('parseHead', () => {
     expect(h.headers.get('tostring')).toBe('z');
   });
 
+  it('keeps thousands of fields, repeated ones joined, past the point where it indexes names', () => {
+    // Fields scans its names up to 16 and indexes them beyond (a 64 KiB head can carry thousands).
+    let text = 'GET / HTTP/1.1\r\n';
+    for (let i = 0; i < 3000; i++) text += `X-F${i % 1000}: v${i}\r\n`;
+    const h = head(`${text}Host: h\r\n\r\n`);
+    expect(h.headers.size).toBe(1001);
+    expect(h.headers.get('x-f0')).toBe('v0, v1000, v2000');
+    expect(h.headers.get('x-f15')).toBe('v15, v1015, v2015');
+    expect(h.headers.get('x-f999')).toBe('v999, v1999, v2999');
+    expect(h.headers.get('host')).toBe('h');
+    expect(h.headers.get('x-f1000')).toBeUndefined();
+    const rec = h.headers.toRecord();
+    expect(Object.keys(rec)).toHaveLength(1001);
+    expect(Object.keys(rec)[16]).toBe('x-f16'); // in order of first appearance
+    // Below the index too: a few fields, one repeated.
+    const small = head('GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\na: 3\r\n\r\n');
+    expect(small.headers.get('a')).toBe('1, 3');
+    expect(small.headers.size).toBe(2);
+  });
+
   it('parses only up to the first blank line (the rest is body)', () => {
     const h = head('GET / HTTP/1.1\r\na: 1\r\n\r\nb: 2\r\n\r\n');
     expect(h.headers.get('a')).toBe('1');

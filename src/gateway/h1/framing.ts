@@ -72,25 +72,39 @@ function knownName(text: string, start: number, end: number): string | undefined
 export class Fields {
   private readonly names: string[] = [];
   private readonly values: string[] = [];
+  /**
+   * Name → position, once there are more than SCAN_FIELDS names: a head of 64 KiB can carry
+   * thousands of fields, and scanning them for every one added would be quadratic.
+   */
+  private index: Map<string, number> | undefined;
 
   /** The value of the field named `name` (lowercase), or undefined. */
   get(name: string): string | undefined {
-    const names = this.names;
-    for (let i = 0; i < names.length; i++) if (names[i] === name) return this.values[i];
-    return undefined;
+    return this.values[this.find(name)];
   }
 
   /** Adds a field (a lowercase name); a name seen before gets `, value` appended. */
   add(name: string, value: string): void {
-    const names = this.names;
-    for (let i = 0; i < names.length; i++) {
-      if (names[i] === name) {
-        this.values[i] = `${this.values[i]!}, ${value}`;
-        return;
-      }
+    const i = this.find(name);
+    if (i >= 0) {
+      this.values[i] = `${this.values[i]!}, ${value}`;
+      return;
     }
+    const names = this.names;
     names.push(name);
     this.values.push(value);
+    if (this.index !== undefined) this.index.set(name, names.length - 1);
+    else if (names.length > SCAN_FIELDS) {
+      this.index = new Map();
+      for (let k = 0; k < names.length; k++) this.index.set(names[k]!, k);
+    }
+  }
+
+  private find(name: string): number {
+    if (this.index !== undefined) return this.index.get(name) ?? -1;
+    const names = this.names;
+    for (let i = 0; i < names.length; i++) if (names[i] === name) return i;
+    return -1;
   }
 
   /** How many distinct names. */
@@ -105,6 +119,9 @@ export class Fields {
     return out;
   }
 }
+
+/** Up to this many names, Fields finds a name by scanning (see Fields.index). */
+const SCAN_FIELDS = 16;
 
 export interface Head {
   /** The start line (request line or status line). */
