@@ -91,13 +91,16 @@ export function clientWantsStreamUsage(body: InferenceBody): boolean {
   return so?.include_usage === true;
 }
 
-/** `<role>\n` strings of the roles seen (a few; bounded): one string per role, not one per message. */
+/**
+ * `<role>\n` strings of the roles seen: one string per role, not one per message. Bounded (the
+ * role is the client's: at most 64 roles of at most 32 characters are kept).
+ */
 const ROLE_PARTS = new Map<string, string>();
 function rolePart(role: string): string {
   let part = ROLE_PARTS.get(role);
   if (part === undefined) {
     part = `<${role}>\n`;
-    if (ROLE_PARTS.size < 64) ROLE_PARTS.set(role, part);
+    if (ROLE_PARTS.size < 64 && role.length <= 32) ROLE_PARTS.set(role, part);
   }
   return part;
 }

@@ -46,7 +46,7 @@ function engineRoleOf(part: string): string | undefined {
   if (ENGINE_ROLES.size < 64) ENGINE_ROLES.set(part, marker);
   return marker;
 }
-/** Role parts seen → their engine markers (a few roles; bounded). */
+/** Role parts seen → their engine markers (at most 64, of at most 256 characters). */
 const ENGINE_ROLES = new Map<string, string>();
 
 /**

@@ -279,8 +279,9 @@ const NO_BLOCKS = new Uint32Array(0);
 
 /**
  * Prompts of at most this many UTF-16 units are encoded here, in JavaScript: a Buffer.write call
- * costs ~1,000 instructions before its first byte (the binding, the string's flattening check),
- * once per part — a short chat prompt is four or more parts, most of a few bytes.
+ * costs ~1,000 instructions before its first byte (callgrind; the call into C++ and back), once
+ * per part — a short chat prompt is four or more parts, most of a few bytes. (At ~200 units the
+ * two ways take the same time.)
  */
 const SHORT_TEXT = 192;
 
@@ -325,6 +326,7 @@ function writeShortUtf8(parts: readonly string[], out: Uint8Array): number {
   }
   return o;
 }
+
 /** A character whose Latin-1 byte is not its code (above U+00FF). */
 // eslint-disable-next-line no-control-regex -- a class from U+0000: every Latin-1 character
 const WIDE_CHAR = /[^\x00-\xff]/;
