@@ -124,7 +124,10 @@ it('replays a Mooncake trace: timestamps pace the sends, equal hash ids share KV
     );
   expect(records).toHaveLength(4);
   const starts = records.map((r) => r.metadata.request_start_ns).sort((a, b) => a - b);
-  expect((starts[3]! - starts[0]!) / 1e6).toBeGreaterThanOrEqual(280);
+  // Paced: the sends span ~300 ms (an unpaced replay sends all four within a few ms). The span is
+  // shorter by however late the first send left (23 ms on a loaded machine), so the bound leaves
+  // room for that; the run's total time above is the strict check.
+  expect((starts[3]! - starts[0]!) / 1e6).toBeGreaterThanOrEqual(200);
   expect(records.map((r) => r.metrics.input_sequence_length?.value).sort()).toEqual(
     [1100, 1100, 1100, 600].sort(),
   );
