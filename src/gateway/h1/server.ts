@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type { Server as HttpServer } from 'node:http';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { Socket, createServer, type AddressInfo, type Server } from 'node:net';
 import {
   LAST_CHUNK,
   REASON,
@@ -45,6 +45,11 @@ export interface H1ServerOptions {
   headersTimeoutMs?: number;
   /** An idle kept-alive connection is closed after this (ms). Default 65 s. */
   keepAliveTimeoutMs?: number;
+  /**
+   * Take reads as 'data' events of stream sockets (node:net's default) rather than through
+   * `onread` into one shared buffer (the default, where the listening handle allows it).
+   */
+  streamReads?: boolean;
 }
 
 /** HTTP-date, recomputed at most once a second. */
@@ -60,6 +65,9 @@ function httpDate(): string {
 }
 
 const HTTP11 = ' HTTP/1.1';
+
+/** The read buffer every accepted connection shares (a read is handled before the next). */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /**
  * `METHOD /target HTTP/1.1` → [method, target], or undefined for anything else (an upper-case
@@ -221,20 +229,44 @@ class H1Conn {
   private headStarted = 0;
   /** When the server's sweep times this connection out (performance.now() ms; 0: never). */
   deadline: number;
-  private readonly onData = (d: Buffer): void => this.data(d);
+  /**
+   * Whether reads reach `data`: false once the connection reads no more (after its last answer,
+   * at its timeout) or is handed to node:http.
+   */
+  private reading = true;
+  private handedOff = false;
+  private readonly onData = (d: Buffer): void => {
+    if (this.reading) this.data(d);
+  };
   private readonly onClose = (): void => this.gone();
   private readonly onDrain = (): void => this.res?.drained();
 
+  /**
+   * @param viaOnread the socket's reads come to `read` (an `onread` socket), not as 'data' events
+   */
   constructor(
     readonly socket: Socket,
     readonly server: H1Server,
+    viaOnread: boolean,
   ) {
     socket.setNoDelay(true);
-    socket.on('data', this.onData);
+    if (!viaOnread) socket.on('data', this.onData);
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
     socket.on('error', () => undefined);
     this.deadline = performance.now() + server.keepAliveTimeoutMs;
+  }
+
+  /**
+   * @internal `n` bytes read into `buf` (the shared read buffer, reused by the next read: what
+   * is kept is copied out first).
+   */
+  read(n: number, buf: Uint8Array): void {
+    const d = Buffer.allocUnsafe(n);
+    d.set(buf.subarray(0, n));
+    if (this.handedOff)
+      this.socket.push(d); // node:http reads the stream (see handoff)
+    else if (this.reading) this.data(d);
   }
 
   private data(d: Buffer): void {
@@ -326,7 +358,7 @@ class H1Conn {
     this.res = undefined;
     if (close || this.server.closing) {
       // Nothing more is read (a request sent after `connection: close` gets no work done).
-      this.socket.off('data', this.onData);
+      this.reading = false;
       this.buf = undefined;
       this.socket.end();
       return;
@@ -338,7 +370,7 @@ class H1Conn {
   /** @internal past its deadline: a request that did not arrive in time, or an idle connection */
   timeout(): void {
     if (this.res) return;
-    this.socket.off('data', this.onData);
+    this.reading = false;
     if (this.buf && this.buf.length > 0) {
       // A request that did not arrive in time: say so, then close (whether or not it reads).
       this.buf = undefined;
@@ -365,6 +397,8 @@ class H1Conn {
   private handoff(): void {
     const s = this.socket;
     s.pause();
+    this.reading = false;
+    this.handedOff = true;
     s.off('data', this.onData);
     s.off('close', this.onClose);
     s.off('drain', this.onDrain);
@@ -388,6 +422,7 @@ export class H1Server {
   readonly keepAliveTimeoutMs: number;
   readonly accepts: H1ServerOptions['accepts'];
   readonly handle: H1ServerOptions['handle'];
+  private readonly streamReads: boolean;
 
   constructor(o: H1ServerOptions) {
     this.fallback = o.fallback;
@@ -397,14 +432,64 @@ export class H1Server {
     this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 65_000;
     this.accepts = o.accepts;
     this.handle = o.handle;
+    this.streamReads = o.streamReads ?? false;
     this.fallback.keepAliveTimeout = this.keepAliveTimeoutMs;
     // It never listens itself, but tracks the connections it is handed (closeAllConnections,
     // header and request timeouts) once it has seen 'listening'.
     this.fallback.emit('listening');
-    this.net = createServer((socket) => {
-      this.conns.add(new H1Conn(socket, this));
-      this.sweeper ??= setInterval(() => this.sweep(), 500).unref();
-    });
+    this.net = createServer((socket) => this.accept(socket, false));
+  }
+
+  private accept(socket: Socket, viaOnread: boolean): H1Conn {
+    const c = new H1Conn(socket, this, viaOnread);
+    this.conns.add(c);
+    this.sweeper ??= setInterval(() => this.sweep(), 500).unref();
+    return c;
+  }
+
+  /**
+   * Makes accepted connections `onread` sockets: each read lands in one shared buffer and goes
+   * straight to the connection's parser, where a stream socket allocates a buffer per read (a
+   * backing store V8 frees on its own threads) and passes it through the stream's push and a
+   * 'data' event. node:net offers `onread` to sockets it connects, not to those a server
+   * accepts, so this takes the listening handle's accept callback and builds the socket itself
+   * as node:net's would (what net.Server counts, to close once they are gone, included). Where
+   * the handle is not what this expects, connections stay stream sockets.
+   */
+  private takeAccepts(): void {
+    const net = this.net as Server & {
+      _handle?: { onconnection?: unknown } | null;
+      _connections: number;
+    };
+    const handle = net._handle;
+    if (
+      !handle ||
+      typeof handle.onconnection !== 'function' ||
+      typeof net._connections !== 'number'
+    ) {
+      return;
+    }
+    handle.onconnection = (err: number, clientHandle: unknown): void => {
+      // An accept that failed (node:net would emit it as the server's error): nothing to serve.
+      if (err || !clientHandle) return;
+      const to: { conn?: H1Conn } = {};
+      const socket = new Socket({
+        handle: clientHandle,
+        readable: true,
+        writable: true,
+        onread: {
+          buffer: READ_BUFFER,
+          callback: (n: number, buf: Uint8Array): boolean => {
+            to.conn?.read(n, buf);
+            return true;
+          },
+        },
+      } as ConstructorParameters<typeof Socket>[0]);
+      net._connections++;
+      (socket as Socket & { server: Server; _server: Server }).server = net;
+      (socket as Socket & { _server: Server })._server = net;
+      to.conn = this.accept(socket, true);
+    };
   }
 
   private sweeper: NodeJS.Timeout | undefined;
@@ -424,6 +509,7 @@ export class H1Server {
       this.net.once('error', reject);
       this.net.listen(port, host, () => {
         this.net.off('error', reject);
+        if (!this.streamReads) this.takeAccepts();
         resolve();
       });
     });
