@@ -196,6 +196,7 @@ describe('contentLength / isChunked / connectionHas', () => {
   it('reads a valid Content-Length', () => {
     expect(contentLength(head('GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n'))).toBe(0);
     expect(contentLength(head('GET / HTTP/1.1\r\ncontent-length: 1234\r\n\r\n'))).toBe(1234);
+    expect(contentLength(head('GET / HTTP/1.1\r\ncontent-length: 0070\r\n\r\n'))).toBe(70);
     expect(contentLength(head('GET / HTTP/1.1\r\ncontent-length: 999999999999999\r\n\r\n'))).toBe(
       999999999999999,
     );
@@ -212,6 +213,9 @@ describe('contentLength / isChunked / connectionHas', () => {
     ['empty', 'content-length: '],
     ['too many digits', 'content-length: 1234567890123456'],
     ['inner space', 'content-length: 1 2'],
+    ['a trailing letter', 'content-length: 5x'],
+    ['a character below the digits', 'content-length: 5/'],
+    ['a character above the digits', 'content-length: 5:'],
   ])('rejects an invalid Content-Length: %s', (_what, lines) => {
     expect(() => contentLength(head(`GET / HTTP/1.1\r\n${lines}\r\n\r\n`))).toThrow(FramingError);
   });
@@ -239,6 +243,20 @@ describe('contentLength / isChunked / connectionHas', () => {
     expect(connectionHas(h, 'upgrade')).toBe(true);
     expect(connectionHas(h, 'close')).toBe(false);
     expect(connectionHas(head('GET / HTTP/1.1\r\n\r\n'), 'close')).toBe(false);
+    expect(connectionHas(head('GET / HTTP/1.1\r\nconnection: close\r\n\r\n'), 'close')).toBe(true);
+    expect(connectionHas(head('GET / HTTP/1.1\r\nconnection: CLOSE\r\n\r\n'), 'close')).toBe(true);
+    const list = head('GET / HTTP/1.1\r\nConnection: foo ,\tClose\t, ,bar\r\n\r\n');
+    expect(connectionHas(list, 'close')).toBe(true);
+    expect(connectionHas(list, 'foo')).toBe(true);
+    expect(connectionHas(list, 'bar')).toBe(true);
+    expect(connectionHas(list, 'keep-alive')).toBe(false);
+    expect(connectionHas(head('GET / HTTP/1.1\r\nconnection: keep-alive\r\n\r\n'), 'close')).toBe(
+      false,
+    );
+    expect(connectionHas(head('GET / HTTP/1.1\r\nconnection: clos\r\n\r\n'), 'close')).toBe(false);
+    expect(connectionHas(head('GET / HTTP/1.1\r\nconnection: xclose\r\n\r\n'), 'close')).toBe(
+      false,
+    );
     expect(connectionHas(head('GET / HTTP/1.1\r\nconnection: closed\r\n\r\n'), 'close')).toBe(
       false,
     );

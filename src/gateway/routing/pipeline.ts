@@ -987,7 +987,8 @@ export class RoutingPipeline implements Picker {
 
   private viewsOf(cands: readonly RouteEndpoint[]): SignalView[] {
     const views = this.views;
-    views.length = cands.length;
+    // (Only when it changes: storing an array's length is a call into the runtime.)
+    if (views.length !== cands.length) views.length = cands.length;
     for (let i = 0; i < cands.length; i++) views[i] = this.signals.view(cands[i]!.replicaId);
     return views;
   }
