@@ -126,8 +126,11 @@ const NO_EXCLUDE: ReadonlySet<string> = new Set();
 interface Incoming {
   /** A request header (lowercase name). */
   header(name: string): string | undefined;
-  /** The body as text; throws IP_PAYLOAD_TOO_LARGE beyond `max` bytes. */
-  body(max: number): Promise<string>;
+  /**
+   * The body as text (the string itself when it is already read: no promise, no await); throws
+   * IP_PAYLOAD_TOO_LARGE beyond `max` bytes.
+   */
+  body(max: number): string | Promise<string>;
   /** Aborted when the client goes away. */
   signal: Cancellation;
 }
@@ -372,7 +375,7 @@ export class Gateway {
     const text = req.body.toString('utf8');
     const inc: Incoming = {
       header: (name) => req.headers.get(name),
-      body: () => Promise.resolve(text),
+      body: () => text,
       signal: res,
     };
     void this.serve(kind, inc).then(
@@ -519,7 +522,8 @@ export class Gateway {
       const limits = key.tenantId !== null ? this.snap.limits.get(key.tenantId) : undefined;
       const early = limits !== undefined && limits.tokensPerMinute === undefined;
       if (early) rlHeaders = this.admit(ctx, key.tenantId!, limits, 0);
-      const raw = await inc.body(this.maxBodyBytes);
+      const read = inc.body(this.maxBodyBytes);
+      const raw = typeof read === 'string' ? read : await read;
       const body = parseInferenceBody(raw, kind);
       const route = this.snap.models.get(body.model);
       if (!route || !this.visible(key, route)) {
@@ -834,7 +838,18 @@ export class Gateway {
       } else {
         this.breakers.onSuccess(ep.replicaId);
       }
-      return this.respond(ctx, route, decision, upstream, span, stripUsage, debug, retried, signal);
+      // (Awaited: an async function that returns a promise settles through two more jobs.)
+      return await this.respond(
+        ctx,
+        route,
+        decision,
+        upstream,
+        span,
+        stripUsage,
+        debug,
+        retried,
+        signal,
+      );
     }
   }
 
@@ -925,39 +940,48 @@ export class Gateway {
     try {
       const max = this.maxResponseBytes;
       const b = upstream.body;
-      // One promise for the whole body; usually it came with the head and is already complete.
-      await new Promise<void>((resolve, reject) => {
-        let onAbort: (() => void) | undefined;
-        const settle = (e?: Error): void => {
-          if (onAbort) signal.removeEventListener('abort', onAbort);
-          if (e === undefined) resolve();
-          else reject(e);
-        };
-        if (!b.complete) {
-          onAbort = () => {
+      // Usually the body came with the head and is complete: read now, with no promise.
+      let settled = false;
+      let failure: Error | undefined;
+      let wake: (() => void) | undefined;
+      const settle = (e?: Error): void => {
+        if (settled) return;
+        settled = true;
+        failure = e;
+        wake?.();
+      };
+      b.read({
+        data: (chunk) => {
+          chunks.push(watcher.chunk(chunk));
+          size += chunk.length;
+          if (size > max) {
             b.destroy();
-            settle(new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request'));
-          };
-          signal.addEventListener('abort', onAbort, { once: true });
-        }
-        b.read({
-          data: (chunk) => {
-            chunks.push(watcher.chunk(chunk));
-            size += chunk.length;
-            if (size > max) {
-              b.destroy();
-              settle(
-                new InferplaneError(
-                  'IP_UPSTREAM_UNAVAILABLE',
-                  `replica ${ep.index} of ${route.model} answered more than ${max} bytes`,
-                ),
-              );
-            }
-          },
-          end: () => settle(),
-          error: (e) => settle(e),
-        });
+            settle(
+              new InferplaneError(
+                'IP_UPSTREAM_UNAVAILABLE',
+                `replica ${ep.index} of ${route.model} answered more than ${max} bytes`,
+              ),
+            );
+          }
+        },
+        end: () => settle(),
+        error: (e) => settle(e),
       });
+      if (!settled) {
+        // The rest is on its way: wait for it, or for the client to go away.
+        const onAbort = (): void => {
+          b.destroy();
+          settle(new InferplaneError('IP_CLIENT_CLOSED', 'the client closed the request'));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        if (signal.aborted) onAbort();
+        await new Promise<void>((resolve) => {
+          if (settled) resolve();
+          else wake = resolve;
+        });
+        signal.removeEventListener('abort', onAbort);
+      }
+      if (failure) throw failure;
     } catch (e) {
       if (signal.aborted) {
         watcher.cancel();

@@ -197,6 +197,54 @@ describe('Gateway (in process)', () => {
     }
   });
 
+  it('waits for a whole answer whose body arrives after its head; refuses one over the limit', async () => {
+    const body = JSON.stringify({ choices: [{ message: { content: 'x'.repeat(200) } }] });
+    const late = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+      });
+      res.write(body.slice(0, 10)); // the head and a little, the rest 100 ms later
+      setTimeout(() => res.end(body.slice(10)), 100);
+    });
+    await new Promise<void>((r) => late.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(late.address() as AddressInfo).port}`;
+    const gws = [undefined, 100].map(
+      (maxResponseBytes) =>
+        new Gateway({
+          metrics: createMetrics({ defaultMetrics: false }),
+          logger: createLogger({ level: 'silent' }),
+          ...(maxResponseBytes ? { maxResponseBytes } : {}),
+        }),
+    );
+    const snap = snapshot();
+    snap.models.push({
+      ...snap.models[0]!,
+      model: 'late',
+      endpoints: [{ replicaId: 'l', index: 0, url }],
+    });
+    for (const gw of gws) gw.update(snap);
+    try {
+      const ask = (gw: Gateway) =>
+        gw.routes().request('/chat/completions', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' },
+          body: JSON.stringify(chat('late')),
+        });
+      const whole = await ask(gws[0]!);
+      expect(whole.status).toBe(200);
+      expect(await whole.text()).toBe(body);
+      const over = await ask(gws[1]!);
+      expect(over.status).toBe(502);
+      expect(await over.text()).toContain('answered more than 100 bytes');
+    } finally {
+      for (const gw of gws) await gw.close();
+      late.closeAllConnections();
+      await new Promise((r) => late.close(r));
+    }
+  });
+
   it('refuses bodies over the limit', async () => {
     const small = new Gateway({
       metrics: createMetrics({ defaultMetrics: false }),
