@@ -907,7 +907,9 @@ export class Gateway {
           status: code,
           outcome,
           retried,
-          ms: seconds * 1000,
+          // To the microsecond: a double of 16-17 significant digits costs several times more
+          // to print, and says nothing more.
+          ms: Math.round(seconds * 1e6) / 1000,
           traceId: ctx.trace.traceId,
           promptTokens: usage?.promptTokens,
           completionTokens: usage?.completionTokens,
