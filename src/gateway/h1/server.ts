@@ -52,14 +52,14 @@ export interface H1ServerOptions {
   streamReads?: boolean;
 }
 
-/** HTTP-date, recomputed at most once a second. */
+/** The `date` field line (HTTP-date), recomputed at most once a second. */
 let dateCache = '';
 let dateAt = 0;
-function httpDate(): string {
+function dateLine(): string {
   const now = Date.now();
   if (now - dateAt >= 1000) {
     dateAt = now - (now % 1000);
-    dateCache = new Date(dateAt).toUTCString();
+    dateCache = `date: ${new Date(dateAt).toUTCString()}\r\n`;
   }
   return dateCache;
 }
@@ -200,10 +200,8 @@ export class H1Response {
   private head(status: number, headers: Record<string, string>, framing: string): string {
     let h = `HTTP/1.1 ${status} ${REASON[status] ?? 'Status'}\r\n`;
     for (const name in headers) h += `${name}: ${headers[name]}\r\n`;
-    h += `date: ${httpDate()}\r\n`;
-    h += this.close
-      ? 'connection: close\r\n'
-      : `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(this.conn.server.keepAliveTimeoutMs / 1000)}\r\n`;
+    h += dateLine();
+    h += this.close ? 'connection: close\r\n' : this.conn.server.keepAliveLines;
     return h + framing + '\r\n';
   }
 
@@ -420,6 +418,8 @@ export class H1Server {
   readonly maxHeadBytes: number;
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** @internal the field lines of an answer that keeps its connection open */
+  readonly keepAliveLines: string;
   readonly accepts: H1ServerOptions['accepts'];
   readonly handle: H1ServerOptions['handle'];
   private readonly streamReads: boolean;
@@ -430,6 +430,7 @@ export class H1Server {
     this.maxHeadBytes = o.maxHeadBytes ?? 64 * 1024;
     this.headersTimeoutMs = o.headersTimeoutMs ?? 60_000;
     this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 65_000;
+    this.keepAliveLines = `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(this.keepAliveTimeoutMs / 1000)}\r\n`;
     this.accepts = o.accepts;
     this.handle = o.handle;
     this.streamReads = o.streamReads ?? false;
