@@ -708,13 +708,22 @@ export class Gateway {
   ): Promise<Outgoing> {
     const signal = inc.signal;
     const tried = new Set<string>();
-    const req: PickRequest = { exclude: tried, allow: this.allowReplica };
+    // Every field from the start: one object shape, where fields added along the way (here, and
+    // by the picker) would move it through a shape per addition.
+    const req: PickRequest = {
+      exclude: tried,
+      allow: this.allowReplica,
+      prompt: undefined,
+      maxTokens: undefined,
+      sessionId: inc.header('x-session-id') || undefined,
+      hashes: undefined,
+      enginePrompt: undefined,
+      version: undefined,
+    };
     if (this.picker.needsPrompt?.(route)) {
       req.prompt = promptParts(body.parsed, ctx.kind);
       if (ctx.kind !== 'embeddings') req.maxTokens = completionBudgetOf(body.parsed);
     }
-    const session = inc.header('x-session-id');
-    if (session) req.sessionId = session;
     const debug = inc.header('x-inferplane-debug') === 'route';
     const injected = ctx.kind === 'embeddings' ? undefined : withStreamUsage(raw, body);
     const upstreamBody = injected ?? raw;

@@ -452,8 +452,8 @@ export class RoutingPipeline implements Picker {
     }
     const weights = route.versionWeights;
     if (!weights || usable.length === 0) {
-      // (Only when set: a delete costs a property lookup even when there is nothing to delete.)
-      if (req.version !== undefined) delete req.version;
+      // (Cleared, not deleted: a deleted property turns the object into a dictionary.)
+      req.version = undefined;
       return usable;
     }
     const has = (v: string): boolean => {
@@ -476,7 +476,7 @@ export class RoutingPipeline implements Picker {
       }
     }
     if (version === undefined) {
-      delete req.version;
+      req.version = undefined;
       return usable;
     }
     req.version = version;
