@@ -49,6 +49,16 @@ type HandleFn = (req: H1Request, res: H1Response) => void;
  */
 let streamReads = false;
 
+/** The enclosing describe's servers take reads as `reads` says. */
+function readingAs(reads: 'onread' | 'stream reads'): void {
+  beforeEach(() => {
+    streamReads = reads === 'stream reads';
+  });
+  afterEach(() => {
+    streamReads = false;
+  });
+}
+
 /** Default raw handler: echoes method, url and body. */
 const echo: HandleFn = (req, res) =>
   res.send(200, { 'content-type': 'text/plain', 'x-path': req.path }, `raw:${req.body.toString()}`);
@@ -233,12 +243,7 @@ const nResponses = (n: number) => (t: string) => responses(t).length >= n;
 
 for (const reads of ['onread', 'stream reads'] as const) {
   describe(`H1Server: the served path (${reads})`, () => {
-    beforeEach(() => {
-      streamReads = reads === 'stream reads';
-    });
-    afterEach(() => {
-      streamReads = false;
-    });
+    readingAs(reads);
 
     it('reads each connection the way it was asked to', async () => {
       const f = await front();
@@ -564,12 +569,7 @@ for (const reads of ['onread', 'stream reads'] as const) {
   });
 
   describe(`H1Server: handoff to the fallback (${reads})`, () => {
-    beforeEach(() => {
-      streamReads = reads === 'stream reads';
-    });
-    afterEach(() => {
-      streamReads = false;
-    });
+    readingAs(reads);
 
     it('hands GET /other to the fallback', async () => {
       const f = await front();
