@@ -15,6 +15,7 @@ import {
   parseHead,
   type Fields,
 } from './framing.js';
+import { sharedReads } from './reads.js';
 
 export type UpstreamErrorKind =
   | 'connect'
@@ -74,9 +75,6 @@ interface Origin {
   hostHeader: string;
   idle: Conn[];
 }
-
-/** The read buffer every upstream connection shares (reads are handled synchronously). */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 const enum Phase {
   Head,
@@ -217,15 +215,7 @@ class Conn {
       host: origin.host,
       port: origin.port,
       noDelay: true,
-      onread: {
-        buffer: READ_BUFFER,
-        callback: (n: number, buf: Uint8Array): boolean => {
-          const d = Buffer.allocUnsafe(n);
-          d.set(buf.subarray(0, n));
-          this.onData(d);
-          return true;
-        },
-      },
+      onread: sharedReads((d) => this.onData(d)),
     });
     this.socket = s;
     s.on('connect', () => {

@@ -19,6 +19,7 @@ import {
   type Fields,
   type Head,
 } from './framing.js';
+import { sharedReads } from './reads.js';
 
 export interface H1Request {
   method: string;
@@ -65,9 +66,6 @@ function dateLine(): string {
 }
 
 const HTTP11 = ' HTTP/1.1';
-
-/** The read buffer every accepted connection shares (a read is handled before the next). */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /**
  * `METHOD /target HTTP/1.1` → [method, target], or undefined for anything else (an upper-case
@@ -255,13 +253,8 @@ class H1Conn {
     this.deadline = performance.now() + server.keepAliveTimeoutMs;
   }
 
-  /**
-   * @internal `n` bytes read into `buf` (the shared read buffer, reused by the next read: what
-   * is kept is copied out first).
-   */
-  read(n: number, buf: Uint8Array): void {
-    const d = Buffer.allocUnsafe(n);
-    d.set(buf.subarray(0, n));
+  /** @internal a read of an `onread` socket (see reads.ts) */
+  read(d: Buffer): void {
     if (this.handedOff)
       this.socket.push(d); // node:http reads the stream (see handoff)
     else if (this.reading) this.data(d);
@@ -478,17 +471,11 @@ export class H1Server {
         handle: clientHandle,
         readable: true,
         writable: true,
-        onread: {
-          buffer: READ_BUFFER,
-          callback: (n: number, buf: Uint8Array): boolean => {
-            to.conn?.read(n, buf);
-            return true;
-          },
-        },
-      } as ConstructorParameters<typeof Socket>[0]);
+        onread: sharedReads((d) => to.conn?.read(d)),
+      } as ConstructorParameters<typeof Socket>[0]) as Socket & { server: Server; _server: Server };
       net._connections++;
-      (socket as Socket & { server: Server; _server: Server }).server = net;
-      (socket as Socket & { _server: Server })._server = net;
+      socket.server = net;
+      socket._server = net;
       to.conn = this.accept(socket, true);
     };
   }
