@@ -17,11 +17,17 @@
 // millisecond together — a burstier arrival that queues requests behind one another):
 // latency p50/p99 direct vs gateway, interleaved; added latency = per-round (gateway − direct),
 // median over rounds — also along the tail (p90 … p99.9), with the highest of those percentiles
-// up to which the gateway adds at most 2 ms.
+// up to which the gateway adds at most 2 ms. Each open-loop round also reports the target's CPU
+// per request and how busy it kept one core: requests that arrive one at a time cost more than
+// the closed loop's batched ones, so half the closed-loop maximum runs a proxy well past half busy.
 //
 //   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
 //        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
-//        [--gateway-workers N[,N...]] [--rate-of NAME] [--generator auto|c|node]
+//        [--gateway-workers N[,N...]] [--rate-of NAME] [--generator auto|c|node] [--own-rate]
+//
+// --own-rate adds a control: every proxy (nginx and each variant too) in an open loop at half of
+// its own maximum, paired with direct at that rate — the criterion applied to proxies with less
+// logic, on the same machine in the same run.
 //
 // --variant adds another gateway build (e.g. an experiment worktree's bench/lib/gateway-server.mjs,
 // which loads that worktree's dist/) to every comparison, side by side with this one;
@@ -75,6 +81,7 @@ function parseArgs(argv) {
     prefixAware: true,
     warmup: 2,
     generator: 'auto',
+    ownRate: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -94,6 +101,7 @@ function parseArgs(argv) {
     else if (a === '--warmup') o.warmup = Number(val());
     else if (a === '--rate-of') o.rateOf = val();
     else if (a === '--generator') o.generator = val();
+    else if (a === '--own-rate') o.ownRate = true;
     else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
     else if (a === '--variant') {
       const v = val();
@@ -120,7 +128,8 @@ function parseArgs(argv) {
           '  [--upstream nginx|node] [--rate-fraction 0.5] [--warmup S] [--no-prefix-aware] [--smoke]\n' +
           '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]... [--gateway-workers 2,...]\n' +
           "  [--variant-args 'NAME=--node-flag ...'] (node flags for that variant's process)\n" +
-          '  [--generator auto|c|node] (open loop: C paced by a timerfd, or Node on 1 ms timers)',
+          '  [--generator auto|c|node] (open loop: C paced by a timerfd, or Node on 1 ms timers)\n' +
+          '  [--own-rate] (a control: each proxy, nginx included, also at half its own max rate)',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -413,36 +422,47 @@ async function main() {
   const rate = Math.max(50, Math.round(gwMax * opts.rateFraction));
   const openTargets = targets.filter((t) => t.name !== 'nginx');
   const open = Object.fromEntries(openTargets.map((t) => [t.name, []]));
+  /** One open-loop round of target t at `r` req/s, with the target's CPU over it. */
+  const openRound = async (t, r, label) => {
+    const cpu0 = cpuOf(t);
+    const wall0 = performance.now();
+    const o = await runOpenLoop(
+      {
+        port: t.port,
+        path: '/v1/chat/completions',
+        body: t.body,
+        headers: HEADERS,
+        rate: r,
+        durationS: opts.duration,
+        warmupS: Math.min(1, opts.duration / 2),
+        preopen: 32,
+        maxConnections: 512,
+        generator: opts.generator,
+      },
+      { signal: abort.signal },
+    );
+    // The target's CPU over the round (warm-up included, as in o.sent): per request, and as a
+    // share of one core — how close to saturation "half the maximum rate" runs it, where each
+    // request arrives alone (no batching) and costs more than in the closed loop.
+    const cpu = cpuOf(t) - cpu0;
+    o.cpuUsPerReq = (cpu * 1000) / Math.max(1, o.sent);
+    o.busy = cpu / (performance.now() - wall0);
+    if (!opts.json) {
+      process.stdout.write(
+        `  open ${r}/s ${label} ${t.name.padEnd(24)} achieved ${o.achievedRps.toFixed(0)}/s` +
+          `  p50 ${o.serviceMs.p50.toFixed(3)} ms  p99 ${o.serviceMs.p99.toFixed(3)} ms` +
+          `  (from intended: p99 ${o.intendedMs.p99.toFixed(3)} ms)` +
+          `  sends ${(o.sendGapMs?.p50 * 1000).toFixed(0)} µs apart (p50; due every ${(1e6 / r).toFixed(0)})` +
+          `  cpu ${o.cpuUsPerReq.toFixed(0)} µs/req, ${(o.busy * 100).toFixed(0)} % of a core` +
+          (o.errors || o.non2xx ? `  ERRORS ${o.errors} non2xx ${o.non2xx}` : '') +
+          '\n',
+      );
+    }
+    return o;
+  };
   for (let r = 0; r < opts.rounds; r++) {
     const order = openTargets.map((_, i) => openTargets[(i + r) % openTargets.length]);
-    for (const t of order) {
-      const o = await runOpenLoop(
-        {
-          port: t.port,
-          path: '/v1/chat/completions',
-          body: t.body,
-          headers: HEADERS,
-          rate,
-          durationS: opts.duration,
-          warmupS: Math.min(1, opts.duration / 2),
-          preopen: 32,
-          maxConnections: 512,
-          generator: opts.generator,
-        },
-        { signal: abort.signal },
-      );
-      open[t.name].push(o);
-      if (!opts.json) {
-        process.stdout.write(
-          `  open ${rate}/s round ${r + 1} ${t.name.padEnd(24)} achieved ${o.achievedRps.toFixed(0)}/s` +
-            `  p50 ${o.serviceMs.p50.toFixed(3)} ms  p99 ${o.serviceMs.p99.toFixed(3)} ms` +
-            `  (from intended: p99 ${o.intendedMs.p99.toFixed(3)} ms)` +
-            `  sends ${(o.sendGapMs?.p50 * 1000).toFixed(0)} µs apart (p50; due every ${(1e6 / rate).toFixed(0)})` +
-            (o.errors || o.non2xx ? `  ERRORS ${o.errors} non2xx ${o.non2xx}` : '') +
-            '\n',
-        );
-      }
-    }
+    for (const t of order) open[t.name].push(await openRound(t, rate, `round ${r + 1}`));
   }
   const openSummary = {};
   for (const t of openTargets) {
@@ -453,6 +473,8 @@ async function main() {
       p99Ms: median(runs.map((x) => x.serviceMs.p99)),
       intendedP99Ms: median(runs.map((x) => x.intendedMs.p99)),
       achievedRps: median(runs.map((x) => x.achievedRps)),
+      cpuUsPerReq: median(runs.map((x) => x.cpuUsPerReq)),
+      busy: median(runs.map((x) => x.busy)),
       errors: runs.reduce((a, x) => a + x.errors + x.non2xx, 0),
       addedP50Ms: median(runs.map((x, i) => x.serviceMs.p50 - d[i].serviceMs.p50)),
       addedP99Ms: median(runs.map((x, i) => x.serviceMs.p99 - d[i].serviceMs.p99)),
@@ -462,6 +484,36 @@ async function main() {
         TAIL.map(([k]) => [k, median(runs.map((x, i) => x.serviceMs[k] - d[i].serviceMs[k]))]),
       ),
     };
+  }
+
+  // --own-rate: the same criterion applied to every proxy at half of its own maximum — nginx and
+  // any --variant (the bare floor proxy) included — each paired with direct at that rate. A
+  // control: what "≤ 2 ms p99 added at half the maximum rate" gives on this machine for a proxy
+  // with less (or no) logic, where the main open loop runs them all at the gateway's rate.
+  const ownRate = {};
+  if (opts.ownRate) {
+    const direct = targets.find((t) => t.name === 'direct');
+    for (const t of targets.filter((x) => x.name !== 'direct')) {
+      const r = Math.max(50, Math.round(best(t.name) * opts.rateFraction));
+      const pairs = [];
+      for (let i = 0; i < opts.rounds; i++) {
+        const first = i % 2 === 0 ? direct : t;
+        const a = await openRound(first, r, `own rate, round ${i + 1}`);
+        const b = await openRound(first === direct ? t : direct, r, `own rate, round ${i + 1}`);
+        pairs.push(first === direct ? [a, b] : [b, a]);
+      }
+      ownRate[t.name] = {
+        rate: r,
+        p50Ms: median(pairs.map(([, x]) => x.serviceMs.p50)),
+        p99Ms: median(pairs.map(([, x]) => x.serviceMs.p99)),
+        directP99Ms: median(pairs.map(([d]) => d.serviceMs.p99)),
+        addedP50Ms: median(pairs.map(([d, x]) => x.serviceMs.p50 - d.serviceMs.p50)),
+        addedP99Ms: median(pairs.map(([d, x]) => x.serviceMs.p99 - d.serviceMs.p99)),
+        cpuUsPerReq: median(pairs.map(([, x]) => x.cpuUsPerReq)),
+        busy: median(pairs.map(([, x]) => x.busy)),
+        errors: pairs.reduce((a, [d, x]) => a + d.errors + d.non2xx + x.errors + x.non2xx, 0),
+      };
+    }
   }
 
   // ---- report ----
@@ -483,6 +535,7 @@ async function main() {
     },
     closed: closedSummary,
     open: { rate, generator: open.direct[0]?.generator ?? 'node', targets: openSummary },
+    ...(opts.ownRate ? { ownRate } : {}),
     verdict: {
       ratio,
       ratioConnections: cMax,
@@ -521,17 +574,22 @@ async function main() {
   );
   console.log(
     `${'target'.padEnd(26)}${'req/s'.padStart(8)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}` +
-      `${'+p50 ms'.padStart(9)}${'+p99 ms'.padStart(9)}${'p99*'.padStart(9)}${'errors'.padStart(8)}`,
+      `${'+p50 ms'.padStart(9)}${'+p99 ms'.padStart(9)}${'p99*'.padStart(9)}${'errors'.padStart(8)}` +
+      `${'cpu µs/req'.padStart(12)}${'busy'.padStart(7)}`,
   );
   for (const t of openTargets) {
     const s = openSummary[t.name];
     console.log(
       `${t.name.padEnd(26)}${f0(s.achievedRps).padStart(8)}${f3(s.p50Ms).padStart(9)}${f3(s.p99Ms).padStart(9)}` +
         `${(t.name === 'direct' ? '-' : f3(s.addedP50Ms)).padStart(9)}${(t.name === 'direct' ? '-' : f3(s.addedP99Ms)).padStart(9)}` +
-        `${f3(s.intendedP99Ms).padStart(9)}${String(s.errors).padStart(8)}`,
+        `${f3(s.intendedP99Ms).padStart(9)}${String(s.errors).padStart(8)}` +
+        `${f0(s.cpuUsPerReq).padStart(12)}${`${f0(s.busy * 100)} %`.padStart(7)}`,
     );
   }
-  console.log('(p99*: from the intended send time, coordinated-omission corrected)');
+  console.log(
+    "(p99*: from the intended send time, coordinated-omission corrected; cpu, busy: the target's" +
+      ' processes — for direct, the upstream — per request and as a share of one core)',
+  );
   console.log(
     `\nadded latency along the tail (ms, medians of the rounds' differences from direct)\n` +
       `${'target'.padEnd(26)}${TAIL.map(([, label]) => label.padStart(9)).join('')}   ≤ +2 ms through`,
@@ -545,6 +603,21 @@ async function main() {
     console.log(
       `${t.name.padEnd(26)}${TAIL.map(([k]) => f3(a[k]).padStart(9)).join('')}   ${within ? within[1] : '-'}`,
     );
+  }
+  if (opts.ownRate) {
+    console.log(
+      `\ncontrol: each proxy at ${opts.rateFraction} × its own max rate, paired with direct at that rate (medians of ${opts.rounds} round(s))\n` +
+        `${'target'.padEnd(26)}${'req/s'.padStart(8)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}` +
+        `${'direct p99'.padStart(11)}${'+p50 ms'.padStart(9)}${'+p99 ms'.padStart(9)}` +
+        `${'cpu µs/req'.padStart(12)}${'busy'.padStart(7)}${'errors'.padStart(8)}`,
+    );
+    for (const [name, s] of Object.entries(ownRate)) {
+      console.log(
+        `${name.padEnd(26)}${f0(s.rate).padStart(8)}${f3(s.p50Ms).padStart(9)}${f3(s.p99Ms).padStart(9)}` +
+          `${f3(s.directP99Ms).padStart(11)}${f3(s.addedP50Ms).padStart(9)}${f3(s.addedP99Ms).padStart(9)}` +
+          `${f0(s.cpuUsPerReq).padStart(12)}${`${f0(s.busy * 100)} %`.padStart(7)}${String(s.errors).padStart(8)}`,
+      );
+    }
   }
   console.log('');
   const upHeadroom = closedSummary[cMax].direct.rps / closedSummary[cMax].nginx.rps;

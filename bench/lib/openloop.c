@@ -13,6 +13,9 @@
 //   cc -O2 -o openloop openloop.c
 //   openloop --port P --rate R --duration S [--warmup S] [--max-conns N] [--preopen N]
 //            --request FILE   (the raw request: head and body, sent as is)
+//            [--trace FILE]   (each measured request, a line: its write time, wall clock in µs
+//                              since the epoch, and its service latency in µs — to line the slow
+//                              ones up with what the server was doing then)
 // Prints one JSON line. Exit status 2 on bad arguments, 1 on a setup failure.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -58,7 +61,7 @@ static void die(const char *what) {
 // ---- options -----------------------------------------------------------------------------------
 static int port = 0, max_conns = 256, preopen = 32;
 static double rate = 0, duration = 0, warmup = 1;
-static const char *request_file = NULL, *host = "127.0.0.1";
+static const char *request_file = NULL, *host = "127.0.0.1", *trace_file = NULL;
 
 static void usage(void) {
   fprintf(stderr,
@@ -78,6 +81,7 @@ static int nidle = 0;
 static int64_t *queue;  // due times waiting for a connection (ring)
 static size_t qcap, qhead = 0, qlen = 0;
 static double *service, *intended, *gaps;  // gaps: between consecutive writes (µs)
+static int64_t *sent_at;                   // --trace: each measured request's write time (ns)
 static size_t ngaps = 0;
 static int64_t last_send = 0;
 static size_t nmeasured = 0, cap_measured;
@@ -277,6 +281,7 @@ static void on_readable(conn_t *c) {
     if (c->busy && c->due >= measure_from && c->due < measure_to && nmeasured < cap_measured) {
       service[nmeasured] = (double)(t - c->sent) / 1e3;
       intended[nmeasured] = (double)(t - c->due) / 1e3;
+      if (sent_at) sent_at[nmeasured] = c->sent;
       nmeasured++;
     }
     c->busy = 0;
@@ -326,6 +331,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--preopen")) preopen = atoi(v);
     else if (!strcmp(a, "--request")) request_file = v;
     else if (!strcmp(a, "--host")) host = v;
+    else if (!strcmp(a, "--trace")) trace_file = v;
     else usage();
   }
   if (port <= 0 || rate <= 0 || duration <= 0 || warmup < 0 || !request_file || max_conns < 1)
@@ -349,6 +355,7 @@ int main(int argc, char **argv) {
   conns = calloc((size_t)max_conns, sizeof *conns);
   idle = calloc((size_t)max_conns, sizeof *idle);
   if (!queue || !service || !intended || !gaps || !conns || !idle) die("malloc");
+  if (trace_file && !(sent_at = malloc(cap_measured * sizeof *sent_at))) die("malloc");
 
   ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll_create1");
@@ -432,6 +439,16 @@ int main(int argc, char **argv) {
          "\"connections\":%d,\"errors\":%lld,\"non2xx\":%lld,\"generator\":\"c\",",
          rate, duration, sent, nmeasured, (double)nmeasured / duration, nconns, errors + lost,
          non2xx);
+  if (trace_file) {  // before the stats sort the latencies
+    FILE *tf = fopen(trace_file, "w");
+    if (!tf) die(trace_file);
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    int64_t wall_minus_mono = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec - now_ns();
+    for (size_t i = 0; i < nmeasured; i++)
+      fprintf(tf, "%lld %.1f\n", (long long)((sent_at[i] + wall_minus_mono) / 1000), service[i]);
+    if (fclose(tf) != 0) die(trace_file);
+  }
   print_stats("serviceMs", service, nmeasured, 0);
   print_stats("intendedMs", intended, nmeasured, 0);
   print_stats("sendGapMs", gaps, ngaps, 1);

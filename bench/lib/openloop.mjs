@@ -66,7 +66,9 @@ export function cGenerator() {
 
 /**
  * Runs the generator in a child process. opts: { port, path, body, headers, rate, durationS,
- * warmupS, maxConnections, preopen, generator: 'auto' | 'c' | 'node' }
+ * warmupS, maxConnections, preopen, generator: 'auto' | 'c' | 'node', traceFile? } — traceFile (C
+ * generator only): each measured request's write time (µs since the epoch) and service latency (µs),
+ * a line each.
  */
 export function runOpenLoop(opts, { signal } = {}) {
   const kind = opts.generator ?? 'auto';
@@ -98,6 +100,7 @@ export function runOpenLoop(opts, { signal } = {}) {
       String(opts.preopen ?? 32),
       '--request',
       reqFile,
+      ...(opts.traceFile ? ['--trace', opts.traceFile] : []),
     ];
   }
   return new Promise((resolve, reject) => {

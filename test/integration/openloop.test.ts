@@ -3,6 +3,9 @@
 // answers, a server that closes connections). Behaviour only: no speed, and no pacing (how evenly
 // the requests go out is a timing, reported by the bench as the send gaps, not asserted here).
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -94,5 +97,28 @@ describe.skipIf(!hasCc)('the C generator', () => {
     const a = (cGenerator as () => string | null)();
     expect(a).toBeTruthy();
     expect((cGenerator as () => string | null)()).toBe(a);
+  });
+
+  it('traces each measured request: when it was written and how long it took', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'openloop-trace-'));
+    try {
+      const traceFile = join(dir, 'trace.txt');
+      const before = Date.now() * 1000;
+      const s = await run({ ...base, port, path: '/plain', rate: 300, generator: 'c', traceFile });
+      const after = Date.now() * 1000;
+      const lines = readFileSync(traceFile, 'utf8').trim().split('\n');
+      expect(lines).toHaveLength(s.measured);
+      const rows = lines.map((l) => l.split(' ').map(Number));
+      // Wall-clock µs within the run, and the latencies the summary's percentiles come from.
+      for (const [at, us] of rows) {
+        expect(at).toBeGreaterThanOrEqual(before);
+        expect(at).toBeLessThanOrEqual(after);
+        expect(us).toBeGreaterThan(0);
+      }
+      const sorted = rows.map(([, us]) => us!).sort((x, y) => x - y);
+      expect(sorted.at(-1)! / 1000).toBeCloseTo(s.serviceMs.max, 3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
