@@ -640,6 +640,14 @@ async function main() {
   console.log(
     `added latency p50 = ${f3(added.addedP50Ms)} ms (target ≤ 0.5), p99 = ${f3(added.addedP99Ms)} ms (target ≤ 2): ${verdictLatency ? 'PASS' : 'FAIL'}`,
   );
+  if (opts.ownRate) {
+    // The control's verdict: the same two thresholds for nginx at half its own maximum.
+    const n = ownRate.nginx;
+    const meets = n.addedP50Ms <= 0.5 && n.addedP99Ms <= 2;
+    console.log(
+      `control: nginx at half its own max (${f0(n.rate)} req/s, ${f0(n.busy * 100)} % busy) adds p50 ${f3(n.addedP50Ms)} ms, p99 ${f3(n.addedP99Ms)} ms: ${meets ? 'meets' : 'misses'} the same latency targets`,
+    );
+  }
   return result;
 }
 

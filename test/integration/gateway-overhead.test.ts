@@ -25,12 +25,19 @@ it.skipIf(skip)(
   async () => {
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      [join(ROOT, 'bench', 'gateway-overhead.mjs'), '--smoke', '--json'],
-      { cwd: ROOT, timeout: 60_000 },
+      [join(ROOT, 'bench', 'gateway-overhead.mjs'), '--smoke', '--own-rate', '--json'],
+      { cwd: ROOT, timeout: 90_000 },
     );
     const r = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {
       closed: Record<string, Record<string, { rps: number; errors: number }>>;
-      open: { rate: number; targets: Record<string, { p50Ms: number; errors: number }> };
+      open: {
+        rate: number;
+        targets: Record<
+          string,
+          { p50Ms: number; errors: number; cpuUsPerReq: number; busy: number }
+        >;
+      };
+      ownRate: Record<string, { rate: number; addedP99Ms: number; busy: number; errors: number }>;
       verdict: { ratio: number; addedP50Ms: number; addedP99Ms: number };
     };
     const c = r.closed['8'];
@@ -42,6 +49,16 @@ it.skipIf(skip)(
     expect(r.open.targets['gateway rr']?.errors).toBe(0);
     expect(Number.isFinite(r.verdict.ratio)).toBe(true);
     expect(Number.isFinite(r.verdict.addedP50Ms)).toBe(true);
+    // The open loop's CPU figures, and the control: nginx and the gateway each at half of its
+    // own closed-loop maximum (so nginx's rate is its own, not the gateway's).
+    expect(r.open.targets['gateway rr']?.cpuUsPerReq).toBeGreaterThan(0);
+    expect(r.open.targets['gateway rr']?.busy).toBeGreaterThan(0);
+    for (const t of ['nginx', 'gateway rr']) {
+      expect(r.ownRate[t]?.errors).toBe(0);
+      expect(Number.isFinite(r.ownRate[t]?.addedP99Ms)).toBe(true);
+    }
+    expect(r.ownRate.nginx?.rate).toBe(Math.round(c!.nginx!.rps * 0.5));
+    expect(r.ownRate['gateway rr']?.rate).toBe(r.open.rate);
   },
-  90_000,
+  150_000,
 );
