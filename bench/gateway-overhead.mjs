@@ -24,6 +24,7 @@
 //   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
 //        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
 //        [--gateway-workers N[,N...]] [--rate-of NAME] [--generator auto|c|node] [--own-rate]
+//        [--open-connections N]
 //
 // --own-rate adds a control: every proxy (nginx and each variant too) in an open loop at half of
 // its own maximum, paired with direct at that rate — the criterion applied to proxies with less
@@ -43,6 +44,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   cpuMs,
+  cpuTimesMs,
   findTool,
   freePort,
   proxyHttpConfig,
@@ -82,6 +84,7 @@ function parseArgs(argv) {
     warmup: 2,
     generator: 'auto',
     ownRate: false,
+    openConnections: 512,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -102,6 +105,7 @@ function parseArgs(argv) {
     else if (a === '--rate-of') o.rateOf = val();
     else if (a === '--generator') o.generator = val();
     else if (a === '--own-rate') o.ownRate = true;
+    else if (a === '--open-connections') o.openConnections = Number(val());
     else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
     else if (a === '--variant') {
       const v = val();
@@ -129,7 +133,9 @@ function parseArgs(argv) {
           '  [--cpu-prof DIR] [--variant NAME=PATH/TO/gateway-server.mjs]... [--gateway-workers 2,...]\n' +
           "  [--variant-args 'NAME=--node-flag ...'] (node flags for that variant's process)\n" +
           '  [--generator auto|c|node] (open loop: C paced by a timerfd, or Node on 1 ms timers)\n' +
-          '  [--own-rate] (a control: each proxy, nginx included, also at half its own max rate)',
+          '  [--own-rate] (a control: each proxy, nginx included, also at half its own max rate)\n' +
+          '  [--open-connections 512] (the open loop opens up to this many; 32, as many as it opens\n' +
+          '  at the start, keeps a fixed set, as wrk2 does: late requests wait for a free one)',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -138,6 +144,11 @@ function parseArgs(argv) {
     throw new Error('--duration, --rounds and --connections must be positive');
   }
   if (!['nginx', 'node'].includes(o.upstream)) throw new Error('--upstream nginx|node');
+  if (!Number.isInteger(o.openConnections) || o.openConnections < 32) {
+    throw new Error(
+      '--open-connections takes a whole number ≥ 32 (the generator opens 32 at the start)',
+    );
+  }
   if (!['auto', 'c', 'node'].includes(o.generator)) throw new Error('--generator auto|c|node');
   if (o.gatewayWorkers.some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error('--gateway-workers takes whole numbers ≥ 1, e.g. 2 or 2,4');
@@ -145,7 +156,15 @@ function parseArgs(argv) {
   return o;
 }
 
-const opts = parseArgs(process.argv.slice(2));
+let opts;
+try {
+  opts = parseArgs(process.argv.slice(2));
+} catch (e) {
+  console.error(
+    `gateway-overhead: ${e instanceof Error ? e.message : String(e)} (--help lists the options)`,
+  );
+  process.exit(2);
+}
 const log = (s) => (opts.json ? process.stderr.write(s + '\n') : console.log(s));
 
 // ---- fixtures --------------------------------------------------------------------------------
@@ -367,6 +386,16 @@ async function main() {
       signal: abort.signal,
     });
   const cpuOf = (t) => t.pids().reduce((a, p) => a + cpuMs(p), 0);
+  // User and kernel time apart: on loopback a socket write's kernel work (the receiver's side of
+  // TCP included) is much the same for every proxy; the user time is the proxy's own code.
+  const cpuSplitOf = (t) =>
+    t.pids().reduce(
+      (a, p) => {
+        const x = cpuTimesMs(p);
+        return { userMs: a.userMs + x.userMs, sysMs: a.sysMs + x.sysMs };
+      },
+      { userMs: 0, sysMs: 0 },
+    );
 
   // Warmup (JIT, connection pools).
   if (opts.warmup > 0) {
@@ -380,10 +409,16 @@ async function main() {
     for (let r = 0; r < opts.rounds; r++) {
       const order = targets.map((_, i) => targets[(i + r) % targets.length]);
       for (const t of order) {
-        const cpu0 = cpuOf(t);
+        const cpu0 = cpuSplitOf(t);
         const w = await wrk(t, c, opts.duration);
-        const cpu = cpuOf(t) - cpu0;
-        closed[c][t.name].push({ ...w, cpuUsPerReq: (cpu * 1000) / Math.max(1, w.requests) });
+        const cpu1 = cpuSplitOf(t);
+        const perReq = (ms) => (ms * 1000) / Math.max(1, w.requests);
+        closed[c][t.name].push({
+          ...w,
+          cpuUsPerReq: perReq(cpu1.userMs + cpu1.sysMs - cpu0.userMs - cpu0.sysMs),
+          userUsPerReq: perReq(cpu1.userMs - cpu0.userMs),
+          sysUsPerReq: perReq(cpu1.sysMs - cpu0.sysMs),
+        });
         if (!opts.json) {
           process.stdout.write(
             `  c=${c} round ${r + 1} ${t.name.padEnd(24)} ${w.rps.toFixed(0).padStart(7)} req/s` +
@@ -406,6 +441,8 @@ async function main() {
         p50Ms: median(runs.map((x) => x.latencyUs.p50 / 1000)),
         p99Ms: median(runs.map((x) => x.latencyUs.p99 / 1000)),
         cpuUsPerReq: median(runs.map((x) => x.cpuUsPerReq)),
+        userUsPerReq: median(runs.map((x) => x.userUsPerReq)),
+        sysUsPerReq: median(runs.map((x) => x.sysUsPerReq)),
         errors: runs.reduce((a, x) => a + x.errorCount, 0),
       };
     }
@@ -436,7 +473,7 @@ async function main() {
         durationS: opts.duration,
         warmupS: Math.min(1, opts.duration / 2),
         preopen: 32,
-        maxConnections: 512,
+        maxConnections: opts.openConnections,
         generator: opts.generator,
       },
       { signal: abort.signal },
@@ -534,7 +571,12 @@ async function main() {
       rateFraction: opts.rateFraction,
     },
     closed: closedSummary,
-    open: { rate, generator: open.direct[0]?.generator ?? 'node', targets: openSummary },
+    open: {
+      rate,
+      generator: open.direct[0]?.generator ?? 'node',
+      maxConnections: opts.openConnections,
+      targets: openSummary,
+    },
     ...(opts.ownRate ? { ownRate } : {}),
     verdict: {
       ratio,
@@ -557,7 +599,8 @@ async function main() {
   );
   console.log(
     `${'target'.padEnd(26)}${'conns'.padStart(6)}${'req/s'.padStart(9)}${'×nginx'.padStart(8)}` +
-      `${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'cpu µs/req'.padStart(12)}${'errors'.padStart(8)}`,
+      `${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'cpu µs/req'.padStart(12)}` +
+      `${'user/sys'.padStart(10)}${'errors'.padStart(8)}`,
   );
   for (const c of opts.connections) {
     for (const t of targets) {
@@ -565,12 +608,17 @@ async function main() {
       console.log(
         `${t.name.padEnd(26)}${String(c).padStart(6)}${f0(s.rps).padStart(9)}` +
           `${f2(s.rps / closedSummary[c].nginx.rps).padStart(8)}${f2(s.p50Ms).padStart(9)}` +
-          `${f2(s.p99Ms).padStart(9)}${f0(s.cpuUsPerReq).padStart(12)}${String(s.errors).padStart(8)}`,
+          `${f2(s.p99Ms).padStart(9)}${f0(s.cpuUsPerReq).padStart(12)}` +
+          `${`${f0(s.userUsPerReq)}/${f0(s.sysUsPerReq)}`.padStart(10)}${String(s.errors).padStart(8)}`,
       );
     }
   }
   console.log(
-    `\nopen loop at ${rate} req/s (${opts.rateFraction} × ${opts.rateOf} rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s); ${result.open.generator === 'c' ? 'C generator (each request at its due time)' : 'Node generator (1 ms timers: requests due within a millisecond go together)'}`,
+    "(cpu: the target's processes per request — for direct, the upstream; user/sys: its user and" +
+      " kernel parts, the kernel part mostly the sockets' own work on loopback)",
+  );
+  console.log(
+    `\nopen loop at ${rate} req/s (${opts.rateFraction} × ${opts.rateOf} rr max ${f0(gwMax)}), service latency, medians of ${opts.rounds} round(s); ${result.open.generator === 'c' ? 'C generator (each request at its due time)' : 'Node generator (1 ms timers: requests due within a millisecond go together)'}, ${opts.openConnections === 32 ? 'a fixed set of 32 connections' : `32 connections, opening more up to ${opts.openConnections} while requests wait`}`,
   );
   console.log(
     `${'target'.padEnd(26)}${'req/s'.padStart(8)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}` +

@@ -201,14 +201,20 @@ ${upstreamPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
   }`;
 }
 
-/** utime + stime of a process in ms (Linux /proc), or NaN. */
-export function cpuMs(pid) {
+/** A process's CPU time in ms (Linux /proc), split: user (utime) and kernel (stime); NaN if gone. */
+export function cpuTimesMs(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields after the comm: state(0) ... utime(11) stime(12), in clock ticks (100 Hz on Linux)
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    return { userMs: (Number(f[11]) * 1000) / 100, sysMs: (Number(f[12]) * 1000) / 100 };
   } catch {
-    return Number.NaN;
+    return { userMs: Number.NaN, sysMs: Number.NaN };
   }
+}
+
+/** utime + stime of a process in ms (Linux /proc), or NaN. */
+export function cpuMs(pid) {
+  const t = cpuTimesMs(pid);
+  return t.userMs + t.sysMs;
 }

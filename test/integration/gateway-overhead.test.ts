@@ -25,13 +25,33 @@ it.skipIf(skip)(
   async () => {
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      [join(ROOT, 'bench', 'gateway-overhead.mjs'), '--smoke', '--own-rate', '--json'],
+      [
+        join(ROOT, 'bench', 'gateway-overhead.mjs'),
+        '--smoke',
+        '--own-rate',
+        '--open-connections',
+        '40',
+        '--json',
+      ],
       { cwd: ROOT, timeout: 90_000 },
     );
     const r = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {
-      closed: Record<string, Record<string, { rps: number; errors: number }>>;
+      closed: Record<
+        string,
+        Record<
+          string,
+          {
+            rps: number;
+            errors: number;
+            cpuUsPerReq: number;
+            userUsPerReq: number;
+            sysUsPerReq: number;
+          }
+        >
+      >;
       open: {
         rate: number;
+        maxConnections: number;
         targets: Record<
           string,
           { p50Ms: number; errors: number; cpuUsPerReq: number; busy: number }
@@ -45,7 +65,14 @@ it.skipIf(skip)(
       expect(c?.[t]?.rps).toBeGreaterThan(0);
       expect(c?.[t]?.errors).toBe(0);
     }
+    // The closed loop's CPU per request, split into user and kernel time (one round: the parts
+    // add up to the whole).
+    const g = c?.['gateway rr'];
+    expect(g?.userUsPerReq).toBeGreaterThan(0);
+    expect(g?.sysUsPerReq).toBeGreaterThan(0);
+    expect(g!.userUsPerReq + g!.sysUsPerReq).toBeCloseTo(g!.cpuUsPerReq, 6);
     expect(r.open.rate).toBeGreaterThan(0);
+    expect(r.open.maxConnections).toBe(40);
     expect(r.open.targets['gateway rr']?.errors).toBe(0);
     expect(Number.isFinite(r.verdict.ratio)).toBe(true);
     expect(Number.isFinite(r.verdict.addedP50Ms)).toBe(true);
@@ -62,3 +89,15 @@ it.skipIf(skip)(
   },
   150_000,
 );
+
+it('gateway-overhead refuses an open-loop connection cap below the 32 it opens at the start', async () => {
+  const run = promisify(execFile)(
+    process.execPath,
+    [join(ROOT, 'bench', 'gateway-overhead.mjs'), '--open-connections', '8'],
+    { cwd: ROOT, timeout: 30_000 },
+  );
+  await expect(run).rejects.toMatchObject({
+    code: 2,
+    stderr: expect.stringContaining('--open-connections takes a whole number ≥ 32') as unknown,
+  });
+});
