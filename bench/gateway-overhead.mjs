@@ -24,7 +24,13 @@
 //   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
 //        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
 //        [--gateway-workers N[,N...]] [--rate-of NAME] [--generator auto|c|node] [--own-rate]
-//        [--open-connections N]
+//        [--open-connections N] [--pin]
+//
+// --pin puts the proxies (each runs alone in its turn) on the last CPU(s) this process may use,
+// the upstream on the one before where there are 4 or more, and the load generators (wrk, the
+// open loop) on the rest, so that the proxy under test does not share its core with them — as
+// on a deployment, where clients and engines run elsewhere. The layout and each process's
+// affinity, read back from /proc, are printed (and in --json).
 //
 // --own-rate adds a control: every proxy (nginx and each variant too) in an open loop at half of
 // its own maximum, paired with direct at that rate — the criterion applied to proxies with less
@@ -37,8 +43,8 @@
 // --gateway-workers 2[,4] adds this build run as `up --gateway-workers N` runs it (N processes on
 // one port, bench/lib/gateway-workers-server.mjs); its CPU is summed over the processes.
 // Needs nginx and wrk: apt-get install -y nginx-light wrk.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +91,7 @@ function parseArgs(argv) {
     generator: 'auto',
     ownRate: false,
     openConnections: 512,
+    pin: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -106,6 +113,7 @@ function parseArgs(argv) {
     else if (a === '--generator') o.generator = val();
     else if (a === '--own-rate') o.ownRate = true;
     else if (a === '--open-connections') o.openConnections = Number(val());
+    else if (a === '--pin') o.pin = true;
     else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
     else if (a === '--variant') {
       const v = val();
@@ -135,7 +143,8 @@ function parseArgs(argv) {
           '  [--generator auto|c|node] (open loop: C paced by a timerfd, or Node on 1 ms timers)\n' +
           '  [--own-rate] (a control: each proxy, nginx included, also at half its own max rate)\n' +
           '  [--open-connections 512] (the open loop opens up to this many; 32, as many as it opens\n' +
-          '  at the start, keeps a fixed set, as wrk2 does: late requests wait for a free one)',
+          '  at the start, keeps a fixed set, as wrk2 does: late requests wait for a free one)\n' +
+          '  [--pin] (the proxy under test on CPUs of its own, apart from the generator and upstream)',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -259,6 +268,50 @@ async function probe(port, body) {
   return res.headers.get('x-inferplane-replica');
 }
 
+// ---- CPU pinning (--pin) ----------------------------------------------------------------------
+/** Expands a Linux CPU list ("0-3,6") into numbers. */
+function cpuList(text) {
+  const out = [];
+  for (const part of text.trim().split(',').filter(Boolean)) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (b ?? a); c++) out.push(c);
+  }
+  return out;
+}
+
+/** The CPUs a process may run on (its Cpus_allowed_list), or [] if it is gone. */
+function affinityOf(pid) {
+  try {
+    const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? cpuList(m[1]) : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The --pin layout over the CPUs this process may use: the proxies on the last `proxyCpus`, the
+ * upstream on the one before where at least 2 more remain, the generators on the rest.
+ */
+function pinLayout(cpus, proxyCpus) {
+  if (cpus.length < proxyCpus + 1) {
+    throw new Error(
+      `--pin needs at least ${proxyCpus + 1} CPUs (${proxyCpus} for the proxy under test, one for the rest); this process may use ${cpus.length}`,
+    );
+  }
+  const proxy = cpus.slice(cpus.length - proxyCpus);
+  const rest = cpus.slice(0, cpus.length - proxyCpus);
+  if (rest.length >= 3) return { proxy, upstream: rest.slice(-1), generator: rest.slice(0, -1) };
+  return { proxy, upstream: rest, generator: rest };
+}
+
+/** Pins every thread of each process to `cpus` (taskset, util-linux). */
+function pinTo(pids, cpus) {
+  for (const pid of pids) {
+    execFileSync('taskset', ['-a', '-p', '-c', cpus.join(','), String(pid)], { stdio: 'ignore' });
+  }
+}
+
 // ---- main ------------------------------------------------------------------------------------
 async function main() {
   const nginxBin = findTool('nginx');
@@ -268,6 +321,11 @@ async function main() {
       `needs ${[!nginxBin && 'nginx', !wrkBin && 'wrk'].filter(Boolean).join(' and ')}: apt-get install -y nginx-light wrk`,
     );
   }
+  // --pin: this process first (wrk and the open loop inherit its CPUs), then each server.
+  const layout = opts.pin
+    ? pinLayout(affinityOf(process.pid), Math.max(1, ...opts.gatewayWorkers))
+    : undefined;
+  if (layout) pinTo([process.pid], layout.generator);
   const work = mkdtempSync(join(tmpdir(), 'inferplane-gw-overhead-'));
   cleanups.push(() => rmSync(work, { recursive: true, force: true }));
 
@@ -338,6 +396,11 @@ async function main() {
   // Let the signal scraper (100 ms period) see both replicas before prefix-aware traffic.
   await new Promise((r) => setTimeout(r, 500));
 
+  if (layout) {
+    pinTo(upstreamPids, layout.upstream);
+    pinTo([...proxyPids, ...gateways.flatMap((g) => g.pids)], layout.proxy);
+  }
+
   const targets = [
     { name: 'direct', port: upPorts[0], body: bodyFor('bench-rr'), pids: () => upstreamPids },
     { name: 'nginx', port: proxyPort, body: bodyFor('bench-rr'), pids: () => proxyPids },
@@ -374,6 +437,23 @@ async function main() {
       gateways.map((g) => `${g.name} on :${g.port}`).join(', ') +
       `; wrk ${wrkBin}, 1 thread; ${opts.rounds} round(s) × ${opts.duration} s`,
   );
+  // Each target's CPUs as the kernel has them (every process and thread of it), and the
+  // generators' (this process's, which wrk and the open loop inherit).
+  const affinity = Object.fromEntries(
+    targets.map((t) => [
+      t.name,
+      [...new Set(t.pids().flatMap((p) => affinityOf(p)))].sort((a, b) => a - b),
+    ]),
+  );
+  affinity.generator = affinityOf(process.pid);
+  if (layout) {
+    log(
+      `pinned: proxy under test on CPU ${layout.proxy.join(',')}, upstream on ${layout.upstream.join(',')}, ` +
+        `generators on ${layout.generator.join(',')} (read back: ${Object.entries(affinity)
+          .map(([k, v]) => `${k} ${v.join(',')}`)
+          .join('; ')})`,
+    );
+  }
 
   const wrk = (t, connections, durationS) =>
     runWrk({
@@ -563,6 +643,7 @@ async function main() {
   const verdictLatency = added.addedP50Ms <= 0.5 && added.addedP99Ms <= 2;
   const result = {
     machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
+    pin: layout ? { ...layout, affinity } : null,
     options: {
       duration: opts.duration,
       connections: opts.connections,

@@ -3,6 +3,7 @@
 // is judged by the bench's side-by-side ratios, not by a test. Skips when nginx or wrk is missing.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { expect, it } from 'vitest';
@@ -16,6 +17,9 @@ function findTool(name: string): string | undefined {
     .map((d) => join(d, name))
     .find((p) => existsSync(p));
 }
+
+// --pin needs a CPU for the proxy and one for the rest.
+const PIN = availableParallelism() >= 2;
 
 const missing = ['nginx', 'wrk'].filter((t) => !findTool(t));
 const skip = missing.length > 0 ? `${missing.join(' and ')} not installed` : false;
@@ -31,6 +35,7 @@ it.skipIf(skip)(
         '--own-rate',
         '--open-connections',
         '40',
+        ...(PIN ? ['--pin'] : []),
         '--json',
       ],
       { cwd: ROOT, timeout: 90_000 },
@@ -59,6 +64,12 @@ it.skipIf(skip)(
       };
       ownRate: Record<string, { rate: number; addedP99Ms: number; busy: number; errors: number }>;
       verdict: { ratio: number; addedP50Ms: number; addedP99Ms: number };
+      pin: {
+        proxy: number[];
+        upstream: number[];
+        generator: number[];
+        affinity: Record<string, number[]>;
+      } | null;
     };
     const c = r.closed['8'];
     for (const t of ['direct', 'nginx', 'gateway rr']) {
@@ -85,6 +96,19 @@ it.skipIf(skip)(
       expect(Number.isFinite(r.ownRate[t]?.addedP99Ms)).toBe(true);
     }
     expect(r.ownRate.nginx?.rate).toBe(Math.round(c!.nginx!.rps * 0.5));
+    // --pin: the kernel's own affinity of each process, read back — the proxies on their CPU(s),
+    // the upstream and the generators off them.
+    if (PIN) {
+      const p = r.pin!;
+      expect(p.affinity.nginx).toEqual(p.proxy);
+      expect(p.affinity['gateway rr']).toEqual(p.proxy);
+      expect(p.affinity.direct).toEqual(p.upstream);
+      expect(p.affinity.generator).toEqual(p.generator);
+      for (const cpu of p.proxy) {
+        expect(p.upstream).not.toContain(cpu);
+        expect(p.generator).not.toContain(cpu);
+      }
+    }
     expect(r.ownRate['gateway rr']?.rate).toBe(r.open.rate);
   },
   150_000,
