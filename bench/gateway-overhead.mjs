@@ -451,7 +451,10 @@ async function main() {
       `pinned: proxy under test on CPU ${layout.proxy.join(',')}, upstream on ${layout.upstream.join(',')}, ` +
         `generators on ${layout.generator.join(',')} (read back: ${Object.entries(affinity)
           .map(([k, v]) => `${k} ${v.join(',')}`)
-          .join('; ')})`,
+          .join('; ')})` +
+        (layout.upstream === layout.generator
+          ? `; with ${layout.proxy.length + layout.generator.length} CPUs the upstream and the generators share theirs, so their own queueing shows in every latency, direct's included (4 or more keep them apart)`
+          : ''),
     );
   }
 
