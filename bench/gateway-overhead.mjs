@@ -24,13 +24,14 @@
 //   node bench/gateway-overhead.mjs [--duration 5] [--connections 16,64] [--rounds 3] [--json]
 //        [--upstream nginx|node] [--smoke] [--cpu-prof DIR] [--variant NAME=PATH/gateway-server.mjs]
 //        [--gateway-workers N[,N...]] [--rate-of NAME] [--generator auto|c|node] [--own-rate]
-//        [--open-connections N] [--pin]
+//        [--open-connections N] [--pin] [--pin-cpus N]
 //
 // --pin puts the proxies (each runs alone in its turn) on the last CPU(s) this process may use,
 // the upstream on the one before where there are 4 or more, and the load generators (wrk, the
 // open loop) on the rest, so that the proxy under test does not share its core with them — as
-// on a deployment, where clients and engines run elsewhere. The layout and each process's
-// affinity, read back from /proc, are printed (and in --json).
+// on a deployment, where clients and engines run elsewhere; --pin-cpus N gives the proxies N
+// CPUs (a Node proxy's GC helper threads then have a core beside its event loop). The layout and
+// each process's affinity, read back from /proc, are printed (and in --json).
 //
 // --own-rate adds a control: every proxy (nginx and each variant too) in an open loop at half of
 // its own maximum, paired with direct at that rate — the criterion applied to proxies with less
@@ -92,6 +93,7 @@ function parseArgs(argv) {
     ownRate: false,
     openConnections: 512,
     pin: false,
+    pinCpus: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -114,7 +116,10 @@ function parseArgs(argv) {
     else if (a === '--own-rate') o.ownRate = true;
     else if (a === '--open-connections') o.openConnections = Number(val());
     else if (a === '--pin') o.pin = true;
-    else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
+    else if (a === '--pin-cpus') {
+      o.pin = true;
+      o.pinCpus = Number(val());
+    } else if (a === '--gateway-workers') o.gatewayWorkers = val().split(',').map(Number);
     else if (a === '--variant') {
       const v = val();
       const eq = v.indexOf('=');
@@ -144,7 +149,8 @@ function parseArgs(argv) {
           '  [--own-rate] (a control: each proxy, nginx included, also at half its own max rate)\n' +
           '  [--open-connections 512] (the open loop opens up to this many; 32, as many as it opens\n' +
           '  at the start, keeps a fixed set, as wrk2 does: late requests wait for a free one)\n' +
-          '  [--pin] (the proxy under test on CPUs of its own, apart from the generator and upstream)',
+          '  [--pin] (the proxy under test on CPUs of its own, apart from the generator and upstream)\n' +
+          "  [--pin-cpus N] (--pin with N CPUs for the proxies: 1 by default, or --gateway-workers' N)",
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -153,6 +159,8 @@ function parseArgs(argv) {
     throw new Error('--duration, --rounds and --connections must be positive');
   }
   if (!['nginx', 'node'].includes(o.upstream)) throw new Error('--upstream nginx|node');
+  if (!Number.isInteger(o.pinCpus) || o.pinCpus < 1)
+    throw new Error('--pin-cpus takes a whole number ≥ 1');
   if (!Number.isInteger(o.openConnections) || o.openConnections < 32) {
     throw new Error(
       '--open-connections takes a whole number ≥ 32 (the generator opens 32 at the start)',
@@ -323,7 +331,7 @@ async function main() {
   }
   // --pin: this process first (wrk and the open loop inherit its CPUs), then each server.
   const layout = opts.pin
-    ? pinLayout(affinityOf(process.pid), Math.max(1, ...opts.gatewayWorkers))
+    ? pinLayout(affinityOf(process.pid), Math.max(opts.pinCpus, ...opts.gatewayWorkers))
     : undefined;
   if (layout) pinTo([process.pid], layout.generator);
   const work = mkdtempSync(join(tmpdir(), 'inferplane-gw-overhead-'));
