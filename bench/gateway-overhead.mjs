@@ -50,7 +50,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  cpuMs,
   cpuTimesMs,
   findTool,
   freePort,
@@ -159,8 +158,9 @@ function parseArgs(argv) {
     throw new Error('--duration, --rounds and --connections must be positive');
   }
   if (!['nginx', 'node'].includes(o.upstream)) throw new Error('--upstream nginx|node');
-  if (!Number.isInteger(o.pinCpus) || o.pinCpus < 1)
+  if (!Number.isInteger(o.pinCpus) || o.pinCpus < 1) {
     throw new Error('--pin-cpus takes a whole number ≥ 1');
+  }
   if (!Number.isInteger(o.openConnections) || o.openConnections < 32) {
     throw new Error(
       '--open-connections takes a whole number ≥ 32 (the generator opens 32 at the start)',
@@ -476,9 +476,9 @@ async function main() {
       headers: HEADERS,
       signal: abort.signal,
     });
-  const cpuOf = (t) => t.pids().reduce((a, p) => a + cpuMs(p), 0);
-  // User and kernel time apart: on loopback a socket write's kernel work (the receiver's side of
-  // TCP included) is much the same for every proxy; the user time is the proxy's own code.
+  // A target's CPU time over its processes, user and kernel apart: on loopback a socket write's
+  // kernel work (the receiver's side of TCP included) is much the same for every proxy; the user
+  // time is the proxy's own code.
   const cpuSplitOf = (t) =>
     t.pids().reduce(
       (a, p) => {
@@ -487,6 +487,10 @@ async function main() {
       },
       { userMs: 0, sysMs: 0 },
     );
+  const cpuOf = (t) => {
+    const x = cpuSplitOf(t);
+    return x.userMs + x.sysMs;
+  };
 
   // Warmup (JIT, connection pools).
   if (opts.warmup > 0) {

@@ -212,9 +212,3 @@ export function cpuTimesMs(pid) {
     return { userMs: Number.NaN, sysMs: Number.NaN };
   }
 }
-
-/** utime + stime of a process in ms (Linux /proc), or NaN. */
-export function cpuMs(pid) {
-  const t = cpuTimesMs(pid);
-  return t.userMs + t.sysMs;
-}
