@@ -19,7 +19,10 @@ export LD_LIBRARY_PATH=$ov/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -e node_modules ] || ln -s "$ov/node_modules" node_modules
 # The generator where bench/lib/openloop.mjs keeps it (built here, so no compiler is needed).
 gendir=${TMPDIR:-/tmp}/inferplane-openloop
-mkdir -p "$gendir" && cp -n "$ov"/bin/openloop-* "$gendir/"
+mkdir -p "$gendir"
+for g in "$ov"/bin/openloop-*; do
+  [ -e "$gendir/$(basename "$g")" ] || cp "$g" "$gendir/"
+done
 
 echo "node $(node --version); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1); $(nproc) CPUs; $(uname -r)"
 out=${OUT:-/tmp}/overhead.txt
